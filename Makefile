@@ -1,0 +1,31 @@
+# make run        set up .venv when missing, then run the whole workflow on the default data
+# make test       set up .venv when missing, then run the test suite
+# make benchmark  time the default workflow and the CAM stage, print the numbers
+PYTHON ?= python3
+VENV ?= .venv
+CORES ?= all
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: run test benchmark clean
+
+$(STAMP): pyproject.toml envs/requirements.txt envs/test.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r envs/requirements.txt -r envs/test.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -c "import torchvision.ops, pydensecrf.densecrf, h5py, snakemake"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(BIN)/snakemake --cores $(CORES)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+benchmark: $(STAMP)
+	$(BIN)/python -m pipeline benchmark
+
+clean:
+	rm -rf results/* .snakemake
+	git checkout -- results/README.md

@@ -1,0 +1,21 @@
+# Weakly-supervised semantic segmentation pipeline: the entry point.
+#   snakemake --cores all                             the embedded default (config/config.yaml)
+#   snakemake --cores all --configfile config/voc.yaml another dataset (replaces config.yaml)
+# Each stage is one rule file in workflow/rules/, one adapter in workflow/scripts/ and one
+# module in pipeline/.
+
+include: "workflow/rules/common.smk"
+include: "workflow/rules/dataset.smk"
+include: "workflow/rules/classifier.smk"
+include: "workflow/rules/cams.smk"
+include: "workflow/rules/evaluate.smk"
+
+
+rule all:
+    input:
+        default_targets(),
+    default_target: True
+
+
+onsuccess:
+    print_summary()

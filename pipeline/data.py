@@ -1,0 +1,118 @@
+"""Training data: images with their image-level labels, augmented reproducibly.
+
+Every random choice of a sample is drawn from a generator seeded by (seed, epoch, index),
+and the order of an epoch from (seed, epoch): a run resumed in the middle of an epoch sees
+exactly the batches an uninterrupted run would, whatever the number of loader workers.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torchvision.transforms.v2 import functional as TF
+
+from .imageio import ImageReadError, read_image
+from .manifest import Record
+from .nets import IMAGENET_MEAN, IMAGENET_STD
+
+_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """uint8 [H, W, 3] -> float [3, H, W] in 0..1."""
+    return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    return (x - _MEAN.to(x.device)) / _STD.to(x.device)
+
+
+def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
+    """Resize [C, H, W] or [N, C, H, W] images (antialiased when shrinking)."""
+    batched = x.dim() == 4
+    x = x if batched else x[None]
+    if tuple(x.shape[-2:]) != tuple(size):
+        shrink = size[0] < x.shape[-2] or size[1] < x.shape[-1]
+        x = F.interpolate(x, size=size, mode=mode, align_corners=False, antialias=shrink and mode == "bilinear")
+    return x if batched else x[0]
+
+
+def color_jitter(x: torch.Tensor, rng: np.random.Generator, brightness: float, contrast: float,
+                 saturation: float, hue: float) -> torch.Tensor:
+    """Random brightness, contrast, saturation and hue, applied in a random order (as torchvision)."""
+    ops = []
+    if brightness:
+        ops.append(lambda t, f=rng.uniform(1 - brightness, 1 + brightness): TF.adjust_brightness(t, f))
+    if contrast:
+        ops.append(lambda t, f=rng.uniform(1 - contrast, 1 + contrast): TF.adjust_contrast(t, f))
+    if saturation:
+        ops.append(lambda t, f=rng.uniform(1 - saturation, 1 + saturation): TF.adjust_saturation(t, f))
+    if hue:
+        ops.append(lambda t, f=rng.uniform(-hue, hue): TF.adjust_hue(t, f))
+    for i in rng.permutation(len(ops)):
+        x = ops[i](x)
+    return x.clamp_(0.0, 1.0)
+
+
+def random_crop(x: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """A size x size window; sides shorter than `size` are zero-padded (the mean after normalisation)."""
+    _, h, w = x.shape
+    out = x.new_zeros((x.shape[0], size, size))
+    ch, cw = min(h, size), min(w, size)
+    ys, xs = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)  # window in the image
+    yd, xd = rng.integers(0, size - ch + 1), rng.integers(0, size - cw + 1)  # place in the crop
+    out[:, yd:yd + ch, xd:xd + cw] = x[:, ys:ys + ch, xs:xs + cw]
+    return out
+
+
+def augment(rgb: np.ndarray, cfg: dict, rng: np.random.Generator) -> torch.Tensor:
+    """Random rescale, flip, colour jitter, normalisation and crop of one training image."""
+    x = to_tensor(rgb)
+    s = rng.uniform(*cfg["rescale"])
+    h, w = x.shape[1:]
+    x = resize(x, (max(1, round(h * s)), max(1, round(w * s))))
+    if cfg["flip"] and rng.random() < 0.5:
+        x = x.flip(-1)
+    x = color_jitter(x, rng, **cfg["color_jitter"])
+    return random_crop(normalize(x), cfg["crop_size"], rng)
+
+
+class LabelledImages(torch.utils.data.Dataset):
+    """(augmented image, multi-hot label vector) per record; unreadable images come back as errors."""
+
+    def __init__(self, records: list[Record], n_classes: int, cfg: dict, seed: int):
+        self.records, self.n_classes, self.cfg, self.seed = records, n_classes, cfg, seed
+        self.epoch = 0
+
+    def __len__(self):
+        return len(self.records)
+
+    def __getitem__(self, index: int):
+        r = self.records[index]
+        try:
+            rgb = read_image(r.image)
+        except ImageReadError as e:
+            return {"error": (r.image_id, r.image, str(e))}
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        target = torch.zeros(self.n_classes)
+        target[[v - 1 for v in r.labels]] = 1.0
+        return {"image": augment(rgb, self.cfg, rng), "target": target, "index": index}
+
+
+def collate(items: list[dict]) -> dict:
+    good = [it for it in items if "error" not in it]
+    batch = {"errors": [it["error"] for it in items if "error" in it], "size": len(good)}
+    if good:
+        batch["image"] = torch.stack([it["image"] for it in good])
+        batch["target"] = torch.stack([it["target"] for it in good])
+    return batch
+
+
+def epoch_batches(n: int, batch_size: int, seed: int, epoch: int) -> list[list[int]]:
+    """The batches of one epoch: a seeded permutation cut into full batches (one partial if n < batch)."""
+    g = torch.Generator().manual_seed(seed * 1_000_003 + epoch)
+    order = torch.randperm(n, generator=g).tolist()
+    if n < batch_size:
+        return [order]
+    return [order[i:i + batch_size] for i in range(0, n - batch_size + 1, batch_size)]

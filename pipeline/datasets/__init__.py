@@ -1,0 +1,63 @@
+"""Dataset adapters: turn a dataset (synthetic, VOC layout, or a folder) into manifests.
+
+`build_manifest(dataset_cfg, split)` returns the split's records and the images it left
+out (with the reason); listing errors raise ManifestError before any job runs.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..manifest import ManifestError, Record
+from . import folder, synthetic, voc
+
+SYNTHETIC_ROOT = "results/data/synthetic"
+
+
+def class_names(ds: dict) -> tuple[str, ...]:
+    """Object class names; class value i (in masks and labels) is class_names[i - 1]."""
+    if ds["name"] == "synthetic":
+        return synthetic.CLASSES
+    if ds["name"] == "voc":
+        return voc.CLASSES
+    return tuple(ds["folder"]["classes"])
+
+
+def splits(ds: dict) -> list[str]:
+    """The splits a run needs: the training split and the evaluation split."""
+    return list(dict.fromkeys([ds["train_split"], ds["eval_split"]]))
+
+
+def build_manifest(ds: dict, split: str) -> tuple[list[Record], list[tuple[str, str]]]:
+    """Records of one split, and (image_id, reason) for each image left out."""
+    name = ds["name"]
+    if name == "synthetic":
+        records = synthetic.manifest(ds["synthetic"], split, SYNTHETIC_ROOT)
+        source = "dataset.synthetic"
+    elif name == "voc":
+        records, source = voc.manifest(ds["voc"], split)
+    else:
+        records, source = folder.manifest(ds["folder"], split)
+    records, left_out = apply_empty_label_policy(records, ds["on_empty_labels"], source)
+    if not records:
+        raise ManifestError(f"{source}: split {split!r} has no images"
+                            + (f" ({len(left_out)} left out: {left_out[0][1]})" if left_out else ""))
+    return records, left_out
+
+
+def apply_empty_label_policy(records, policy, source):
+    empty = [r for r in records if not r.labels]
+    if not empty:
+        return records, []
+    if policy == "error":
+        ids = ", ".join(r.image_id for r in empty[:5])
+        raise ManifestError(f"{source}: {len(empty)} image(s) have no image-level labels ({ids}"
+                            f"{', ...' if len(empty) > 5 else ''}); set dataset.on_empty_labels "
+                            "to skip or keep to accept them")
+    if policy == "keep":
+        return records, []
+    return [r for r in records if r.labels], [(r.image_id, "no image-level labels") for r in empty]
+
+
+def data_root(ds: dict) -> Path | None:
+    """The folder a rule generates for this dataset, or None when the data already exists."""
+    return Path(SYNTHETIC_ROOT) if ds["name"] == "synthetic" else None

@@ -1,0 +1,157 @@
+"""Evaluation: mIoU from one confusion matrix accumulated over the whole split.
+
+Classes are 0 (background) .. C; ground-truth pixels equal to 255 are ignored. The IoU of a
+class is TP / (TP + FP + FN); a class absent from both ground truth and prediction over the
+whole split has no IoU (NaN, left out of the mean). For CAMs the background score is a
+constant threshold: every threshold of a sweep is evaluated in one pass over the data, from a
+joint histogram of (true class, CAM argmax class, rank of the CAM max among the thresholds).
+"""
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+
+from . import manifest as mf
+from .artifacts import ArtifactReader
+from .atomic import write_text
+from .imageio import IGNORE, ImageReadError, read_label_map
+from .logs import progress
+from .problems import ProblemReport
+
+log = logging.getLogger(__name__)
+
+
+def confusion_matrix(gt: np.ndarray, pred: np.ndarray, n_classes: int) -> np.ndarray:
+    """[n, n] int64 counts, rows = ground truth, columns = prediction; gt 255 ignored."""
+    valid = gt != IGNORE
+    g, p = gt[valid].astype(np.int64), pred[valid].astype(np.int64)
+    if g.size and (g.max() >= n_classes or p.max() >= n_classes or p.min() < 0):
+        raise ValueError(f"label values outside 0..{n_classes - 1} (gt max {g.max()}, pred max {p.max()})")
+    return np.bincount(g * n_classes + p, minlength=n_classes * n_classes).reshape(n_classes, n_classes)
+
+
+def iou_per_class(conf: np.ndarray) -> np.ndarray:
+    tp = np.diag(conf).astype(np.float64)
+    denom = conf.sum(0) + conf.sum(1) - tp
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(denom > 0, tp / denom, np.nan)
+
+
+def mean_iou(conf: np.ndarray) -> float:
+    iou = iou_per_class(conf)
+    return float(np.nanmean(iou)) if np.isfinite(iou).any() else float("nan")
+
+
+def cam_labels(cams: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarray:
+    """Label map from CAMs: the class of the highest CAM where it exceeds `threshold`, else 0."""
+    h, w = cams.shape[1:]
+    if cams.shape[0] == 0:
+        return np.zeros((h, w), np.uint8)
+    top = cams.max(0)
+    return np.where(top > threshold, np.asarray(keys)[cams.argmax(0)], 0).astype(np.uint8)
+
+
+class ThresholdSweep:
+    """Confusion matrices of CAM label maps for many background thresholds, in one pass."""
+
+    def __init__(self, n_classes: int, thresholds):
+        self.n = n_classes
+        self.thresholds = np.asarray(thresholds, dtype=np.float64)
+        self.hist = np.zeros((n_classes, n_classes, len(self.thresholds) + 1), np.int64)
+
+    def add(self, gt: np.ndarray, cams: np.ndarray, keys: np.ndarray) -> None:
+        valid = gt != IGNORE
+        g = gt[valid].astype(np.int64)
+        if cams.shape[0]:
+            top = cams.max(0)[valid].astype(np.float64)
+            cls = np.asarray(keys, np.int64)[cams.argmax(0)[valid]]
+            # rank = how many thresholds lie strictly below the CAM max: foreground for those
+            rank = np.searchsorted(self.thresholds, top, side="left")
+        else:
+            cls = np.zeros_like(g)
+            rank = np.zeros_like(g)
+        if g.size and (g.max() >= self.n or cls.max() >= self.n):
+            raise ValueError(f"label values outside 0..{self.n - 1}")
+        t = len(self.thresholds) + 1
+        self.hist += np.bincount((g * self.n + cls) * t + rank, minlength=self.n * self.n * t).reshape(self.n, self.n, t)
+
+    def confusion(self, k: int) -> np.ndarray:
+        """Confusion matrix at thresholds[k]: pixels with rank > k are foreground."""
+        fg = self.hist[:, :, k + 1:].sum(2)
+        bg = self.hist[:, :, :k + 1].sum((1, 2))
+        conf = fg.copy()
+        conf[:, 0] += bg
+        return conf
+
+
+def threshold_grid(spec: dict) -> np.ndarray:
+    n = int(round((spec["max"] - spec["min"]) / spec["step"])) + 1
+    return np.round(spec["min"] + spec["step"] * np.arange(n), 6)
+
+
+def load_ground_truth(record: mf.Record, n_classes: int) -> np.ndarray:
+    """The record's class mask; ImageReadError when missing or holding values outside 0..C / 255."""
+    if not record.mask:
+        raise ImageReadError(f"image {record.image_id}: no ground-truth mask in the manifest")
+    gt = read_label_map(record.mask)
+    bad = (gt >= n_classes) & (gt != IGNORE)
+    if bad.any():
+        raise ImageReadError(f"{record.mask}: mask values {sorted(set(np.unique(gt[bad]).tolist()))[:5]} "
+                             f"outside 0..{n_classes - 1} and 255")
+    return gt
+
+
+def metrics_dict(stage: str, split: str, classes, conf: np.ndarray, n_images: int, n_skipped: int, **extra) -> dict:
+    iou = iou_per_class(conf)
+    names = ["background", *classes]
+    return {"stage": stage, "split": split, "miou": mean_iou(conf),
+            "per_class_iou": {n: (None if np.isnan(v) else float(v)) for n, v in zip(names, iou)},
+            "n_images": n_images, "n_skipped": n_skipped, **extra,
+            "classes": names, "confusion": conf.tolist()}
+
+
+def evaluate_cams(*, manifest_paths, cam_paths, classes, thresholds: dict, split: str, stage: str,
+                  out_path, problems_path) -> dict:
+    """Best-threshold mIoU of the CAMs of a split (all shards) against the ground truth."""
+    n = len(classes) + 1
+    grid = threshold_grid(thresholds)
+    sweep = ThresholdSweep(n, grid)
+    problems = ProblemReport(problems_path)
+    records = [r for p in manifest_paths for r in mf.read_tsv(p)]
+    readers = [ArtifactReader(p, stage="cam") for p in cam_paths]
+    where = {iid: rd for rd in readers for iid in rd.image_ids()}
+    n_images = 0
+    try:
+        for r in progress(records, desc=f"evaluate {stage} {split}", unit="img"):
+            if r.image_id not in where:
+                problems.add(r.image_id, r.image, "no CAM: the image was skipped upstream (see make_cams problems)")
+                continue
+            try:
+                gt = load_ground_truth(r, n)
+            except ImageReadError as e:
+                problems.add(r.image_id, r.mask, str(e))
+                continue
+            d = where[r.image_id].read(r.image_id, "cams", "keys")
+            if d["cams"].shape[1:] != gt.shape:
+                problems.add(r.image_id, r.mask, f"mask size {gt.shape} differs from the CAM size {d['cams'].shape[1:]}")
+                continue
+            sweep.add(gt, d["cams"], d["keys"])
+            n_images += 1
+    finally:
+        for rd in readers:
+            rd.close()
+    if n_images == 0:
+        raise ValueError(f"evaluate {stage}: no image of split {split!r} could be evaluated "
+                         f"(see {problems_path})")
+    curve = [mean_iou(sweep.confusion(k)) for k in range(len(grid))]
+    best = int(np.nanargmax(curve))
+    metrics = metrics_dict(stage, split, classes, sweep.confusion(best), n_images, len(problems),
+                           best_threshold=float(grid[best]),
+                           threshold_sweep=[{"threshold": float(t), "miou": m} for t, m in zip(grid, curve)])
+    write_text(out_path, json.dumps(metrics, indent=1))
+    problems.write()
+    log.info("%s on %s: mIoU %.4f at background threshold %.2f (%d images, %d skipped)",
+             stage, split, metrics["miou"], metrics["best_threshold"], n_images, len(problems))
+    return metrics

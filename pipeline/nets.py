@@ -1,0 +1,112 @@
+"""Networks: a torchvision ResNet made dilated, and the multi-label CAM classifier.
+
+torchvision's `replace_stride_with_dilation` refuses BasicBlock (ResNet-18/34), so the
+dilation is applied here to any depth: the strided stages beyond the output stride get
+stride 1, and their 3x3 convolutions a dilation that keeps the receptive field (the first
+block of a stage keeps the previous dilation, as DeepLab and torchvision do).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+import torchvision
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+def _set_stride_dilation(layer: nn.Sequential, dilation: int, previous: int) -> None:
+    for b, block in enumerate(layer):
+        d = previous if b == 0 else dilation
+        for m in block.modules():
+            if isinstance(m, nn.Conv2d):
+                if m.stride == (2, 2):
+                    m.stride = (1, 1)
+                if m.kernel_size == (3, 3):
+                    m.dilation, m.padding = (d, d), (d, d)
+
+
+def resnet_features(depth: int, output_stride: int = 16, pretrained: str | None = None) -> nn.Module:
+    """ResNet stem + layer1..layer4 (no pooling, no fc), at the requested output stride."""
+    if output_stride not in (8, 16, 32):
+        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
+    net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
+    if pretrained:
+        load_backbone_weights(net, pretrained)
+    if output_stride <= 16:
+        _set_stride_dilation(net.layer4, 2 if output_stride == 16 else 4, 1 if output_stride == 16 else 2)
+    if output_stride == 8:
+        _set_stride_dilation(net.layer3, 2, 1)
+    features = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
+    features.out_channels = net.fc.in_features
+    features.output_stride = output_stride
+    return features
+
+
+def load_backbone_weights(net: nn.Module, path: str | Path) -> None:
+    """Load a local torchvision ResNet state dict (fc ignored); errors name the file."""
+    path = Path(path)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (OSError, RuntimeError, EOFError, ValueError) as e:
+        raise ValueError(f"{path}: cannot load pretrained weights ({e})") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
+    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
+    own = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        raise ValueError(f"{path}: not a state dict of this ResNet: {len(missing)} missing keys {missing[:3]}, "
+                         f"{len(unexpected)} unexpected {unexpected[:3]}, shape mismatches {wrong[:3]}")
+    net.load_state_dict(state, strict=False)
+
+
+class Classifier(nn.Module):
+    """ResNet features -> global average pooling -> 1x1 conv (no bias) to class scores.
+
+    The CAM of class c is ReLU(w_c . f(x, y)): the head applied before pooling.
+    """
+
+    def __init__(self, n_classes: int, depth: int = 50, output_stride: int = 16, pretrained: str | None = None):
+        super().__init__()
+        self.arch = {"n_classes": n_classes, "depth": depth, "output_stride": output_stride}
+        self.backbone = resnet_features(depth, output_stride, pretrained)
+        self.head = nn.Conv2d(self.backbone.out_channels, n_classes, 1, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.backbone(x)
+        return self.head(f.mean(dim=(2, 3), keepdim=True)).flatten(1)
+
+    def cams(self, x: torch.Tensor, class_index: torch.Tensor) -> torch.Tensor:
+        """ReLU class activation maps [N, K, h, w] of the classes `class_index` (0-based)."""
+        f = self.backbone(x)
+        return F.relu(F.conv2d(f, self.head.weight[class_index]))
+
+    def param_groups(self):
+        return {"backbone": list(self.backbone.parameters()), "head": list(self.head.parameters())}
+
+
+def save_model(model: nn.Module, path, extra: dict | None = None) -> None:
+    from .training import atomic_torch_save
+
+    atomic_torch_save({"arch": model.arch, "state_dict": model.state_dict(), **(extra or {})}, path)
+
+
+def load_classifier(path, device="cpu") -> tuple[Classifier, dict]:
+    """The classifier saved by train_classifier, in eval mode, and the saved dict's extras."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        arch = saved["arch"]
+    except (OSError, RuntimeError, EOFError, KeyError, TypeError) as e:
+        raise ValueError(f"{path}: not a classifier saved by this pipeline ({e})") from None
+    model = Classifier(arch["n_classes"], arch["depth"], arch["output_stride"])
+    model.load_state_dict(saved["state_dict"])
+    model.to(device).eval()
+    return model, {k: v for k, v in saved.items() if k not in ("arch", "state_dict")}

@@ -1,0 +1,59 @@
+"""The results table: one row per evaluated stage, from the metrics JSON files.
+
+results/metrics/summary.tsv is tab-separated with the columns
+    stage  split  miou  n_images  n_skipped  best_threshold  iou_<class> ...
+(mIoU and IoU in 0..1; best_threshold only for stages that sweep a background threshold).
+"""
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from .atomic import write_text
+
+FIXED = ("stage", "split", "miou", "n_images", "n_skipped", "best_threshold")
+
+
+def _fmt(value) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return "nan" if value != value else f"{value:.4f}"
+    return str(value)
+
+
+def rows_from_metrics(paths) -> tuple[list[str], list[dict]]:
+    rows, classes = [], []
+    for p in paths:
+        m = json.loads(Path(p).read_text())
+        row = {k: _fmt(m.get(k)) for k in FIXED}
+        for name, v in m["per_class_iou"].items():
+            if name not in classes:
+                classes.append(name)
+            row[f"iou_{name}"] = _fmt(v)
+        rows.append(row)
+    return [*FIXED, *(f"iou_{c}" for c in classes)], rows
+
+
+def write_summary(metric_paths, out_path) -> str:
+    columns, rows = rows_from_metrics(metric_paths)
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, columns, delimiter="\t", lineterminator="\n", restval="")
+    w.writeheader()
+    w.writerows(rows)
+    write_text(out_path, buf.getvalue())
+    return buf.getvalue()
+
+
+def format_table(tsv_path, columns=("stage", "split", "miou", "best_threshold", "n_images", "n_skipped")) -> str:
+    """The main columns of a summary file, aligned for the terminal (mIoU in percent)."""
+    with open(tsv_path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    cells = [list(columns)]
+    for r in rows:
+        cells.append([f"{100 * float(r[c]):.1f}" if c == "miou" and r[c] not in ("", "nan") else r.get(c, "")
+                      for c in columns])
+    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
+    return "\n".join("  ".join(v.ljust(wd) for v, wd in zip(row, widths)).rstrip() for row in cells)

@@ -1,0 +1,28 @@
+# Stage train_classifier: the multi-label CAM classifier (pipeline/train_classifier.py).
+# Its resumable checkpoint lives outside the declared outputs, under results/checkpoints/.
+
+
+rule train_classifier:
+    input:
+        data_inputs,
+        manifest=f"results/manifest/{TRAIN_SPLIT}.tsv",
+    output:
+        model="results/classifier/model.pt",
+        history="results/classifier/history.json",
+        problems="results/classifier/problems.tsv",
+    params:
+        cfg=CFG["classifier"],
+        seed=CFG["seed"],
+        classes=CLASSES,
+        device=CFG["compute"]["device"],
+        checkpoint="results/checkpoints/classifier.pt",
+        code=code_hash("pipeline.train_classifier"),
+    threads: 8
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=480,
+    log:
+        "results/logs/train_classifier.log",
+    script:
+        "../scripts/train_classifier.py"

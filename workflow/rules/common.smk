@@ -1,0 +1,55 @@
+# Shared set-up, run when the workflow is parsed (before any job): the config is validated
+# against workflow/schemas/config.schema.yaml and completed with its defaults; the manifests
+# of the splits are built, so listing errors stop the run before work starts.
+import re
+from pathlib import Path
+
+from pipeline import datasets
+from pipeline import manifest as mf
+from pipeline.config import resolve
+from pipeline.provenance import code_hash
+from pipeline.summary import format_table
+
+DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
+# --configfile replaces config/config.yaml rather than being merged into it, so each config
+# file is complete on top of the schema defaults.
+if not workflow.overwrite_configfiles:
+    workflow.configfile(str(DEFAULT_CONFIG))
+CFG = resolve(config, [str(p) for p in workflow.overwrite_configfiles] or [str(DEFAULT_CONFIG)])
+
+DS = CFG["dataset"]
+CLASSES = list(datasets.class_names(DS))
+TRAIN_SPLIT, EVAL_SPLIT = DS["train_split"], DS["eval_split"]
+MANIFESTS, LEFT_OUT = {}, {}
+for _split in datasets.splits(DS):
+    MANIFESTS[_split], LEFT_OUT[_split] = datasets.build_manifest(DS, _split)
+SHARDS = {s: mf.split_into_shards(records, DS["n_shards"]) for s, records in MANIFESTS.items()}
+# Evaluation needs ground-truth masks; a folder dataset without them stops at the CAMs.
+CAN_EVALUATE = any(r.mask for r in MANIFESTS[EVAL_SPLIT])
+DATA_ROOT = datasets.data_root(DS)
+
+
+wildcard_constraints:
+    split="|".join(map(re.escape, MANIFESTS)),
+    shard=r"shard\d+",
+
+
+def data_inputs(wildcards=None):
+    """The generated dataset folder, for datasets the workflow makes itself."""
+    return [str(DATA_ROOT)] if DATA_ROOT else []
+
+
+def shard_files(pattern, split):
+    return expand(pattern, split=split, shard=SHARDS[split])
+
+
+def default_targets():
+    if CAN_EVALUATE:
+        return ["results/metrics/summary.tsv"]
+    return shard_files("results/cam/{split}/{shard}.h5", TRAIN_SPLIT)
+
+
+def print_summary():
+    summary = Path("results/metrics/summary.tsv")
+    if summary.is_file():
+        print(f"\nResults ({summary}; mIoU in %):\n{format_table(summary)}\n")
