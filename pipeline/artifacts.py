@@ -1,7 +1,8 @@
 """HDF5 artifacts: one file per (stage, shard), one group per image, provenance at the root.
 
 Layout of every artifact:
-    /                 attrs: stage, split, shard, params_hash, code_hash, versions (JSON),
+    /                 attrs: stage, split, shard, classes (JSON list of names; class value
+                             i is classes[i - 1]), params_hash, code_hash, versions (JSON),
                              created_utc, n_images, format_version
     /params           JSON string: the full parameters the stage ran with
     /images/<id>/     one group per image; datasets such as cams [K, H, W] float16 and
@@ -34,14 +35,15 @@ class ArtifactError(ValueError):
 class ArtifactWriter:
     """Context manager that writes one artifact atomically.
 
-    with ArtifactWriter(path, stage="cam", split="val", shard="shard00", params=p, code_hash=h) as w:
+    with ArtifactWriter(path, stage="cam", split="val", shard="shard00", classes=names,
+                        params=p, code_hash=h) as w:
         w.add("2007_000032", {"image_path": ...}, cams=cams, keys=keys)
     """
 
-    def __init__(self, path, *, stage: str, split: str, shard: str, params: dict, code_hash: str):
+    def __init__(self, path, *, stage: str, split: str, shard: str, classes, params: dict, code_hash: str):
         self.path = Path(path)
-        self.meta = dict(stage=stage, split=split, shard=shard, params_hash=params_hash(params),
-                         code_hash=code_hash, format_version=FORMAT_VERSION)
+        self.meta = dict(stage=stage, split=split, shard=shard, classes=json.dumps(list(classes)),
+                         params_hash=params_hash(params), code_hash=code_hash, format_version=FORMAT_VERSION)
         self.params = params
         self.file = None
         self.n_images = 0

@@ -25,7 +25,7 @@ def _open(path) -> Image.Image:
     except FileNotFoundError:
         raise ImageReadError(f"{path}: file not found") from None
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
-        raise ImageReadError(f"{path}: cannot decode image ({e})") from None
+        raise ImageReadError(f"{path}: cannot decode the image ({e})") from None
     return img
 
 
@@ -46,10 +46,10 @@ def read_image(path) -> np.ndarray:
         return np.repeat(arr[..., None], 3, axis=2)
     if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
         img = img.convert("RGBA")  # alpha is dropped below, colours kept as stored
-    arr = np.asarray(img.convert("RGB"), dtype=np.uint8)
+    arr = np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy
     if arr.ndim != 3 or arr.shape[2] != 3 or arr.shape[0] == 0 or arr.shape[1] == 0:
         raise ImageReadError(f"{path}: unexpected image shape {arr.shape}")
-    return np.ascontiguousarray(arr)
+    return arr
 
 
 def read_label_map(path) -> np.ndarray:
@@ -60,7 +60,7 @@ def read_label_map(path) -> np.ndarray:
     img = _open(path)
     if img.mode not in ("P", "L", "I", "I;16", "I;16B", "I;16L"):
         raise ImageReadError(f"{path}: a label map must be a palette or single-channel image, got mode {img.mode}")
-    arr = np.asarray(img)
+    arr = np.array(img)
     if arr.ndim != 2:
         raise ImageReadError(f"{path}: a label map must be 2-D, got shape {arr.shape}")
     if arr.dtype != np.uint8:

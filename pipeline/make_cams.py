@@ -51,11 +51,12 @@ def run(*, manifest_path, model_path, cfg: dict, device: str, params: dict, code
         split: str, shard: str, out_path, problems_path) -> None:
     records = mf.read_tsv(manifest_path)
     dev = pick_device(device)
-    model, _ = load_classifier(model_path, dev)
+    model, saved = load_classifier(model_path, dev)
     problems = ProblemReport(problems_path)
     log.info("%s: CAMs of %d images at scales %s%s on %s", shard, len(records), cfg["scales"],
              " with flip" if cfg["flip"] else "", dev)
-    with ArtifactWriter(out_path, stage="cam", split=split, shard=shard, params=params, code_hash=code_hash) as out:
+    with ArtifactWriter(out_path, stage="cam", split=split, shard=shard, classes=saved["classes"],
+                        params=params, code_hash=code_hash) as out:
         for r in progress(records, desc=f"make_cams {split}/{shard}", unit="img"):
             try:
                 rgb = read_image(r.image)

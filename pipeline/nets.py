@@ -51,8 +51,8 @@ def load_backbone_weights(net: nn.Module, path: str | Path) -> None:
     path = Path(path)
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except (OSError, RuntimeError, EOFError, ValueError) as e:
-        raise ValueError(f"{path}: cannot load pretrained weights ({e})") from None
+    except Exception as e:  # torch.load fails in many ways on a bad file; all mean the same
+        raise ValueError(f"{path}: cannot load pretrained weights ({type(e).__name__}: {e})") from None
     if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
         state = state["state_dict"]
     if not isinstance(state, dict):
@@ -104,8 +104,8 @@ def load_classifier(path, device="cpu") -> tuple[Classifier, dict]:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         arch = saved["arch"]
-    except (OSError, RuntimeError, EOFError, KeyError, TypeError) as e:
-        raise ValueError(f"{path}: not a classifier saved by this pipeline ({e})") from None
+    except Exception as e:
+        raise ValueError(f"{path}: not a classifier saved by this pipeline ({type(e).__name__}: {e})") from None
     model = Classifier(arch["n_classes"], arch["depth"], arch["output_stride"])
     model.load_state_dict(saved["state_dict"])
     model.to(device).eval()

@@ -47,9 +47,9 @@ def part_colour(c: int) -> np.ndarray:
 
 
 def subtype_look(c: int, k: int) -> tuple[str, int]:
-    """Body shape and body-colour index of sub-type k of class c (both differ between a
-    class's sub-types, and every look is shared with other classes)."""
-    return SHAPES[(c + k) % 3], (c + 2 * k) % 3
+    """Body shape and body-colour index of sub-type k of class c. A class's sub-types differ
+    in both; each of the 9 (shape, colour) looks is worn by sub-types of 2 or 3 classes."""
+    return SHAPES[(c + k) % 3], (k + c // 3) % 3
 
 
 def _split_code(split: str) -> int:

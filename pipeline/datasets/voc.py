@@ -99,3 +99,20 @@ def manifest(cfg: dict, split: str) -> tuple[list[Record], str]:
                               labels=labels, label_names=names,
                               mask=str(mask) if mask.is_file() else ""))
     return records, f"dataset.voc ({list_file})"
+
+
+def write_labels_csv(root, split: str, out_path) -> int:
+    """Image-level labels of a split derived from its masks, as a labels CSV (read every mask
+    once; afterwards `labels_csv` makes building the manifest fast)."""
+    import csv
+
+    from ..atomic import atomic_path
+
+    cfg = {"root": str(root), "split_files": {}, "masks": "auto", "labels": "masks", "labels_csv": None}
+    records, _ = manifest(cfg, split)
+    with atomic_path(out_path) as tmp, open(tmp, "w", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(["image_id", "split", "class_indices", "class_names"])
+        for r in records:
+            w.writerow([r.image_id, split, " ".join(map(str, r.labels)), " ".join(r.label_names)])
+    return len(records)

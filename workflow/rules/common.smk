@@ -44,9 +44,10 @@ def shard_files(pattern, split):
 
 
 def default_targets():
+    manifests = expand("results/manifest/{split}.tsv", split=MANIFESTS)
     if CAN_EVALUATE:
-        return ["results/metrics/summary.tsv"]
-    return shard_files("results/cam/{split}/{shard}.h5", TRAIN_SPLIT)
+        return manifests + ["results/metrics/summary.tsv"]
+    return manifests + shard_files("results/cam/{split}/{shard}.h5", TRAIN_SPLIT)
 
 
 def print_summary():

@@ -1,0 +1,86 @@
+"""Shared fixtures: tiny configs, the VOC sample (skipped when absent), a Snakemake runner."""
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SNAKEMAKE = Path(sys.executable).with_name("snakemake")
+VOC_SAMPLE = Path(os.environ.get("VOC_SAMPLE", REPO.parent / "shared" / "data" / "voc2012-sample"))
+VOC_ROOT = VOC_SAMPLE / "VOCdevkit" / "VOC2012"
+
+# A workflow small enough for a test: 40 tiny images, one short epoch, two shards.
+TINY = {
+    "dataset": {"n_shards": 2,
+                "synthetic": {"n_images": {"train": 24, "val": 16}, "min_size": 56, "max_size": 72}},
+    "classifier": {"depth": 18, "epochs": 1, "batch_size": 8, "crop_size": 56, "lr": 0.05,
+                   "head_lr_mult": 1, "color_jitter": {"hue": 0.0}},
+    "cams": {"scales": [1.0, 0.5]},
+}
+
+
+def deep_update(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for k, v in extra.items():
+        out[k] = deep_update(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def write_config(path: Path, extra: dict | None = None, base: dict = TINY) -> Path:
+    path.write_text(yaml.safe_dump(deep_update(base, extra or {})))
+    return path
+
+
+def snakemake(workdir: Path, configfile: Path, *args: str, check: bool = True, timeout: int = 600):
+    """Run the repository's workflow in `workdir`; returns the CompletedProcess (output merged)."""
+    cmd = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(workdir),
+           "--configfile", str(configfile), "--cores", "2", *args]
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=timeout, env=env)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake failed ({proc.returncode}):\n{proc.stdout[-6000:]}")
+    return proc
+
+
+def planned_jobs(output: str) -> dict[str, int]:
+    """Rule -> job count from the 'Job stats' table of a (dry) run; {} when nothing is to be done."""
+    jobs = {}
+    if "Job stats:" not in output:
+        return jobs
+    table = output.split("Job stats:", 1)[1]
+    for line in table.splitlines()[3:]:
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if not m:
+            break
+        if m.group(1) != "total":
+            jobs[m.group(1)] = int(m.group(2))
+    return jobs
+
+
+@pytest.fixture
+def voc_root():
+    if not VOC_ROOT.is_dir():
+        pytest.skip(f"VOC sample not found at {VOC_SAMPLE} (set VOC_SAMPLE to its folder)")
+    return VOC_ROOT
+
+
+@pytest.fixture(scope="session")
+def tiny_dataset(tmp_path_factory):
+    """24 train + 8 val synthetic images on disk with their manifests: {split: manifest path}."""
+    from pipeline.datasets import synthetic
+    from pipeline.manifest import write_tsv
+
+    root = tmp_path_factory.mktemp("synthetic")
+    cfg = {"seed": 0, "n_images": {"train": 24, "val": 8}, "min_size": 48, "max_size": 64, "context_prob": 0.9}
+    synthetic.generate(cfg, ["train", "val"], root)
+    out = {}
+    for split in ("train", "val"):
+        out[split] = root / f"{split}.tsv"
+        write_tsv(synthetic.manifest(cfg, split, root), out[split])
+    return out

@@ -1,0 +1,94 @@
+import json
+
+import h5py
+import numpy as np
+import pytest
+
+from pipeline.artifacts import ArtifactError, ArtifactReader, ArtifactWriter
+from pipeline.provenance import params_hash
+
+PARAMS = {"scales": [1.0, 0.5], "flip": True}
+
+
+def write(path, **extra):
+    with ArtifactWriter(path, stage="cam", split="val", shard="shard00", classes=["cat", "dog"],
+                        params=PARAMS, code_hash="abc123", **extra) as w:
+        w.add("img_1", {"image_path": "x.png", "height": 4, "width": 5},
+              cams=np.linspace(0, 1, 40, dtype=np.float16).reshape(2, 4, 5), keys=np.array([1, 2], np.uint8))
+        w.add("img_2", {"height": 3, "width": 3}, cams=np.zeros((0, 3, 3), np.float16), keys=np.zeros(0, np.uint8))
+    return path
+
+
+def test_round_trip_and_provenance(tmp_path):
+    path = write(tmp_path / "a.h5")
+    with ArtifactReader(path, stage="cam") as r:
+        assert r.image_ids() == ["img_1", "img_2"]
+        d = r.read("img_1", "cams", "keys")
+        assert d["cams"].dtype == np.float16 and d["cams"].shape == (2, 4, 5)
+        assert list(d["keys"]) == [1, 2]
+        assert r.read("img_2", "cams")["cams"].shape == (0, 3, 3)
+        a = r.attrs
+        assert a["stage"] == "cam" and a["split"] == "val" and a["shard"] == "shard00"
+        assert a["params_hash"] == params_hash(PARAMS) and a["code_hash"] == "abc123"
+        assert a["n_images"] == 2 and json.loads(a["classes"]) == ["cat", "dog"]
+        assert {"torch", "numpy", "h5py", "hdf5"} <= set(json.loads(a["versions"]))
+        assert r.params() == PARAMS
+        assert r.image_attrs("img_1")["image_path"] == "x.png"
+
+
+def test_arrays_are_compressed_with_standard_filters(tmp_path):
+    with h5py.File(write(tmp_path / "a.h5"), "r") as f:
+        ds = f["images/img_1/cams"]
+        assert ds.compression == "gzip" and ds.shuffle and ds.chunks is not None
+
+
+def test_failed_write_leaves_no_file(tmp_path):
+    path = tmp_path / "b.h5"
+    with pytest.raises(RuntimeError):
+        with ArtifactWriter(path, stage="cam", split="val", shard="s", classes=[], params={}, code_hash="x") as w:
+            w.add("img_1", cams=np.zeros((1, 2, 2)))
+            assert not path.exists()  # still under its temporary name
+            raise RuntimeError("killed")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_rewrite_replaces_atomically(tmp_path):
+    path = write(tmp_path / "a.h5")
+    with ArtifactWriter(path, stage="cam", split="val", shard="shard00", classes=[], params={"v": 2}, code_hash="y") as w:
+        w.add("only", keys=np.zeros(0))
+    with ArtifactReader(path) as r:
+        assert r.image_ids() == ["only"] and r.params() == {"v": 2}
+    assert [p.name for p in tmp_path.iterdir()] == ["a.h5"]
+
+
+def test_reader_errors_name_file_image_and_problem(tmp_path):
+    with pytest.raises(ArtifactError, match="nope.h5: artifact not found"):
+        ArtifactReader(tmp_path / "nope.h5")
+    (tmp_path / "junk.h5").write_bytes(b"junk")
+    with pytest.raises(ArtifactError, match="junk.h5: not a readable HDF5 file"):
+        ArtifactReader(tmp_path / "junk.h5")
+    with h5py.File(tmp_path / "plain.h5", "w") as f:
+        f["x"] = 1
+    with pytest.raises(ArtifactError, match="plain.h5: not a pipeline artifact"):
+        ArtifactReader(tmp_path / "plain.h5")
+    path = write(tmp_path / "a.h5")
+    with pytest.raises(ArtifactError, match="expected an artifact of stage 'rw', found 'cam'"):
+        ArtifactReader(path, stage="rw")
+    with ArtifactReader(path) as r:
+        with pytest.raises(ArtifactError, match=r"a.h5: image img_9: not in this artifact"):
+            r.read("img_9", "cams")
+        with pytest.raises(ArtifactError, match=r"a.h5: image img_1: dataset 'labels' missing"):
+            r.read("img_1", "labels")
+
+
+def test_reader_does_not_lock_against_other_readers(tmp_path):
+    path = write(tmp_path / "a.h5")
+    with ArtifactReader(path) as a, ArtifactReader(path) as b:
+        assert a.image_ids() == b.image_ids()
+
+
+def test_group_names_are_checked(tmp_path):
+    with pytest.raises(ArtifactError, match="cannot name an HDF5 group"):
+        with ArtifactWriter(tmp_path / "c.h5", stage="cam", split="v", shard="s", classes=[], params={}, code_hash="x") as w:
+            w.add("a/b", keys=np.zeros(1))
+    assert not (tmp_path / "c.h5").exists()

@@ -1,0 +1,70 @@
+import pytest
+import yaml
+
+from pipeline.config import ConfigError, load_file, load_schema, resolve
+from conftest import REPO
+
+
+def test_defaults_are_the_schema_defaults():
+    cfg = resolve({})
+    assert cfg["dataset"]["name"] == "synthetic"
+    assert cfg["classifier"]["depth"] == 50 and cfg["classifier"]["momentum"] == 0.9
+    assert cfg["cams"]["scales"] == [1.0, 0.5, 1.5, 2.0]
+    assert cfg["classifier"]["color_jitter"] == {"brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.1}
+
+
+def test_user_values_override_defaults_and_keep_siblings():
+    cfg = resolve({"classifier": {"depth": 18, "color_jitter": {"hue": 0.0}}})
+    assert cfg["classifier"]["depth"] == 18
+    assert cfg["classifier"]["color_jitter"]["hue"] == 0.0
+    assert cfg["classifier"]["color_jitter"]["brightness"] == 0.3
+    assert cfg["classifier"]["epochs"] == 5
+
+
+def test_every_schema_property_has_a_default():
+    def walk(schema, where):
+        for key, sub in schema.get("properties", {}).items():
+            assert "default" in sub, f"{where}.{key} has no default"
+            walk(sub, f"{where}.{key}")
+    walk(load_schema(), "config")
+
+
+def test_shipped_configs_are_valid():
+    for path in (REPO / "config").glob("*.yaml"):
+        load_file(path)
+
+
+def test_unknown_key_names_key_and_allowed_keys():
+    with pytest.raises(ConfigError) as e:
+        resolve({"dataset": {"synthetic": {"n_imagse": {"train": 3}}}}, ["my.yaml"])
+    msg = str(e.value)
+    assert "dataset.synthetic" in msg and "'n_imagse'" in msg and "n_images" in msg and "my.yaml" in msg
+
+
+def test_wrong_type_and_enum_are_errors():
+    with pytest.raises(ConfigError, match=r"classifier.epochs: 'five' should be of type integer"):
+        resolve({"classifier": {"epochs": "five"}})
+    with pytest.raises(ConfigError, match=r"classifier.depth: 19 is not one of"):
+        resolve({"classifier": {"depth": 19}})
+    with pytest.raises(ConfigError, match=r"dataset.n_shards"):
+        resolve({"dataset": {"n_shards": 0}})
+
+
+def test_inconsistent_values_are_errors():
+    with pytest.raises(ConfigError, match="dataset.voc.root: required"):
+        resolve({"dataset": {"name": "voc"}})
+    with pytest.raises(ConfigError, match="dataset.folder.classes"):
+        resolve({"dataset": {"name": "folder", "folder": {"images": "x", "labels_csv": "y.csv"}}})
+    with pytest.raises(ConfigError, match="min_size is larger"):
+        resolve({"dataset": {"synthetic": {"min_size": 100, "max_size": 60}}})
+
+
+def test_load_file_errors_name_the_file(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("dataset: [1, 2")
+    with pytest.raises(ConfigError, match="bad.yaml"):
+        load_file(bad)
+    listed = tmp_path / "list.yaml"
+    listed.write_text(yaml.safe_dump([1, 2]))
+    with pytest.raises(ConfigError, match="list.yaml: the top level must be a mapping"):
+        load_file(listed)

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+
+from pipeline.evaluate import (ThresholdSweep, cam_labels, confusion_matrix, iou_per_class, mean_iou,
+                               threshold_grid)
+
+
+def test_confusion_matrix_by_hand():
+    gt = np.array([[0, 0, 1], [1, 2, 255]], np.uint8)
+    pred = np.array([[0, 1, 1], [2, 2, 0]], np.uint8)
+    conf = confusion_matrix(gt, pred, 3)
+    # rows: truth, cols: prediction; the 255 pixel is ignored
+    np.testing.assert_array_equal(conf, [[1, 1, 0], [0, 1, 1], [0, 0, 1]])
+
+
+def test_iou_and_miou_by_hand():
+    conf = np.array([[1, 1, 0], [0, 1, 1], [0, 0, 1]])
+    # class 0: 1 / (1+1+0) ; class 1: 1 / (1+1+1) ; class 2: 1 / (1+1+0)
+    np.testing.assert_allclose(iou_per_class(conf), [1 / 2, 1 / 3, 1 / 2])
+    assert mean_iou(conf) == pytest.approx((1 / 2 + 1 / 3 + 1 / 2) / 3)
+
+
+def test_absent_class_is_left_out_of_the_mean():
+    conf = np.array([[3, 1, 0], [1, 5, 0], [0, 0, 0]])
+    iou = iou_per_class(conf)
+    assert np.isnan(iou[2])
+    assert mean_iou(conf) == pytest.approx((3 / 5 + 5 / 7) / 2)
+
+
+def test_one_matrix_over_the_split_is_not_a_mean_of_images():
+    gt1, p1 = np.array([[1, 1, 1, 1]]), np.array([[1, 1, 1, 1]])
+    gt2, p2 = np.array([[1, 0]]), np.array([[0, 0]])
+    conf = confusion_matrix(gt1, p1, 2) + confusion_matrix(gt2, p2, 2)
+    np.testing.assert_array_equal(conf, [[1, 0], [1, 4]])
+    assert mean_iou(conf) == pytest.approx((1 / 2 + 4 / 5) / 2)
+
+
+def test_out_of_range_labels_raise():
+    with pytest.raises(ValueError, match="outside 0..2"):
+        confusion_matrix(np.array([3]), np.array([0]), 3)
+
+
+def test_cam_labels_by_hand():
+    cams = np.array([[[0.9, 0.1], [0.5, 0.0]], [[0.2, 0.3], [0.6, 0.0]]], np.float32)
+    keys = np.array([4, 7])
+    np.testing.assert_array_equal(cam_labels(cams, keys, 0.25), [[4, 7], [7, 0]])
+    np.testing.assert_array_equal(cam_labels(np.zeros((0, 2, 2)), np.zeros(0), 0.1), np.zeros((2, 2)))
+
+
+def test_threshold_sweep_equals_brute_force():
+    rng = np.random.default_rng(0)
+    n, grid = 5, threshold_grid({"min": 0.0, "max": 0.95, "step": 0.05})
+    sweep = ThresholdSweep(n, grid)
+    brute = np.zeros((len(grid), n, n), np.int64)
+    for _ in range(6):
+        h, w = rng.integers(5, 12, 2)
+        keys = np.sort(rng.choice(np.arange(1, n), rng.integers(0, 3), replace=False))
+        cams = rng.random((len(keys), h, w)).astype(np.float16)
+        cams[:, 0, 0] = 0.25  # exactly on a threshold: background at 0.25, foreground below
+        gt = rng.integers(0, n, (h, w)).astype(np.uint8)
+        gt[rng.random((h, w)) < 0.1] = 255
+        sweep.add(gt, cams, keys)
+        for k, t in enumerate(grid):
+            brute[k] += confusion_matrix(gt, cam_labels(cams.astype(np.float32), keys, t), n)
+    for k in range(len(grid)):
+        np.testing.assert_array_equal(sweep.confusion(k), brute[k])
+
+
+def test_threshold_grid():
+    np.testing.assert_allclose(threshold_grid({"min": 0.1, "max": 0.3, "step": 0.1}), [0.1, 0.2, 0.3])
+    assert len(threshold_grid({"min": 0.0, "max": 0.95, "step": 0.01})) == 96

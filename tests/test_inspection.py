@@ -1,0 +1,63 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import REPO
+from pipeline.artifacts import ArtifactWriter
+from pipeline.imageio import read_image, write_image, write_label_png
+
+
+@pytest.fixture
+def artifact(tmp_path):
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 60, 3), dtype=np.uint8)
+    write_image(tmp_path / "img.png", rgb)
+    mask = np.zeros((40, 60), np.uint8)
+    mask[10:30, 10:40] = 2
+    mask[9, 10:40] = 255
+    write_label_png(tmp_path / "mask.png", mask)
+    cams = np.zeros((2, 40, 60), np.float16)
+    cams[0, 10:30, 10:40] = 1.0
+    cams[1, 0:5, 0:5] = 0.5
+    with ArtifactWriter(tmp_path / "a.h5", stage="cam", split="val", shard="shard00", classes=["cat", "dog", "cow"],
+                        params={"scales": [1.0]}, code_hash="abc") as w:
+        w.add("img", {"image_path": str(tmp_path / "img.png"), "mask_path": str(tmp_path / "mask.png"),
+                      "height": 40, "width": 60}, cams=cams, keys=np.array([2, 3], np.uint8))
+    return tmp_path / "a.h5"
+
+
+def cli(*args):
+    return subprocess.run([sys.executable, "-m", "pipeline", *args], capture_output=True, text=True)
+
+
+def test_inspect_prints_provenance_tree_and_ranges(artifact):
+    proc = cli("inspect", str(artifact))
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for text in ("@stage: cam", "@shard: shard00", "@code_hash: abc", "torch", 'params: {"scales":[1.0]}',
+                 "/images/  1 image groups", "cams  (2, 40, 60) float16  range [0, 1]", "keys  (2,) uint8  range [2, 3]"):
+        assert text in out, text
+
+
+def test_show_draws_image_cams_truth_and_labels(artifact, tmp_path):
+    out = tmp_path / "show.png"
+    proc = cli("show", str(artifact), "img", "-o", str(out))
+    assert proc.returncode == 0, proc.stderr
+    png = read_image(out)
+    assert png.shape[0] > 200 and png.shape[1] > 600
+    # the panels hold colour: the jet heat map of the CAM and the VOC colour of "dog" (value 2)
+    assert (png.std(axis=2) > 40).mean() > 0.02
+
+
+def test_cli_errors_name_the_file_and_image(artifact, tmp_path):
+    proc = cli("show", str(artifact), "nope", "-o", str(tmp_path / "x.png"))
+    assert proc.returncode == 1 and "a.h5: image nope: not in this artifact" in proc.stderr
+    proc = cli("inspect", str(tmp_path / "missing.h5"))
+    assert proc.returncode == 1 and "missing.h5" in proc.stderr
+
+
+def test_config_command_prints_the_completed_config():
+    proc = cli("config", str(REPO / "config" / "config.yaml"))
+    assert proc.returncode == 0, proc.stderr
+    assert "momentum: 0.9" in proc.stdout and "depth: 18" in proc.stdout

@@ -1,0 +1,235 @@
+"""End-to-end: the Snakemake workflow on tiny data (tens of seconds per run)."""
+import csv
+import json
+import os
+import shutil
+import signal
+import subprocess
+import time
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from conftest import REPO, SNAKEMAKE, TINY, deep_update, planned_jobs, snakemake, write_config
+from pipeline.artifacts import ArtifactReader
+from pipeline.datasets import synthetic
+from pipeline.problems import read_report
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    work = tmp_path_factory.mktemp("run")
+    config = write_config(work / "tiny.yaml")
+    proc = snakemake(work, config)
+    return work, config, proc.stdout
+
+
+def test_outputs_of_a_run(tiny_run):
+    work, _, out = tiny_run
+    summary = (work / "results/metrics/summary.tsv").read_text().splitlines()
+    header = summary[0].split("\t")
+    assert header[:3] == ["stage", "split", "miou"] and "iou_train" in header
+    row = dict(zip(header, summary[1].split("\t")))
+    assert row["stage"] == "cam" and row["split"] == "val" and 0 <= float(row["miou"]) <= 1
+    assert "Results (results/metrics/summary.tsv" in out  # printed at the end of the run
+
+    metrics = json.loads((work / "results/metrics/cam.json").read_text())
+    assert metrics["n_images"] == 16 and metrics["split"] == "val"
+    assert set(metrics["per_class_iou"]) == {"background", *synthetic.CLASSES}
+    assert len(metrics["threshold_sweep"]) == 96 and 0 <= metrics["best_threshold"] <= 0.95
+
+    val_shards = sorted((work / "results/cam/val").glob("*.h5"))
+    assert 1 <= len(val_shards) <= 2
+    ids = []
+    for path in val_shards:
+        with ArtifactReader(path, stage="cam") as r:
+            ids += r.image_ids()
+            assert r.attrs["split"] == "val" and r.attrs["shard"] == path.stem
+    assert sorted(ids) == [f"val_{i:05d}" for i in range(16)]
+    assert not list((work / "results/checkpoints").glob("*"))  # removed after training
+    for rule in ("synthetic_data", "train_classifier", "summary", "evaluate/cam"):
+        assert (work / f"results/logs/{rule}.log").is_file()
+
+
+def test_unchanged_rerun_does_nothing(tiny_run):
+    work, config, _ = tiny_run
+    out = snakemake(work, config, "--dry-run").stdout
+    assert "Nothing to be done" in out and planned_jobs(out) == {}
+
+
+def test_cam_parameter_change_reruns_cams_and_what_follows_only(tiny_run):
+    work, _, _ = tiny_run
+    changed = write_config(work / "scales.yaml", {"cams": {"scales": [1.0]}})
+    jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
+    n_val_shards = len(list((work / "results/cam/val").glob("*.h5")))
+    assert jobs == {"make_cams": n_val_shards, "evaluate_cams": 1, "summary": 1, "all": 1}
+
+
+def test_classifier_change_reruns_training_not_the_data(tiny_run):
+    work, _, _ = tiny_run
+    changed = write_config(work / "epochs.yaml", {"classifier": {"epochs": 2}})
+    jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
+    assert jobs.get("train_classifier") == 1 and "make_cams" in jobs
+    assert "synthetic_data" not in jobs and "manifest_shard" not in jobs and "manifest" not in jobs
+
+
+def test_evaluation_change_reruns_evaluation_only(tiny_run):
+    work, _, _ = tiny_run
+    changed = write_config(work / "eval.yaml", {"evaluation": {"bg_threshold": {"step": 0.05}}})
+    jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
+    assert jobs == {"evaluate_cams": 1, "summary": 1, "all": 1}
+
+
+def test_invalid_config_stops_before_any_job(tmp_path):
+    bad = write_config(tmp_path / "bad.yaml", {"classifier": {"epoch": 3}})
+    proc = snakemake(tmp_path, bad, check=False)
+    assert proc.returncode != 0
+    assert "classifier: unknown key(s) 'epoch'" in proc.stdout and "bad.yaml" in proc.stdout
+    assert not (tmp_path / "results").exists()
+
+
+def test_interrupted_training_resumes_under_snakemake(tmp_path):
+    config = write_config(tmp_path / "c.yaml", {"classifier": {"epochs": 4, "checkpoint_minutes": 0.0001}})
+    cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile", str(config),
+           "--cores", "2", "results/classifier/model.pt"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    ckpt = tmp_path / "results/checkpoints/classifier.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists():
+        assert proc.poll() is None and time.time() < deadline, "no checkpoint appeared"
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C in the terminal reaches the whole process group
+    proc.wait(timeout=120)
+    assert not (tmp_path / "results/classifier/model.pt").exists()
+    assert ckpt.exists()  # outside the declared outputs, so Snakemake did not delete it
+    snakemake(tmp_path, config, "results/classifier/model.pt")
+    assert "resumed from results/checkpoints/classifier.pt" in (tmp_path / "results/logs/train_classifier.log").read_text()
+
+
+# ---------------------------------------------------------------- bad inputs in a folder dataset
+
+def make_folder_dataset(root, n_train=16, n_val=8):
+    """A folder dataset from synthetic renders; returns (config dict, rows by image id)."""
+    cfg = {"seed": 1, "n_images": {"train": n_train, "val": n_val}, "min_size": 56, "max_size": 64, "context_prob": 0.9}
+    (root / "imgs").mkdir()
+    (root / "masks").mkdir()
+    rows = {}
+    for split in ("train", "val"):
+        for r in synthetic.manifest(cfg, split, root):
+            out = synthetic.render(cfg, split, int(r.image_id.split("_")[1]))
+            Image.fromarray(out["image"]).save(root / "imgs" / f"{r.image_id}.png")
+            from pipeline.imageio import write_label_png
+            write_label_png(root / "masks" / f"{r.image_id}.png", out["mask"])
+            rows[r.image_id] = {"image_id": r.image_id, "class_names": " ".join(r.label_names), "split": split}
+    return rows
+
+
+def write_labels(path, rows):
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, ["image_id", "class_names", "split"])
+        w.writeheader()
+        w.writerows(rows.values())
+
+
+def folder_config(root, extra=None):
+    base = deep_update(TINY, {"dataset": {"name": "folder", "folder": {
+        "images": str(root / "imgs"), "labels_csv": str(root / "labels.csv"), "masks": str(root / "masks"),
+        "classes": list(synthetic.CLASSES)}}})
+    return write_config(root / "folder.yaml", extra, base=base)
+
+
+@pytest.fixture(scope="module")
+def bad_input_run(tmp_path_factory):
+    """A folder dataset with every kind of bad input, run through the whole workflow."""
+    tmp_path = tmp_path_factory.mktemp("bad")
+    rows = make_folder_dataset(tmp_path)
+    imgs = tmp_path / "imgs"
+
+    def convert(iid, mode, name=None, **save):
+        src = imgs / f"{iid}.png"
+        img = Image.open(src).convert("RGB")
+        if mode == "I;16":
+            img = Image.fromarray((np.asarray(img.convert("L")).astype(np.uint16) * 257))
+        else:
+            img = img.convert(mode)
+        src.unlink()
+        img.save(imgs / (name or f"{iid}.png"), **save)
+
+    convert("train_00001", "L")                       # grayscale
+    convert("train_00002", "CMYK", "train_00002.jpg")  # CMYK JPEG
+    convert("train_00003", "RGBA")                    # with alpha
+    convert("val_00001", "I;16")                      # 16-bit
+    (imgs / "val_00002.png").write_bytes(b"corrupt, not a PNG")
+    data = (imgs / "train_00004.png").read_bytes()
+    (imgs / "train_00004.png").write_bytes(data[: len(data) // 3])  # truncated
+    (tmp_path / "masks" / "val_00003.png").unlink()   # a missing mask
+    rows["train_00005"]["class_names"] = ""           # an image with no labels
+    write_labels(tmp_path / "labels.csv", rows)
+
+    snakemake(tmp_path, folder_config(tmp_path))
+    return tmp_path, rows
+
+
+def test_bad_images_are_recorded_and_skipped_the_rest_is_processed(bad_input_run):
+    tmp_path, _ = bad_input_run
+    res = tmp_path / "results"
+    assert [r[0] for r in read_report(res / "manifest/train.problems.tsv")] == ["train_00005"]
+    assert [r[0] for r in read_report(res / "classifier/problems.tsv")] == ["train_00004"]
+    cam_problems = {r[0]: r[2] for p in (res / "cam/val").glob("*.problems.tsv") for r in read_report(p)}
+    assert set(cam_problems) == {"val_00002"} and "cannot decode" in cam_problems["val_00002"]
+    eval_problems = {r[0]: r[2] for r in read_report(res / "metrics/cam.problems.tsv")}
+    assert set(eval_problems) == {"val_00002", "val_00003"}
+    assert "no ground-truth mask" in eval_problems["val_00003"]
+    metrics = json.loads((res / "metrics/cam.json").read_text())
+    assert metrics["n_images"] == 6 and metrics["n_skipped"] == 2  # 8 val images, 2 skipped
+    with ArtifactReader(next((res / "cam/val").glob("*.h5"))) as r:
+        assert r.attrs["stage"] == "cam"
+    ids = {i for p in (res / "cam/val").glob("*.h5") for i in ArtifactReader(p).image_ids()}
+    assert "val_00001" in ids  # the 16-bit image was processed
+
+
+def test_new_images_rerun_only_the_shards_they_fall_in(bad_input_run):
+    tmp_path, rows = bad_input_run
+    shutil.copy(tmp_path / "imgs" / "val_00004.png", tmp_path / "imgs" / "val_new.png")
+    shutil.copy(tmp_path / "masks" / "val_00004.png", tmp_path / "masks" / "val_new.png")
+    more = dict(rows, val_new={**rows["val_00004"], "image_id": "val_new"})
+    write_labels(tmp_path / "more.csv", more)
+    cfg = folder_config(tmp_path, {"dataset": {"folder": {"labels_csv": str(tmp_path / "more.csv")}}})
+    jobs = planned_jobs(snakemake(tmp_path, cfg, "--dry-run").stdout)
+    # one val shard gets the new image: its manifest and CAMs are redone, the other shard's are not
+    assert jobs == {"manifest_shard": 1, "manifest": 1, "make_cams": 1, "evaluate_cams": 1, "summary": 1, "all": 1}
+
+
+@pytest.mark.parametrize("problem, message", [
+    ("unknown_class", r"labels.csv, line \d+: unknown class name 'unicorn'"),
+    ("empty_split", r"split 'val' has no images"),
+    ("missing_image", r"1 image\(s\) not found in"),
+])
+def test_listing_errors_stop_the_run_before_work_starts(tmp_path, problem, message):
+    rows = make_folder_dataset(tmp_path, n_train=4, n_val=2)
+    if problem == "unknown_class":
+        rows["train_00000"]["class_names"] = "unicorn"
+    elif problem == "empty_split":
+        rows = {k: v for k, v in rows.items() if v["split"] == "train"}
+    else:
+        (tmp_path / "imgs" / "train_00001.png").unlink()
+    write_labels(tmp_path / "labels.csv", rows)
+    proc = snakemake(tmp_path, folder_config(tmp_path), check=False)
+    assert proc.returncode != 0
+    import re
+    assert re.search(message, proc.stdout), proc.stdout[-2000:]
+    assert not (tmp_path / "results").exists()
+
+
+def test_folder_without_masks_stops_at_cams(tmp_path):
+    rows = make_folder_dataset(tmp_path, n_train=8, n_val=2)
+    shutil.rmtree(tmp_path / "masks")
+    write_labels(tmp_path / "labels.csv", rows)
+    cfg = folder_config(tmp_path)
+    text = cfg.read_text().replace(f"masks: {tmp_path / 'masks'}", "masks: null")
+    cfg.write_text(text)
+    jobs = planned_jobs(snakemake(tmp_path, cfg, "--dry-run").stdout)
+    assert "evaluate_cams" not in jobs and "summary" not in jobs and jobs["make_cams"] >= 1
