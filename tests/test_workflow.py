@@ -233,3 +233,27 @@ def test_folder_without_masks_stops_at_cams(tmp_path):
     cfg.write_text(text)
     jobs = planned_jobs(snakemake(tmp_path, cfg, "--dry-run").stdout)
     assert "evaluate_cams" not in jobs and "summary" not in jobs and jobs["make_cams"] >= 1
+
+
+def test_voc_sample_end_to_end(tmp_path, voc_root):
+    """The real VOCdevkit layout (labels from the masks, palette masks with 255 borders) through the
+    whole workflow, on a slice of the sample to stay quick."""
+    ids = (voc_root / "ImageSets/Segmentation/train.txt").read_text().split()
+    (tmp_path / "mini_train.txt").write_text("\n".join(ids[:32]) + "\n")
+    (tmp_path / "mini_val.txt").write_text("\n".join(ids[32:40]) + "\n")
+    config = write_config(tmp_path / "voc.yaml", {
+        "dataset": {"name": "voc", "train_split": "mini_train", "eval_split": "mini_val",
+                    "voc": {"root": str(voc_root), "split_files": {"mini_train": str(tmp_path / "mini_train.txt"),
+                                                                   "mini_val": str(tmp_path / "mini_val.txt")}}},
+        "classifier": {"crop_size": 64, "rescale": [0.15, 0.2], "color_jitter": {"hue": 0.1}},
+        "cams": {"scales": [0.25]}})
+    snakemake(tmp_path, config)
+    metrics = json.loads((tmp_path / "results/metrics/cam.json").read_text())
+    assert metrics["split"] == "mini_val" and metrics["n_images"] == 8 and metrics["n_skipped"] == 0
+    assert len(metrics["per_class_iou"]) == 21
+    h5 = next((tmp_path / "results/cam/mini_val").glob("*.h5"))
+    with ArtifactReader(h5) as r:
+        iid = r.image_ids()[0]
+        cams = r.read(iid, "cams")["cams"]
+        assert cams.shape[1:] == (r.image_attrs(iid)["height"], r.image_attrs(iid)["width"])
+        assert max(cams.shape[1:]) == 500  # CAMs at the full VOC resolution

@@ -27,6 +27,7 @@ rule manifest_shard:
         "results/manifest/{split}/{shard}.tsv",
     params:
         digest=lambda w: mf.digest(SHARDS[w.split][w.shard]),
+        code=code_hash("pipeline.manifest"),
     localrule: True
     log:
         "results/logs/manifest/{split}/{shard}.log",
@@ -43,6 +44,7 @@ rule manifest:
         left_out="results/manifest/{split}.problems.tsv",
     params:
         left_out=lambda w: LEFT_OUT[w.split],
+        code=code_hash("pipeline.manifest", "pipeline.problems"),
     localrule: True
     log:
         "results/logs/manifest/{split}.log",

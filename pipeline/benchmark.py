@@ -1,0 +1,128 @@
+"""`python -m pipeline benchmark`: the numbers of the README, measured in one run.
+
+1. Wall time of the default workflow from scratch in a fresh run directory, and of an
+   immediate second run (which must find nothing to do).
+2. CAM stage: images per second, and achieved FLOP/s (convolution and matmul FLOPs counted
+   by torch's FlopCounterMode) against this machine's fp32 matmul FLOP/s, measured in the
+   same process with the same threads.
+3. Training throughput (from the classifier's history) and the CAM mIoU with its best
+   background threshold (from results/metrics/cam.json).
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _snakemake(workdir: Path, cores: int, configfile: str | None, log: Path) -> float:
+    cmd = [str(Path(sys.executable).with_name("snakemake")), "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(workdir), "--cores", str(cores)]
+    if configfile:
+        cmd += ["--configfile", str(Path(configfile).resolve())]
+    start = time.perf_counter()
+    with open(log, "w") as f:
+        proc = subprocess.run(cmd, stdout=f, stderr=subprocess.STDOUT)
+    seconds = time.perf_counter() - start
+    if proc.returncode != 0:
+        raise RuntimeError(f"snakemake failed ({proc.returncode}); see {log}")
+    return seconds
+
+
+def matmul_flops(threads: int, n: int = 2048, seconds: float = 2.0) -> float:
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    for _ in range(2):
+        a @ b
+    reps, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        reps += 1
+    return 2 * n ** 3 * reps / (time.perf_counter() - start)
+
+
+def cam_throughput(workdir: Path, cfg: dict, threads: int, n_images: int) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    from . import manifest as mf
+    from .imageio import read_image
+    from .make_cams import multiscale_cams
+    from .nets import load_classifier
+
+    torch.set_num_threads(threads)
+    model, _ = load_classifier(workdir / "results/classifier/model.pt")
+    shards = sorted((workdir / f"results/manifest/{cfg['dataset']['eval_split']}").glob("*.tsv"))
+    records = sorted((r for p in shards for r in mf.read_tsv(p)), key=lambda r: r.image_id)[:n_images]
+    images = [(read_image(workdir / r.image if not os.path.isabs(r.image) else r.image), [v - 1 for v in r.labels])
+              for r in records]
+    scales, flip = cfg["cams"]["scales"], cfg["cams"]["flip"]
+    for rgb, keys in images[:2]:  # warm-up
+        multiscale_cams(model, rgb, keys, scales, flip)
+    start = time.perf_counter()
+    for rgb, keys in images:
+        multiscale_cams(model, rgb, keys, scales, flip)
+    seconds = time.perf_counter() - start
+    with FlopCounterMode(display=False) as counter:
+        for rgb, keys in images:
+            multiscale_cams(model, rgb, keys, scales, flip)
+    flops = counter.get_total_flops()
+    pixels = sum(rgb.shape[0] * rgb.shape[1] for rgb, _ in images) / len(images)
+    return {"images": len(images), "mean_pixels": pixels, "images_per_s": len(images) / seconds,
+            "flops_per_image": flops / len(images), "achieved_flops": flops / seconds}
+
+
+def main(args) -> dict:
+    from .config import load_file
+
+    cfg = load_file(args.configfile or REPO / "config" / "config.yaml")
+    workdir = Path(args.workdir or tempfile.mkdtemp(prefix="wsss-benchmark-")).resolve()
+    workdir.mkdir(parents=True, exist_ok=True)
+    out = {"workdir": str(workdir), "cores": args.cores, "cpu_count": os.cpu_count()}
+    if not args.skip_workflow:
+        print(f"running the workflow in {workdir} on {args.cores} cores ...", flush=True)
+        out["workflow_first_run_s"] = _snakemake(workdir, args.cores, args.configfile, workdir / "benchmark-run1.log")
+        out["workflow_second_run_s"] = _snakemake(workdir, args.cores, args.configfile, workdir / "benchmark-run2.log")
+        if "Nothing to be done" not in (workdir / "benchmark-run2.log").read_text():
+            out["warning"] = "the second run did work: the workflow is not idempotent"
+    history = json.loads((workdir / "results/classifier/history.json").read_text())["epochs"]
+    out["train_images_per_s"] = sum(e["images"] for e in history) / sum(e["seconds"] for e in history)
+    out["cam"] = cam_throughput(workdir, cfg, args.cores, args.cam_images)
+    out["matmul_flops"] = matmul_flops(args.cores)
+    out["cam"]["share_of_matmul"] = out["cam"]["achieved_flops"] / out["matmul_flops"]
+    metrics = workdir / "results/metrics/cam.json"
+    if metrics.is_file():
+        m = json.loads(metrics.read_text())
+        out["cam_miou"], out["cam_best_threshold"], out["cam_split"] = m["miou"], m["best_threshold"], m["split"]
+
+    rows = []
+    if "workflow_first_run_s" in out:
+        rows += [("workflow, first run (wall)", f"{out['workflow_first_run_s']:.1f} s"),
+                 ("workflow, immediate second run (wall)", f"{out['workflow_second_run_s']:.1f} s")]
+    c = out["cam"]
+    rows += [("classifier training", f"{out['train_images_per_s']:.1f} images/s"),
+             (f"make_cams ({len(cfg['cams']['scales'])} scales{' x2 flip' if cfg['cams']['flip'] else ''}, "
+              f"~{c['mean_pixels'] ** 0.5:.0f} px images)", f"{c['images_per_s']:.2f} images/s"),
+             ("make_cams FLOPs per image", f"{c['flops_per_image'] / 1e9:.2f} GFLOP"),
+             ("make_cams achieved", f"{c['achieved_flops'] / 1e9:.1f} GFLOP/s"),
+             ("torch fp32 matmul 2048^3, same threads", f"{out['matmul_flops'] / 1e9:.1f} GFLOP/s"),
+             ("make_cams share of matmul FLOP/s", f"{100 * c['share_of_matmul']:.0f} %")]
+    if "cam_miou" in out:
+        rows.append((f"CAM mIoU on {out['cam_split']} (best background threshold)",
+                     f"{100 * out['cam_miou']:.1f} % at {out['cam_best_threshold']:.2f}"))
+    width = max(len(r[0]) for r in rows)
+    print(f"\nbenchmark ({args.cores} threads, {out['cpu_count']} CPUs visible, run directory {workdir})")
+    for name, value in rows:
+        print(f"  {name.ljust(width)}  {value}")
+    if "warning" in out:
+        print(f"  WARNING: {out['warning']}")
+    (workdir / "benchmark.json").write_text(json.dumps(out, indent=1))
+    return out
