@@ -79,7 +79,9 @@ def show(path, image_id: str, out_path, threshold: float = 0.15) -> Path:
         rgb = read_image(attrs["image_path"])
     except (KeyError, ImageReadError):
         rgb = np.full((h or 64, w or 64, 3), 128, np.uint8)
-    name_of = lambda v: "background" if v == 0 else (names[v - 1] if 0 < v <= len(names) else f"class {v}")
+
+    def name_of(v: int) -> str:
+        return "background" if v == 0 else (names[v - 1] if v <= len(names) else f"class {v}")
 
     panels = [("image", rgb)]
     label_maps = []

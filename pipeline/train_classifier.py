@@ -96,7 +96,10 @@ def run(*, manifest_path, classes, cfg: dict, seed: int, device: str, code_hash:
                 save_checkpoint()
                 last_save = time.monotonic()
         seconds = time.perf_counter() - t0
-        mean_loss = epoch_loss / max(epoch_images, 1)
+        if epoch_images == 0:
+            raise RuntimeError(f"epoch {epoch + 1}: no training image could be read (the first problems: "
+                               f"{problems.rows[:3]})")
+        mean_loss = epoch_loss / epoch_images
         state["history"].append({"epoch": epoch + 1, "loss": mean_loss, "lr": lr, "images": epoch_images,
                                  "seconds": round(seconds, 2)})
         state["epoch_loss"], state["epoch_images"] = 0.0, 0

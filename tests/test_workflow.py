@@ -2,6 +2,7 @@
 import csv
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from PIL import Image
 from conftest import REPO, SNAKEMAKE, TINY, deep_update, planned_jobs, snakemake, write_config
 from pipeline.artifacts import ArtifactReader
 from pipeline.datasets import synthetic
+from pipeline.imageio import write_label_png
 from pipeline.problems import read_report
 
 pytestmark = pytest.mark.slow
@@ -121,7 +123,6 @@ def make_folder_dataset(root, n_train=16, n_val=8):
         for r in synthetic.manifest(cfg, split, root):
             out = synthetic.render(cfg, split, int(r.image_id.split("_")[1]))
             Image.fromarray(out["image"]).save(root / "imgs" / f"{r.image_id}.png")
-            from pipeline.imageio import write_label_png
             write_label_png(root / "masks" / f"{r.image_id}.png", out["mask"])
             rows[r.image_id] = {"image_id": r.image_id, "class_names": " ".join(r.label_names), "split": split}
     return rows
@@ -219,7 +220,6 @@ def test_listing_errors_stop_the_run_before_work_starts(tmp_path, problem, messa
     write_labels(tmp_path / "labels.csv", rows)
     proc = snakemake(tmp_path, folder_config(tmp_path), check=False)
     assert proc.returncode != 0
-    import re
     assert re.search(message, proc.stdout), proc.stdout[-2000:]
     assert not (tmp_path / "results").exists()
 
