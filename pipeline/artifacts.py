@@ -22,7 +22,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 
-from .atomic import atomic_path
+from .atomic import AtomicFile
 from .provenance import library_versions, params_hash, stable_json
 
 FORMAT_VERSION = 1
@@ -49,8 +49,8 @@ class ArtifactWriter:
         self.n_images = 0
 
     def __enter__(self):
-        self._atomic = atomic_path(self.path)
-        self.file = h5py.File(self._atomic.__enter__(), "w", locking=False, track_order=True)
+        self._target = AtomicFile(self.path)
+        self.file = h5py.File(self._target.tmp, "w", locking=False, track_order=True)
         self.images = self.file.create_group("images", track_order=True)
         return self
 
@@ -70,19 +70,19 @@ class ArtifactWriter:
         self.n_images += 1
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            try:
+        try:
+            if exc_type is None:
                 self.file.attrs.update(self.meta)
                 self.file.attrs["versions"] = json.dumps(library_versions(), sort_keys=True)
                 self.file.attrs["created_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
                 self.file.attrs["n_images"] = self.n_images
                 self.file.create_dataset("params", data=stable_json(self.params))
-            except BaseException as e:
-                exc_type, exc, tb = type(e), e, e.__traceback__
-        self.file.close()
-        self._atomic.__exit__(exc_type, exc, tb)  # renames into place only when nothing failed
-        if exc is not None:
-            raise exc
+            self.file.close()
+            if exc_type is None:
+                self._target.commit()
+        finally:
+            self.file.close()
+            self._target.discard()
         return False
 
 

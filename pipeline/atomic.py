@@ -9,17 +9,30 @@ import os
 from pathlib import Path
 
 
+class AtomicFile:
+    """A temporary path beside `path`: `commit()` renames it into place, `discard()` removes it."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+
+    def commit(self) -> None:
+        os.replace(self.tmp, self.path)
+
+    def discard(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(path):
     """Yield a temporary path to write to; it replaces `path` when the block ends without error."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    target = AtomicFile(path)
     try:
-        yield tmp
-        os.replace(tmp, path)
+        yield target.tmp
+        target.commit()
     finally:
-        tmp.unlink(missing_ok=True)
+        target.discard()
 
 
 def write_text(path, text: str) -> None:

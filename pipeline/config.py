@@ -31,6 +31,17 @@ def _fill_defaults(value: dict, schema: dict) -> None:
             _fill_defaults(value[key], sub)
 
 
+def _canonical(value, schema: dict):
+    """The value with every mapping in schema order (then sorted): equal configs print equally,
+    whatever the order of the user's keys, so Snakemake's params comparison sees no change."""
+    if not isinstance(value, dict):
+        return value
+    props = schema.get("properties", {})
+    extra = schema.get("additionalProperties")
+    keys = [k for k in props if k in value] + sorted(k for k in value if k not in props)
+    return {k: _canonical(value[k], props.get(k, extra if isinstance(extra, dict) else {})) for k in keys}
+
+
 def _describe(error) -> str:
     where = ".".join(str(p) for p in error.absolute_path) or "(top level)"
     if error.validator == "additionalProperties" and isinstance(error.instance, dict):
@@ -52,6 +63,8 @@ def _check_consistency(cfg: dict) -> list[str]:
         problems.append("dataset.synthetic: min_size is larger than max_size")
     if ds["name"] == "voc" and not ds["voc"]["root"]:
         problems.append("dataset.voc.root: required when dataset.name is voc")
+    if ds["name"] == "voc" and ds["voc"]["labels"] == "csv" and not ds["voc"]["labels_csv"]:
+        problems.append("dataset.voc.labels_csv: required when dataset.voc.labels is csv")
     if ds["name"] == "folder":
         for key in ("images", "labels_csv"):
             if not ds["folder"][key]:
@@ -84,7 +97,7 @@ def resolve(user_config: dict | None, sources: list[str] | tuple[str, ...] = ())
     if problems:
         origin = f" (from {', '.join(map(str, sources))})" if sources else ""
         raise ConfigError(f"invalid configuration{origin}:\n  " + "\n  ".join(problems))
-    return cfg
+    return _canonical(cfg, schema)
 
 
 def load_file(path: str | Path) -> dict:

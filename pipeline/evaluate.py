@@ -87,7 +87,8 @@ class ThresholdSweep:
 
 
 def threshold_grid(spec: dict) -> np.ndarray:
-    n = int(round((spec["max"] - spec["min"]) / spec["step"])) + 1
+    """min, min + step, ... up to max (included when it falls on the grid)."""
+    n = int(np.floor((spec["max"] - spec["min"]) / spec["step"] + 1e-9)) + 1
     return np.round(spec["min"] + spec["step"] * np.arange(n), 6)
 
 
@@ -133,7 +134,10 @@ def evaluate_cams(*, manifest_paths, cam_paths, classes, thresholds: dict, split
             except ImageReadError as e:
                 problems.add(r.image_id, r.mask, str(e))
                 continue
-            d = where[r.image_id].read(r.image_id, "cams", "keys")
+            reader = where[r.image_id]
+            d = reader.read(r.image_id, "cams", "keys")
+            if d["cams"].ndim != 3 or d["keys"].shape != d["cams"].shape[:1]:
+                reader.fail(r.image_id, f"cams {d['cams'].shape} and keys {d['keys'].shape} do not match")
             if d["cams"].shape[1:] != gt.shape:
                 problems.add(r.image_id, r.mask, f"mask size {gt.shape} differs from the CAM size {d['cams'].shape[1:]}")
                 continue
@@ -146,6 +150,8 @@ def evaluate_cams(*, manifest_paths, cam_paths, classes, thresholds: dict, split
         raise ValueError(f"evaluate {stage}: no image of split {split!r} could be evaluated "
                          f"(see {problems_path})")
     curve = [mean_iou(sweep.confusion(k)) for k in range(len(grid))]
+    if np.all(np.isnan(curve)):
+        raise ValueError(f"evaluate {stage}: every ground-truth pixel of split {split!r} is ignored (255)")
     best = int(np.nanargmax(curve))
     metrics = metrics_dict(stage, split, classes, sweep.confusion(best), n_images, len(problems),
                            best_threshold=float(grid[best]),

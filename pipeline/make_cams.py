@@ -47,7 +47,7 @@ def multiscale_cams(model: Classifier, rgb: np.ndarray, class_index: list[int], 
     return (total / peak[:, None, None]).cpu().numpy()
 
 
-def run(*, manifest_path, model_path, cfg: dict, device: str, params: dict, code_hash: str,
+def run(*, manifest_path, model_path, cfg: dict, device: str, code_hash: str,
         split: str, shard: str, out_path, problems_path) -> None:
     records = mf.read_tsv(manifest_path)
     dev = pick_device(device)
@@ -56,7 +56,7 @@ def run(*, manifest_path, model_path, cfg: dict, device: str, params: dict, code
     log.info("%s: CAMs of %d images at scales %s%s on %s", shard, len(records), cfg["scales"],
              " with flip" if cfg["flip"] else "", dev)
     with ArtifactWriter(out_path, stage="cam", split=split, shard=shard, classes=saved["classes"],
-                        params=params, code_hash=code_hash) as out:
+                        params=cfg, code_hash=code_hash) as out:
         for r in progress(records, desc=f"make_cams {split}/{shard}", unit="img"):
             try:
                 rgb = read_image(r.image)

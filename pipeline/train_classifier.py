@@ -28,12 +28,14 @@ from .training import atomic_torch_save, load_checkpoint, pick_device, poly_lr, 
 log = logging.getLogger(__name__)
 
 
-def run(*, manifest_path, classes, cfg: dict, seed: int, device: str, code_hash: str,
+def run(*, manifest_path, classes, cfg: dict, seed: int, compute: dict, code_hash: str,
         model_path, history_path, problems_path, checkpoint_path) -> None:
+    """Train on the manifest's images; `compute` (device, num_workers, checkpoint_minutes) says
+    how to run and is not part of the run's identity: a checkpoint resumes on another device."""
     records = mf.read_tsv(manifest_path)
     run_hash = params_hash({"cfg": cfg, "seed": seed, "code": code_hash, "classes": list(classes),
                             "data": mf.digest(records)})
-    dev = pick_device(device)
+    dev = pick_device(compute["device"])
     torch.manual_seed(seed)
     model = Classifier(len(classes), cfg["depth"], cfg["output_stride"], cfg["pretrained"]).to(dev)
     optimizer = sgd(model.param_groups(), lr=cfg["lr"], mults={"head": cfg["head_lr_mult"]},
@@ -69,8 +71,9 @@ def run(*, manifest_path, classes, cfg: dict, seed: int, device: str, code_hash:
         dataset.epoch = epoch
         batches = epoch_batches(len(records), cfg["batch_size"], seed, epoch)[start:]
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
-                                             num_workers=cfg["num_workers"])
+                                             num_workers=compute["num_workers"])
         t0, epoch_loss, epoch_images = time.perf_counter(), state.get("epoch_loss", 0.0), state.get("epoch_images", 0)
+        timed_images = 0  # images of this epoch seen by this process, for the throughput
         for batch in loader:
             for image_id, path, problem in batch["errors"]:
                 if image_id not in problems.ids():
@@ -88,11 +91,12 @@ def run(*, manifest_path, classes, cfg: dict, seed: int, device: str, code_hash:
                 optimizer.step()
                 epoch_loss += loss.item() * batch["size"]
                 epoch_images += batch["size"]
+                timed_images += batch["size"]
                 bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", refresh=False)
             state["step"] += 1
             state["epoch_loss"], state["epoch_images"] = epoch_loss, epoch_images
             bar.update(1)
-            if time.monotonic() - last_save > 60 * cfg["checkpoint_minutes"] and state["step"] < total:
+            if time.monotonic() - last_save > 60 * compute["checkpoint_minutes"] and state["step"] < total:
                 save_checkpoint()
                 last_save = time.monotonic()
         seconds = time.perf_counter() - t0
@@ -100,11 +104,11 @@ def run(*, manifest_path, classes, cfg: dict, seed: int, device: str, code_hash:
             raise RuntimeError(f"epoch {epoch + 1}: no training image could be read (the first problems: "
                                f"{problems.rows[:3]})")
         mean_loss = epoch_loss / epoch_images
+        images_per_s = timed_images / max(seconds, 1e-9)
         state["history"].append({"epoch": epoch + 1, "loss": mean_loss, "lr": lr, "images": epoch_images,
-                                 "seconds": round(seconds, 2)})
+                                 "seconds": round(seconds, 2), "images_per_s": round(images_per_s, 2)})
         state["epoch_loss"], state["epoch_images"] = 0.0, 0
-        log.info("epoch %d/%d: loss %.4f, %.1f images/s", epoch + 1, cfg["epochs"], mean_loss,
-                 epoch_images / max(seconds, 1e-9))
+        log.info("epoch %d/%d: loss %.4f, %.1f images/s", epoch + 1, cfg["epochs"], mean_loss, images_per_s)
         save_checkpoint()
         last_save = time.monotonic()
     bar.close()

@@ -78,9 +78,9 @@ def tiny_dataset(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("synthetic")
     cfg = {"seed": 0, "n_images": {"train": 24, "val": 8}, "min_size": 48, "max_size": 64, "context_prob": 0.9}
-    synthetic.generate(cfg, ["train", "val"], root)
     out = {}
     for split in ("train", "val"):
+        synthetic.generate(cfg, split, root)
         out[split] = root / f"{split}.tsv"
         write_tsv(synthetic.manifest(cfg, split, root), out[split])
     return out

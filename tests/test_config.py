@@ -68,3 +68,17 @@ def test_load_file_errors_name_the_file(tmp_path):
     listed.write_text(yaml.safe_dump([1, 2]))
     with pytest.raises(ConfigError, match="list.yaml: the top level must be a mapping"):
         load_file(listed)
+
+
+def test_resolved_config_prints_the_same_whatever_the_key_order():
+    a = resolve({"classifier": {"epochs": 5, "depth": 18}, "seed": 0})
+    b = resolve({"seed": 0, "classifier": {"depth": 18}})
+    # Snakemake compares params by their printed form: equal configs must print equally
+    assert repr(a) == repr(b)
+    assert list(resolve({"dataset": {"synthetic": {"n_images": {"val": 2, "train": 3}}}})
+                ["dataset"]["synthetic"]["n_images"]) == ["train", "val"]
+
+
+def test_csv_labels_need_a_csv():
+    with pytest.raises(ConfigError, match="dataset.voc.labels_csv: required"):
+        resolve({"dataset": {"name": "voc", "voc": {"root": "x", "labels": "csv"}}})

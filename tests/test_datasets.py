@@ -178,3 +178,11 @@ def test_folder_errors_name_the_csv_and_line(folder):
     (folder / "labels.csv").write_text("image_id,class_names,split\na,cat,train\n")
     with pytest.raises(ManifestError, match="split 'val' has no images"):
         build_manifest(folder_cfg(folder), "val")
+
+
+def test_image_ids_that_cannot_name_files_or_groups_are_errors(folder):
+    (folder / "imgs" / "sub").mkdir()
+    Image.new("RGB", (12, 10)).save(folder / "imgs" / "sub" / "d.png")
+    (folder / "labels.csv").write_text("image_id,class_names,image\nsub/d,cat,sub/d.png\n")
+    with pytest.raises(ManifestError, match=r"image ids must not .* \['sub/d'\]"):
+        build_manifest(folder_cfg(folder), "train")

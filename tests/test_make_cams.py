@@ -51,7 +51,7 @@ def test_run_writes_artifact_and_skips_bad_images(tmp_path, tiny_dataset, model)
     save_model(model, tmp_path / "model.pt", {"classes": list(CLASSES)})
     cfg = {"scales": [1.0, 0.5], "flip": True}
     make_cams.run(manifest_path=tmp_path / "m.tsv", model_path=tmp_path / "model.pt", cfg=cfg, device="cpu",
-                  params=cfg, code_hash="c0de", split="val", shard="shard00", out_path=tmp_path / "cams.h5",
+                  code_hash="c0de", split="val", shard="shard00", out_path=tmp_path / "cams.h5",
                   problems_path=tmp_path / "problems.tsv")
     with ArtifactReader(tmp_path / "cams.h5", stage="cam") as r:
         assert r.image_ids() == sorted(x.image_id for x in records[:3])

@@ -15,6 +15,20 @@ def test_output_stride_by_dilation(depth, stride):
     assert f.shape[2:] == (64 // stride, 96 // stride)
 
 
+@pytest.mark.parametrize("stride, dilate", [(16, [False, False, True]), (8, [False, True, True])])
+def test_dilation_matches_torchvision_for_bottleneck_resnets(stride, dilate):
+    torch.manual_seed(0)
+    ref = torchvision.models.resnet50(weights=None, replace_stride_with_dilation=dilate).eval()
+    ours = resnet_features(50, stride).eval()
+    # the same parameters in the same order, under Sequential names
+    ref_weights = [v for k, v in ref.state_dict().items() if not k.startswith("fc.")]
+    ours.load_state_dict(dict(zip(ours.state_dict(), ref_weights)))
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        expected = torch.nn.Sequential(*list(ref.children())[:-2])(x)
+        torch.testing.assert_close(ours(x), expected)
+
+
 def test_dilation_keeps_the_weights_shapes():
     plain = torchvision.models.resnet18(weights=None).state_dict()
     dilated = resnet_features(18, 8).state_dict()

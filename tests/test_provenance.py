@@ -1,3 +1,6 @@
+import pytest
+
+from pipeline import provenance
 from pipeline.provenance import code_hash, module_closure, params_hash
 
 
@@ -9,8 +12,37 @@ def test_closure_follows_imports_within_the_package():
     assert "pipeline.datasets.common" in module_closure("pipeline.datasets.voc")  # relative imports
 
 
-def test_code_hash_is_stable_and_differs_between_stages():
-    assert code_hash("pipeline.make_cams") == code_hash("pipeline.make_cams")
+@pytest.fixture
+def fake_package(tmp_path, monkeypatch):
+    pkg = tmp_path / "fakepkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "sub" / "__init__.py").write_text("")
+    (pkg / "stage.py").write_text("from .sub import helper\nimport numpy\n")
+    (pkg / "sub" / "helper.py").write_text("X = 1\n")
+    (pkg / "other.py").write_text("Y = 1\n")
+    monkeypatch.setattr(provenance, "PACKAGE_DIR", pkg)
+    monkeypatch.setattr(provenance, "PACKAGE", "fakepkg")
+    for f in (provenance.module_closure, provenance.code_hash):
+        f.cache_clear()
+    yield pkg
+    for f in (provenance.module_closure, provenance.code_hash):
+        f.cache_clear()
+
+
+def test_editing_an_imported_module_changes_the_hash_and_others_do_not(fake_package):
+    assert set(provenance.module_closure("fakepkg.stage")) == {"fakepkg", "fakepkg.stage", "fakepkg.sub",
+                                                               "fakepkg.sub.helper"}
+    before = provenance.code_hash("fakepkg.stage")
+    (fake_package / "other.py").write_text("Y = 2\n")
+    provenance.code_hash.cache_clear()
+    assert provenance.code_hash("fakepkg.stage") == before
+    (fake_package / "sub" / "helper.py").write_text("X = 2\n")
+    provenance.code_hash.cache_clear()
+    assert provenance.code_hash("fakepkg.stage") != before
+
+
+def test_code_hash_differs_between_stages():
     assert code_hash("pipeline.make_cams") != code_hash("pipeline.evaluate")
 
 

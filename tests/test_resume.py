@@ -11,8 +11,8 @@ import torch
 from pipeline.config import resolve
 from pipeline.datasets.synthetic import CLASSES
 
-CFG = resolve({"classifier": {"depth": 18, "epochs": 3, "batch_size": 4, "crop_size": 32, "lr": 0.02,
-                              "checkpoint_minutes": 0.0001}})["classifier"]
+CFG = resolve({"classifier": {"depth": 18, "epochs": 3, "batch_size": 4, "crop_size": 32, "lr": 0.02}})["classifier"]
+COMPUTE = {"device": "cpu", "num_workers": 0, "checkpoint_minutes": 0.0001}  # a checkpoint after every step
 RUN = """
 import json, sys
 from pipeline import train_classifier
@@ -26,7 +26,7 @@ with stage_logging(a.pop("log")):
 
 
 def start(tmp, manifest, code="code-v1", cfg=CFG):
-    args = dict(manifest_path=str(manifest), classes=list(CLASSES), cfg=cfg, seed=0, device="cpu", code_hash=code,
+    args = dict(manifest_path=str(manifest), classes=list(CLASSES), cfg=cfg, seed=0, compute=COMPUTE, code_hash=code,
                 model_path=str(tmp / "model.pt"), history_path=str(tmp / "history.json"),
                 problems_path=str(tmp / "problems.tsv"), checkpoint_path=str(tmp / "ckpt.pt"), log=str(tmp / "log.txt"))
     return subprocess.Popen([sys.executable, "-c", RUN, json.dumps(args)], stdout=subprocess.DEVNULL,

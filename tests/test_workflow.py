@@ -35,13 +35,20 @@ def test_outputs_of_a_run(tiny_run):
     header = summary[0].split("\t")
     assert header[:3] == ["stage", "split", "miou"] and "iou_train" in header
     row = dict(zip(header, summary[1].split("\t")))
-    assert row["stage"] == "cam" and row["split"] == "val" and 0 <= float(row["miou"]) <= 1
+    assert row["stage"] == "cam" and row["split"] == "val" and 0 < float(row["miou"]) < 1
     assert "Results (results/metrics/summary.tsv" in out  # printed at the end of the run
 
     metrics = json.loads((work / "results/metrics/cam.json").read_text())
     assert metrics["n_images"] == 16 and metrics["split"] == "val"
     assert set(metrics["per_class_iou"]) == {"background", *synthetic.CLASSES}
     assert len(metrics["threshold_sweep"]) == 96 and 0 <= metrics["best_threshold"] <= 0.95
+    # the reported mIoU is the best of the sweep, the mean of the per-class IoUs, and the table's value
+    assert metrics["miou"] == max(p["miou"] for p in metrics["threshold_sweep"])
+    ious = [v for v in metrics["per_class_iou"].values() if v is not None]
+    assert metrics["miou"] == pytest.approx(sum(ious) / len(ious))
+    assert float(row["miou"]) == pytest.approx(metrics["miou"], abs=1e-4)
+    conf = np.array(metrics["confusion"])
+    assert conf.shape == (9, 9) and conf.sum() > 0
 
     val_shards = sorted((work / "results/cam/val").glob("*.h5"))
     assert 1 <= len(val_shards) <= 2
@@ -52,7 +59,7 @@ def test_outputs_of_a_run(tiny_run):
             assert r.attrs["split"] == "val" and r.attrs["shard"] == path.stem
     assert sorted(ids) == [f"val_{i:05d}" for i in range(16)]
     assert not list((work / "results/checkpoints").glob("*"))  # removed after training
-    for rule in ("synthetic_data", "train_classifier", "summary", "evaluate/cam"):
+    for rule in ("synthetic_data/train", "synthetic_data/val", "train_classifier", "summary", "evaluate/cam"):
         assert (work / f"results/logs/{rule}.log").is_file()
 
 
@@ -78,6 +85,40 @@ def test_classifier_change_reruns_training_not_the_data(tiny_run):
     assert "synthetic_data" not in jobs and "manifest_shard" not in jobs and "manifest" not in jobs
 
 
+def test_same_values_in_another_order_or_spelled_out_rerun_nothing(tiny_run):
+    work, _, _ = tiny_run
+    text = (work / "tiny.yaml").read_text()
+    spelled = work / "spelled.yaml"
+    # the schema default of momentum written out, keys reordered, and how-to-run settings changed
+    spelled.write_text("compute: {num_workers: 1, checkpoint_minutes: 3, device: cpu}\n"
+                       + text.replace("classifier:\n", "classifier:\n  momentum: 0.9\n"))
+    out = snakemake(work, spelled, "--dry-run").stdout
+    assert planned_jobs(out) == {}, out[-3000:]
+
+
+def test_more_shards_do_not_retrain(tiny_run):
+    work, _, _ = tiny_run
+    changed = write_config(work / "shards.yaml", {"dataset": {"n_shards": 3}})
+    jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
+    assert "train_classifier" not in jobs and "synthetic_data" not in jobs and "manifest" not in jobs
+    assert jobs["manifest_shard"] == jobs["make_cams"] >= 2  # the val shards, redone under new names
+
+
+def test_more_validation_images_do_not_retrain(tiny_run):
+    work, _, _ = tiny_run
+    changed = write_config(work / "val.yaml", {"dataset": {"synthetic": {"n_images": {"val": 17}}}})
+    jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
+    assert jobs["synthetic_data"] == 1 and "train_classifier" not in jobs and "make_cams" in jobs
+
+
+def test_missing_pretrained_file_stops_before_any_job(tiny_run, tmp_path):
+    work, _, _ = tiny_run
+    changed = write_config(tmp_path / "p.yaml", {"classifier": {"pretrained": str(tmp_path / "resnet18.pth")}})
+    proc = snakemake(tmp_path, changed, check=False)
+    assert proc.returncode != 0 and "resnet18.pth" in proc.stdout and "Missing input files" in proc.stdout
+    assert not (tmp_path / "results").exists()
+
+
 def test_evaluation_change_reruns_evaluation_only(tiny_run):
     work, _, _ = tiny_run
     changed = write_config(work / "eval.yaml", {"evaluation": {"bg_threshold": {"step": 0.05}}})
@@ -94,7 +135,7 @@ def test_invalid_config_stops_before_any_job(tmp_path):
 
 
 def test_interrupted_training_resumes_under_snakemake(tmp_path):
-    config = write_config(tmp_path / "c.yaml", {"classifier": {"epochs": 4, "checkpoint_minutes": 0.0001}})
+    config = write_config(tmp_path / "c.yaml", {"classifier": {"epochs": 4}, "compute": {"checkpoint_minutes": 0.0001}})
     cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile", str(config),
            "--cores", "2", "results/classifier/model.pt"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)

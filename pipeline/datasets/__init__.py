@@ -5,8 +5,6 @@ out (with the reason); listing errors raise ManifestError before any job runs.
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from ..manifest import ManifestError, Record
 from . import folder, synthetic, voc
 
@@ -31,12 +29,17 @@ def build_manifest(ds: dict, split: str) -> tuple[list[Record], list[tuple[str, 
     """Records of one split, and (image_id, reason) for each image left out."""
     name = ds["name"]
     if name == "synthetic":
-        records = synthetic.manifest(ds["synthetic"], split, SYNTHETIC_ROOT)
+        records = synthetic.manifest(ds["synthetic"], split, synthetic_root(split))
         source = "dataset.synthetic"
     elif name == "voc":
         records, source = voc.manifest(ds["voc"], split)
     else:
         records, source = folder.manifest(ds["folder"], split)
+    bad = [r.image_id for r in records if not r.image_id or r.image_id.strip() != r.image_id
+           or any(c in r.image_id for c in "/\t\n") or r.image_id in (".", "..")]
+    if bad:
+        raise ManifestError(f"{source}: image ids must not be empty, contain '/', tabs or line breaks, "
+                            f"or start or end with spaces: {bad[:5]}")
     records, left_out = apply_empty_label_policy(records, ds["on_empty_labels"], source)
     if not records:
         raise ManifestError(f"{source}: split {split!r} has no images"
@@ -58,6 +61,10 @@ def apply_empty_label_policy(records, policy, source):
     return [r for r in records if r.labels], [(r.image_id, "no image-level labels") for r in empty]
 
 
-def data_root(ds: dict) -> Path | None:
-    """The folder a rule generates for this dataset, or None when the data already exists."""
-    return Path(SYNTHETIC_ROOT) if ds["name"] == "synthetic" else None
+def synthetic_root(split: str) -> str:
+    return f"{SYNTHETIC_ROOT}/{split}"
+
+
+def generated_data(ds: dict, split: str) -> list[str]:
+    """The folder a rule generates for a split (synthetic data), or [] when the data exists."""
+    return [synthetic_root(split)] if ds["name"] == "synthetic" else []

@@ -274,9 +274,9 @@ def _render_and_write(args):
     write_label_png(p["instances"], out["instances"])
 
 
-def generate(cfg: dict, splits: list[str], root: str | Path, threads: int = 1, progress=None) -> int:
-    """Render every image of `splits` under root/{images,masks,instances}; returns the count."""
-    jobs = [(cfg, split, i, str(root)) for split in splits for i in range(cfg["n_images"][split])]
+def generate(cfg: dict, split: str, root: str | Path, threads: int = 1, progress=None) -> int:
+    """Render every image of `split` under root/{images,masks,instances}; returns the count."""
+    jobs = [(cfg, split, i, str(root)) for i in range(cfg["n_images"][split])]
     for sub in ("images", "masks", "instances"):
         Path(root, sub).mkdir(parents=True, exist_ok=True)
     if threads > 1:

@@ -3,7 +3,7 @@
 
 rule make_cams:
     input:
-        data_inputs,
+        lambda w: split_data(w.split),
         manifest="results/manifest/{split}/{shard}.tsv",
         model=rules.train_classifier.output.model,
     output:
@@ -11,7 +11,6 @@ rule make_cams:
         problems="results/cam/{split}/{shard}.problems.tsv",
     params:
         cfg=CFG["cams"],
-        device=CFG["compute"]["device"],
         code=code_hash("pipeline.make_cams"),
     threads: 4
     resources:

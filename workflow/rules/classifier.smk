@@ -4,8 +4,10 @@
 
 rule train_classifier:
     input:
-        data_inputs,
+        split_data(TRAIN_SPLIT),
         manifest=f"results/manifest/{TRAIN_SPLIT}.tsv",
+        # a local file: missing, it stops the run before work starts; changed, it retrains
+        pretrained=CFG["classifier"]["pretrained"] or [],
     output:
         model="results/classifier/model.pt",
         history="results/classifier/history.json",
@@ -14,7 +16,6 @@ rule train_classifier:
         cfg=CFG["classifier"],
         seed=CFG["seed"],
         classes=CLASSES,
-        device=CFG["compute"]["device"],
         checkpoint="results/checkpoints/classifier.pt",
         code=code_hash("pipeline.train_classifier"),
     threads: 8

@@ -16,6 +16,10 @@ DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
 if not workflow.overwrite_configfiles:
     workflow.configfile(str(DEFAULT_CONFIG))
 CFG = resolve(config, [str(p) for p in workflow.overwrite_configfiles] or [str(DEFAULT_CONFIG)])
+# Jobs see the completed config as snakemake.config: the adapters read `compute` (how to run,
+# which must not trigger reruns) from it, while what changes results goes through params.
+config.clear()
+config.update(CFG)
 
 DS = CFG["dataset"]
 CLASSES = list(datasets.class_names(DS))
@@ -26,7 +30,6 @@ for _split in datasets.splits(DS):
 SHARDS = {s: mf.split_into_shards(records, DS["n_shards"]) for s, records in MANIFESTS.items()}
 # Evaluation needs ground-truth masks; a folder dataset without them stops at the CAMs.
 CAN_EVALUATE = any(r.mask for r in MANIFESTS[EVAL_SPLIT])
-DATA_ROOT = datasets.data_root(DS)
 
 
 wildcard_constraints:
@@ -34,9 +37,9 @@ wildcard_constraints:
     shard=r"shard\d+",
 
 
-def data_inputs(wildcards=None):
-    """The generated dataset folder, for datasets the workflow makes itself."""
-    return [str(DATA_ROOT)] if DATA_ROOT else []
+def split_data(split):
+    """The generated image folder of a split, for datasets the workflow makes itself, else []."""
+    return datasets.generated_data(DS, split)
 
 
 def shard_files(pattern, split):

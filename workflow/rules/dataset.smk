@@ -1,28 +1,26 @@
 # Stage dataset: the generated synthetic images (when chosen) and the manifests.
-# A shard's manifest is rewritten only when its rows change (its digest is a param), so
-# adding images reruns only the shards they fall in.
+# Manifests are built when the workflow is parsed; a rule writes each one when its rows
+# change (their digest is a param), so adding images reruns only the shards they fall in.
 
-if DATA_ROOT:
+if DS["name"] == "synthetic":
 
     rule synthetic_data:
         output:
-            directory(str(DATA_ROOT)),
+            directory(datasets.synthetic_root("{split}")),
         params:
-            cfg=DS["synthetic"],
+            cfg=lambda w: {**DS["synthetic"], "n_images": {w.split: DS["synthetic"]["n_images"][w.split]}},
             code=code_hash("pipeline.datasets.synthetic"),
         threads: 4
         resources:
             mem_mb=2000,
             runtime=30,
         log:
-            "results/logs/synthetic_data.log",
+            "results/logs/synthetic_data/{split}.log",
         script:
             "../scripts/synthetic_data.py"
 
 
 rule manifest_shard:
-    input:
-        data_inputs,
     output:
         "results/manifest/{split}/{shard}.tsv",
     params:
@@ -37,12 +35,11 @@ rule manifest_shard:
 
 
 rule manifest:
-    input:
-        lambda w: shard_files("results/manifest/{split}/{shard}.tsv", w.split),
     output:
         manifest="results/manifest/{split}.tsv",
         left_out="results/manifest/{split}.problems.tsv",
     params:
+        digest=lambda w: mf.digest(MANIFESTS[w.split]),
         left_out=lambda w: LEFT_OUT[w.split],
         code=code_hash("pipeline.manifest", "pipeline.problems"),
     localrule: True
@@ -51,10 +48,9 @@ rule manifest:
     run:
         from pipeline.problems import ProblemReport
 
-        records = [r for path in input for r in mf.read_tsv(path)]
-        mf.write_tsv(records, output.manifest)
+        mf.write_tsv(MANIFESTS[wildcards.split], output.manifest)
         report = ProblemReport(output.left_out)
         for image_id, reason in params.left_out:
             report.add(image_id, "", reason)
         report.write()
-        Path(log[0]).write_text(f"{len(records)} images, {len(report)} left out\n")
+        Path(log[0]).write_text(f"{len(MANIFESTS[wildcards.split])} images, {len(report)} left out\n")

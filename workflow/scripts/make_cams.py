@@ -7,5 +7,5 @@ with stage_logging(snakemake.log[0]):
     configure_threads(snakemake.threads)
     p, w = snakemake.params, snakemake.wildcards
     make_cams.run(manifest_path=snakemake.input.manifest, model_path=snakemake.input.model, cfg=p.cfg,
-                  device=p.device, params=dict(p.cfg), code_hash=p.code, split=w.split, shard=w.shard,
+                  device=snakemake.config["compute"]["device"], code_hash=p.code, split=w.split, shard=w.shard,
                   out_path=snakemake.output.cams, problems_path=snakemake.output.problems)

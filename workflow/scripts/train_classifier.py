@@ -7,6 +7,6 @@ with stage_logging(snakemake.log[0]):
     configure_threads(snakemake.threads)
     p = snakemake.params
     train_classifier.run(manifest_path=snakemake.input.manifest, classes=p.classes, cfg=p.cfg, seed=p.seed,
-                         device=p.device, code_hash=p.code, model_path=snakemake.output.model,
+                         compute=snakemake.config["compute"], code_hash=p.code, model_path=snakemake.output.model,
                          history_path=snakemake.output.history, problems_path=snakemake.output.problems,
                          checkpoint_path=p.checkpoint)
