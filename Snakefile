@@ -8,6 +8,10 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/classifier.smk"
 include: "workflow/rules/cams.smk"
+include: "workflow/rules/affinity_labels.smk"
+include: "workflow/rules/affinity.smk"
+include: "workflow/rules/random_walk.smk"
+include: "workflow/rules/crf.smk"
 include: "workflow/rules/evaluate.smk"
 
 

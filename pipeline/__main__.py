@@ -1,4 +1,4 @@
-"""Command line: python -m pipeline {inspect,show,config,labels-csv,benchmark} ..."""
+"""Command line: python -m pipeline {inspect,show,config,labels-csv,benchmark,benchmark-rw} ..."""
 from __future__ import annotations
 
 import argparse
@@ -35,6 +35,11 @@ def main(argv=None) -> int:
     p.add_argument("--skip-workflow", action="store_true",
                    help="measure the CAM stage on an existing run in --workdir without rerunning the workflow")
 
+    p = sub.add_parser("benchmark-rw", help="sparse vs dense random walk (time, peak memory) and CRF speed")
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--strides", type=int, nargs="+", default=[8, 4], help="feature strides to measure")
+    p.add_argument("--crf-images", type=int, default=16, help="images timed for the CRF speed")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "inspect":
@@ -59,6 +64,10 @@ def main(argv=None) -> int:
             from .benchmark import main as benchmark
 
             benchmark(args)
+        elif args.command == "benchmark-rw":
+            from .benchmark_rw import main as benchmark_rw
+
+            benchmark_rw(args)
     except (OSError, ValueError) as e:  # our errors name the file and the problem
         print(f"error: {e}", file=sys.stderr)
         return 1

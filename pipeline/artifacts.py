@@ -110,6 +110,10 @@ class ArtifactReader:
     def attrs(self) -> dict:
         return {k: (v.decode() if isinstance(v, bytes) else v) for k, v in self.file.attrs.items()}
 
+    def classes(self) -> list[str]:
+        """The object class names; class value i is classes[i - 1]."""
+        return json.loads(self.attrs.get("classes", "[]"))
+
     def params(self) -> dict:
         raw = self.file["params"][()] if "params" in self.file else b"{}"
         return json.loads(raw.decode() if isinstance(raw, bytes) else raw)

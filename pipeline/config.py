@@ -23,12 +23,27 @@ def load_schema() -> dict:
         return yaml.safe_load(f)
 
 
-def _fill_defaults(value: dict, schema: dict) -> None:
+def _merge_defaults(value: dict, default: dict) -> None:
+    for key, d in default.items():
+        if key not in value:
+            value[key] = copy.deepcopy(d)
+        elif isinstance(value[key], dict) and isinstance(d, dict):
+            _merge_defaults(value[key], d)
+
+
+def _fill_defaults(value: dict, schema: dict, root: dict | None = None) -> None:
+    """Fill missing keys from the schema's defaults, recursively. A mapping default (such as a
+    CRF profile's values) also completes a mapping the user gave only in part."""
+    root = root or schema
     for key, sub in schema.get("properties", {}).items():
+        if "$ref" in sub:  # only local references: "#/$defs/<name>"
+            sub = {**root["$defs"][sub["$ref"].rsplit("/", 1)[1]], **{k: v for k, v in sub.items() if k != "$ref"}}
         if key not in value and "default" in sub:
             value[key] = copy.deepcopy(sub["default"])
+        elif isinstance(value.get(key), dict) and isinstance(sub.get("default"), dict):
+            _merge_defaults(value[key], sub["default"])
         if isinstance(value.get(key), dict) and "properties" in sub:
-            _fill_defaults(value[key], sub)
+            _fill_defaults(value[key], sub, root)
 
 
 def _canonical(value, schema: dict):

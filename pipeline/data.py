@@ -55,27 +55,39 @@ def color_jitter(x: torch.Tensor, rng: np.random.Generator, brightness: float, c
     return x.clamp_(0.0, 1.0)
 
 
-def random_crop(x: torch.Tensor, size: int, rng: np.random.Generator) -> torch.Tensor:
-    """A size x size window; sides shorter than `size` are zero-padded (the mean after normalisation)."""
+def random_crop(x: torch.Tensor, size: int, rng: np.random.Generator, label: torch.Tensor | None = None):
+    """A size x size window; sides shorter than `size` are zero-padded (the mean after
+    normalisation). A label map [H, W] gets the same window, padded with 255 (ignore)."""
     _, h, w = x.shape
     out = x.new_zeros((x.shape[0], size, size))
     ch, cw = min(h, size), min(w, size)
     ys, xs = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)  # window in the image
     yd, xd = rng.integers(0, size - ch + 1), rng.integers(0, size - cw + 1)  # place in the crop
     out[:, yd:yd + ch, xd:xd + cw] = x[:, ys:ys + ch, xs:xs + cw]
-    return out
+    if label is None:
+        return out
+    lab = label.new_full((size, size), 255)
+    lab[yd:yd + ch, xd:xd + cw] = label[ys:ys + ch, xs:xs + cw]
+    return out, lab
 
 
-def augment(rgb: np.ndarray, cfg: dict, rng: np.random.Generator) -> torch.Tensor:
-    """Random rescale, flip, colour jitter, normalisation and crop of one training image."""
+def augment(rgb: np.ndarray, cfg: dict, rng: np.random.Generator, label: np.ndarray | None = None):
+    """Random rescale, flip, colour jitter, normalisation and crop of one training image; a
+    label map [H, W] (uint8) given too is rescaled (nearest), flipped and cropped alike."""
     x = to_tensor(rgb)
     s = rng.uniform(*cfg["rescale"])
     h, w = x.shape[1:]
-    x = resize(x, (max(1, round(h * s)), max(1, round(w * s))))
+    size = (max(1, round(h * s)), max(1, round(w * s)))
+    x = resize(x, size)
+    lab = None
+    if label is not None:
+        lab = F.interpolate(torch.from_numpy(np.ascontiguousarray(label))[None, None].float(), size=size,
+                            mode="nearest")[0, 0].to(torch.uint8)
     if cfg["flip"] and rng.random() < 0.5:
         x = x.flip(-1)
+        lab = None if lab is None else lab.flip(-1)
     x = color_jitter(x, rng, **cfg["color_jitter"])
-    return random_crop(normalize(x), cfg["crop_size"], rng)
+    return random_crop(normalize(x), cfg["crop_size"], rng, lab)
 
 
 class LabelledImages(torch.utils.data.Dataset):
@@ -103,9 +115,9 @@ class LabelledImages(torch.utils.data.Dataset):
 def collate(items: list[dict]) -> dict:
     good = [it for it in items if "error" not in it]
     batch = {"errors": [it["error"] for it in items if "error" in it], "size": len(good)}
-    if good:
-        batch["image"] = torch.stack([it["image"] for it in good])
-        batch["target"] = torch.stack([it["target"] for it in good])
+    for key in good[0] if good else ():
+        if key != "index":
+            batch[key] = torch.stack([it[key] for it in good])
     return batch
 
 

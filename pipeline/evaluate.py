@@ -113,34 +113,50 @@ def metrics_dict(stage: str, split: str, classes, conf: np.ndarray, n_images: in
             "classes": names, "confusion": conf.tolist()}
 
 
+def _paired(records, readers, names, n_classes: int, problems: ProblemReport, desc: str, upstream: str):
+    """Yield (record, ground truth, {name: array}, reader) of every record with an output and a
+    usable mask of the output's size; the rest go to `problems`."""
+    where = {iid: rd for rd in readers for iid in rd.image_ids()}
+    for r in progress(records, desc=desc, unit="img"):
+        if r.image_id not in where:
+            problems.add(r.image_id, r.image, f"no output: the image was skipped upstream (see {upstream} problems)")
+            continue
+        try:
+            gt = load_ground_truth(r, n_classes)
+        except ImageReadError as e:
+            problems.add(r.image_id, r.mask, str(e))
+            continue
+        d = where[r.image_id].read(r.image_id, *names)
+        size = d["mask"].shape if "mask" in d else d["cams"].shape[1:]
+        if size != gt.shape:
+            problems.add(r.image_id, r.mask, f"mask size {gt.shape} differs from the output size {size}")
+            continue
+        yield r, gt, d, where[r.image_id]
+
+
+def _finish(metrics: dict, stage: str, split: str, out_path, problems: ProblemReport) -> dict:
+    write_text(out_path, json.dumps(metrics, indent=1))
+    problems.write()
+    log.info("%s on %s: mIoU %.4f (%d images, %d skipped)", stage, split, metrics["miou"], metrics["n_images"],
+             len(problems))
+    return metrics
+
+
 def evaluate_cams(*, manifest_paths, cam_paths, classes, thresholds: dict, split: str, stage: str,
-                  out_path, problems_path) -> dict:
+                  out_path, problems_path, artifact_stage: str = "cam") -> dict:
     """Best-threshold mIoU of the CAMs of a split (all shards) against the ground truth."""
     n = len(classes) + 1
     grid = threshold_grid(thresholds)
     sweep = ThresholdSweep(n, grid)
     problems = ProblemReport(problems_path)
     records = [r for p in manifest_paths for r in mf.read_tsv(p)]
-    readers = [ArtifactReader(p, stage="cam") for p in cam_paths]
-    where = {iid: rd for rd in readers for iid in rd.image_ids()}
+    readers = [ArtifactReader(p, stage=artifact_stage) for p in cam_paths]
     n_images = 0
     try:
-        for r in progress(records, desc=f"evaluate {stage} {split}", unit="img"):
-            if r.image_id not in where:
-                problems.add(r.image_id, r.image, "no CAM: the image was skipped upstream (see make_cams problems)")
-                continue
-            try:
-                gt = load_ground_truth(r, n)
-            except ImageReadError as e:
-                problems.add(r.image_id, r.mask, str(e))
-                continue
-            reader = where[r.image_id]
-            d = reader.read(r.image_id, "cams", "keys")
+        for r, gt, d, reader in _paired(records, readers, ("cams", "keys"), n, problems,
+                                        f"evaluate {stage} {split}", artifact_stage):
             if d["cams"].ndim != 3 or d["keys"].shape != d["cams"].shape[:1]:
                 reader.fail(r.image_id, f"cams {d['cams'].shape} and keys {d['keys'].shape} do not match")
-            if d["cams"].shape[1:] != gt.shape:
-                problems.add(r.image_id, r.mask, f"mask size {gt.shape} differs from the CAM size {d['cams'].shape[1:]}")
-                continue
             sweep.add(gt, d["cams"], d["keys"])
             n_images += 1
     finally:
@@ -156,8 +172,71 @@ def evaluate_cams(*, manifest_paths, cam_paths, classes, thresholds: dict, split
     metrics = metrics_dict(stage, split, classes, sweep.confusion(best), n_images, len(problems),
                            best_threshold=float(grid[best]),
                            threshold_sweep=[{"threshold": float(t), "miou": m} for t, m in zip(grid, curve)])
-    write_text(out_path, json.dumps(metrics, indent=1))
-    problems.write()
-    log.info("%s on %s: mIoU %.4f at background threshold %.2f (%d images, %d skipped)",
-             stage, split, metrics["miou"], metrics["best_threshold"], n_images, len(problems))
-    return metrics
+    return _finish(metrics, stage, split, out_path, problems)
+
+
+def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: str, artifact_stage: str,
+                   out_path, problems_path, sweep: dict | None = None) -> dict:
+    """mIoU of the label maps `mask` of a split against the ground truth.
+
+    Pixels a mask leaves undecided (255, as affinity labels and seeds do) are left out of the
+    confusion matrix: the mIoU is then that of the decided pixels. `precision` (decided pixels
+    whose label is right) and `coverage` (decided share of the labelled ground-truth pixels)
+    say how much of the image that is; a complete mask has coverage 1.
+
+    With `sweep` (a threshold grid spec) the stage's score maps (`scores`, `keys`, background
+    first) are also evaluated at every constant background score, as the CAMs are; the row
+    stays that of the masks as written, the sweep is in the metrics for choosing the threshold.
+    """
+    n = len(classes) + 1
+    conf = np.zeros((n, n), np.int64)
+    problems = ProblemReport(problems_path)
+    records = [r for p in manifest_paths for r in mf.read_tsv(p)]
+    readers = [ArtifactReader(p, stage=artifact_stage) for p in mask_paths]
+    n_images, n_labelled = 0, 0
+    grid = threshold_grid(sweep) if sweep else None
+    scores_sweep = ThresholdSweep(n, grid) if sweep else None
+    try:
+        for r, gt, d, reader in _paired(records, readers, ("mask",), n, problems, f"evaluate {stage} {split}",
+                                        artifact_stage):
+            if sweep:
+                s = reader.read(r.image_id, "scores", "keys")
+                scores_sweep.add(gt, _upsampled(s["scores"][1:], gt.shape), s["keys"][1:])
+            mask = d["mask"]
+            bad = (mask >= n) & (mask != IGNORE)
+            if bad.any():
+                reader.fail(r.image_id, f"mask values {sorted(set(np.unique(mask[bad]).tolist()))[:5]} "
+                                        f"outside 0..{n - 1} and 255")
+            n_labelled += int((gt != IGNORE).sum())
+            decided = mask != IGNORE
+            conf += confusion_matrix(np.where(decided, gt, IGNORE), np.where(decided, mask, 0), n)
+            n_images += 1
+    finally:
+        for rd in readers:
+            rd.close()
+    if n_images == 0:
+        raise ValueError(f"evaluate {stage}: no image of split {split!r} could be evaluated (see {problems_path})")
+    if n_labelled == 0:
+        raise ValueError(f"evaluate {stage}: every ground-truth pixel of split {split!r} is ignored (255)")
+    decided = int(conf.sum())
+    extra = {}
+    if sweep:
+        curve = [mean_iou(scores_sweep.confusion(k)) for k in range(len(grid))]
+        best = int(np.nanargmax(curve))
+        extra = {"sweep_best_threshold": float(grid[best]), "sweep_best_miou": curve[best],
+                 "threshold_sweep": [{"threshold": float(t), "miou": m} for t, m in zip(grid, curve)]}
+    metrics = metrics_dict(stage, split, classes, conf, n_images, len(problems),
+                           precision=float(np.trace(conf) / decided) if decided else float("nan"),
+                           coverage=decided / n_labelled, **extra)
+    return _finish(metrics, stage, split, out_path, problems)
+
+
+def _upsampled(scores: np.ndarray, size) -> np.ndarray:
+    """Score maps [K, h, w] bilinearly resized to `size` (stages may store them on a coarser grid)."""
+    if scores.shape[1:] == tuple(size):
+        return scores.astype(np.float32)
+    import torch
+    import torch.nn.functional as F
+
+    return F.interpolate(torch.from_numpy(scores.astype(np.float32))[None], size=tuple(size), mode="bilinear",
+                         align_corners=False)[0].numpy()

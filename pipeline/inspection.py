@@ -71,7 +71,7 @@ def show(path, image_id: str, out_path, threshold: float = 0.15) -> Path:
     with ArtifactReader(path) as reader:
         attrs = reader.image_attrs(image_id)
         group = reader.file["images"][image_id]
-        names = json.loads(reader.attrs.get("classes", "[]"))
+        names = reader.classes()
         stage = reader.attrs["stage"]
         data = reader.read(image_id, *group.keys())
     h, w = int(attrs.get("height", 0)), int(attrs.get("width", 0))
@@ -95,6 +95,15 @@ def show(path, image_id: str, out_path, threshold: float = 0.15) -> Path:
         from .evaluate import cam_labels
 
         label_maps.append((f"CAM labels, background > {threshold:g}", cam_labels(cams, keys, threshold)))
+    if "scores" in data and "keys" in data:  # score maps, possibly on a coarser grid (random walk)
+        from PIL import Image
+
+        for k, v in enumerate(data["keys"]):
+            if v == 0:
+                continue
+            score = np.asarray(Image.fromarray(data["scores"][k].astype(np.float32)).resize(
+                (rgb.shape[1], rgb.shape[0]), Image.BILINEAR))
+            panels.append((f"score {name_of(int(v))} (max {score.max():.2f})", _heat(rgb, score)))
     for name, arr in data.items():
         if arr.ndim == 2 and arr.dtype == np.uint8 and arr.shape == rgb.shape[:2]:
             label_maps.append((name, arr))

@@ -93,6 +93,54 @@ class Classifier(nn.Module):
         return {"backbone": list(self.backbone.parameters()), "head": list(self.head.parameters())}
 
 
+class AffinityNet(nn.Module):
+    """PSA's AffinityNet on a ResNet at output stride 8: 1x1 convolutions of the last three
+    stages (64, 128 and 256 channels, ELU) concatenated and mixed by a 1x1 convolution into
+    448-channel features f; the affinity of cells i and j is exp(-mean_c |f_i - f_j|) (PSA's
+    code averages the L1 distance over channels)."""
+
+    def __init__(self, depth: int = 50, pretrained: str | None = None):
+        super().__init__()
+        self.arch = {"depth": depth}
+        self.backbone = resnet_features(depth, 8, pretrained)
+        expansion = self.backbone.out_channels // 512
+        self.reduce = nn.ModuleList(nn.Conv2d(c * expansion, k, 1, bias=False)
+                                    for c, k in ((128, 64), (256, 128), (512, 256)))
+        self.mix = nn.Conv2d(448, 448, 1, bias=False)
+        for conv in self.reduce:
+            nn.init.kaiming_normal_(conv.weight)
+        nn.init.xavier_uniform_(self.mix.weight, gain=4)  # PSA's initialisation
+        self.frozen_backbone = False
+
+    def freeze_backbone(self) -> None:
+        """Train only the head on fixed backbone features (batch-norm statistics fixed too)."""
+        self.frozen_backbone = True
+        for p in self.backbone.parameters():
+            p.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen_backbone:
+            self.backbone.eval()
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features [N, 448, h, w] at stride 8."""
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_backbone):
+            x = self.backbone[:5](x)  # stem and layer1
+            stages = []
+            for layer in self.backbone[5:]:
+                x = layer(x)
+                stages.append(x)
+        reduced = [F.elu(conv(f)) for conv, f in zip(self.reduce, stages)]
+        return F.elu(self.mix(torch.cat(reduced, dim=1)))
+
+    def param_groups(self):
+        head = [p for m in (self.reduce, self.mix) for p in m.parameters()]
+        backbone = [p for p in self.backbone.parameters() if p.requires_grad]
+        return {"backbone": backbone, "head": head}
+
+
 def save_model(model: nn.Module, path, extra: dict | None = None) -> None:
     from .training import atomic_torch_save
 
@@ -108,5 +156,18 @@ def load_classifier(path, device="cpu") -> tuple[Classifier, dict]:
         raise ValueError(f"{path}: not a classifier saved by this pipeline ({type(e).__name__}: {e})") from None
     model = Classifier(arch["n_classes"], arch["depth"], arch["output_stride"])
     model.load_state_dict(saved["state_dict"])
+    model.to(device).eval()
+    return model, {k: v for k, v in saved.items() if k not in ("arch", "state_dict")}
+
+
+def load_affinity_net(path, device="cpu") -> tuple[AffinityNet, dict]:
+    """The AffinityNet saved by train_affinity, in eval mode, and the saved dict's extras."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        arch = saved["arch"]
+        model = AffinityNet(arch["depth"])
+        model.load_state_dict(saved["state_dict"])
+    except Exception as e:
+        raise ValueError(f"{path}: not an AffinityNet saved by this pipeline ({type(e).__name__}: {e})") from None
     model.to(device).eval()
     return model, {k: v for k, v in saved.items() if k not in ("arch", "state_dict")}

@@ -1,8 +1,11 @@
 """The results table: one row per evaluated stage, from the metrics JSON files.
 
 results/metrics/summary.tsv is tab-separated with the columns
-    stage  split  miou  n_images  n_skipped  best_threshold  iou_<class> ...
-(mIoU and IoU in 0..1; best_threshold only for stages that sweep a background threshold).
+    stage  split  miou  n_images  n_skipped  best_threshold  precision  coverage  iou_<class> ...
+(mIoU, IoU, precision and coverage in 0..1; best_threshold only for stages that sweep a
+background threshold; precision and coverage only for label maps. A stage that leaves
+pixels undecided, such as affinity_labels, has coverage < 1 and its mIoU is computed on its
+decided pixels only.)
 """
 from __future__ import annotations
 
@@ -13,7 +16,7 @@ from pathlib import Path
 
 from .atomic import write_text
 
-FIXED = ("stage", "split", "miou", "n_images", "n_skipped", "best_threshold")
+FIXED = ("stage", "split", "miou", "n_images", "n_skipped", "best_threshold", "precision", "coverage")
 
 
 def _fmt(value) -> str:
@@ -47,13 +50,13 @@ def write_summary(metric_paths, out_path) -> str:
     return buf.getvalue()
 
 
-def format_table(tsv_path, columns=("stage", "split", "miou", "best_threshold", "n_images", "n_skipped")) -> str:
-    """The main columns of a summary file, aligned for the terminal (mIoU in percent)."""
+def format_table(tsv_path, columns=("stage", "split", "miou", "best_threshold", "coverage", "n_images", "n_skipped")) -> str:
+    """The main columns of a summary file, aligned for the terminal (mIoU and coverage in percent)."""
     with open(tsv_path, newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     cells = [list(columns)]
     for r in rows:
-        cells.append([f"{100 * float(r[c]):.1f}" if c == "miou" and r[c] not in ("", "nan") else r.get(c, "")
+        cells.append([f"{100 * float(r[c]):.1f}" if c in ("miou", "coverage") and r.get(c) not in (None, "", "nan") else r.get(c, "")
                       for c in columns])
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
     return "\n".join("  ".join(v.ljust(wd) for v, wd in zip(row, widths)).rstrip() for row in cells)

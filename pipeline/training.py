@@ -8,11 +8,15 @@ Snakemake does not delete them when a job is killed.
 from __future__ import annotations
 
 import logging
+import math
+import time
 from pathlib import Path
 
 import torch
 
 from .atomic import atomic_path
+from .data import collate, epoch_batches
+from .logs import progress
 
 log = logging.getLogger(__name__)
 
@@ -69,3 +73,84 @@ def load_checkpoint(path, run_hash: str) -> dict | None:
         log.info("checkpoint %s belongs to other parameters, code or data; starting over", path)
         return None
     return ckpt
+
+
+def fit(*, model, optimizer, dataset, step_loss, cfg: dict, seed: int, compute: dict, run_hash: str,
+        checkpoint_path, problems, device, desc: str, lr_config: str) -> list[dict]:
+    """Train `model` for cfg["epochs"] epochs of cfg["batch_size"], resumably; return the history.
+
+    `step_loss(model, batch)` returns (loss tensor, {name: float} of parts to log). The poly
+    schedule runs over every step; a checkpoint is written at each epoch end and every
+    compute["checkpoint_minutes"], and a rerun of the same `run_hash` resumes from it with
+    exactly the batches an uninterrupted run would see. Unreadable images go to `problems`.
+    """
+    steps_per_epoch = len(epoch_batches(len(dataset), cfg["batch_size"], seed, 0))
+    total = cfg["epochs"] * steps_per_epoch
+    state = {"step": 0, "history": [], "problems": [], "sums": {}, "epoch_images": 0}
+    ckpt = load_checkpoint(checkpoint_path, run_hash)
+    if ckpt is not None:
+        model.load_state_dict(ckpt["model"])
+        optimizer.load_state_dict(ckpt["optimizer"])
+        state = ckpt["state"]
+        log.info("resumed from %s at step %d of %d", checkpoint_path, state["step"], total)
+    for row in state["problems"]:
+        problems.rows.append(tuple(row))
+
+    def save_checkpoint():
+        state["problems"] = [list(r) for r in problems.rows]
+        atomic_torch_save({"run_hash": run_hash, "model": model.state_dict(),
+                           "optimizer": optimizer.state_dict(), "state": state}, checkpoint_path)
+
+    log.info("%s: %d images, %d epochs x %d steps, device %s", desc, len(dataset), cfg["epochs"],
+             steps_per_epoch, device)
+    model.train()
+    bar = progress(total=total, desc=desc, unit="step")
+    bar.update(state["step"])
+    last_save = time.monotonic()
+    lr = cfg["lr"]
+    while state["step"] < total:
+        epoch, start = divmod(state["step"], steps_per_epoch)
+        dataset.epoch = epoch
+        batches = epoch_batches(len(dataset), cfg["batch_size"], seed, epoch)[start:]
+        loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
+                                             num_workers=compute["num_workers"])
+        t0, timed_images = time.perf_counter(), 0  # images seen by this process, for the throughput
+        for batch in loader:
+            for image_id, path, problem in batch["errors"]:
+                if image_id not in problems.ids():
+                    problems.add(image_id, path, problem)
+            lr = poly_lr(cfg["lr"], state["step"], total, cfg["poly_power"])
+            if batch["size"]:
+                set_lr(optimizer, lr)
+                loss, parts = step_loss(model, batch)
+                if not math.isfinite(loss.item()):
+                    raise FloatingPointError(f"{desc}: training diverged at step {state['step']} (loss "
+                                             f"{loss.item()}); lower {lr_config}")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                for name, value in {"loss": loss.item(), **parts}.items():
+                    state["sums"][name] = state["sums"].get(name, 0.0) + value * batch["size"]
+                state["epoch_images"] += batch["size"]
+                timed_images += batch["size"]
+                bar.set_postfix(loss=f"{loss.item():.4f}", lr=f"{lr:.2e}", refresh=False)
+            state["step"] += 1
+            bar.update(1)
+            if time.monotonic() - last_save > 60 * compute["checkpoint_minutes"] and state["step"] < total:
+                save_checkpoint()
+                last_save = time.monotonic()
+        seconds = time.perf_counter() - t0
+        if state["epoch_images"] == 0:
+            raise RuntimeError(f"{desc}: epoch {epoch + 1}: no training image could be read (the first "
+                               f"problems: {problems.rows[:3]})")
+        means = {name: v / state["epoch_images"] for name, v in state["sums"].items()}
+        state["history"].append({"epoch": epoch + 1, **means, "lr": lr, "images": state["epoch_images"],
+                                 "seconds": round(seconds, 2),
+                                 "images_per_s": round(timed_images / max(seconds, 1e-9), 2)})
+        state["sums"], state["epoch_images"] = {}, 0
+        log.info("epoch %d/%d: %s, %.1f images/s", epoch + 1, cfg["epochs"],
+                 ", ".join(f"{k} {v:.4f}" for k, v in means.items()), state["history"][-1]["images_per_s"])
+        save_checkpoint()
+        last_save = time.monotonic()
+    bar.close()
+    return state["history"]

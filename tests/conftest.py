@@ -22,6 +22,8 @@ TINY = {
     "classifier": {"depth": 18, "epochs": 1, "batch_size": 8, "crop_size": 56, "lr": 0.05,
                    "head_lr_mult": 1, "color_jitter": {"hue": 0.0}},
     "cams": {"scales": [1.0, 0.5]},
+    "affinity": {"depth": 18, "init_from_classifier": True, "epochs": 1, "batch_size": 8, "crop_size": 56,
+                 "lr": 0.01, "color_jitter": {"hue": 0.0}},
 }
 
 

@@ -22,11 +22,18 @@ def test_user_values_override_defaults_and_keep_siblings():
 
 
 def test_every_schema_property_has_a_default():
+    root = load_schema()
+
     def walk(schema, where):
         for key, sub in schema.get("properties", {}).items():
+            if "$ref" in sub:
+                sub = {**root["$defs"][sub["$ref"].rsplit("/", 1)[1]], **sub}
             assert "default" in sub, f"{where}.{key} has no default"
-            walk(sub, f"{where}.{key}")
-    walk(load_schema(), "config")
+            if sub["default"] == {}:  # filled from its children's defaults
+                walk(sub, f"{where}.{key}")
+    walk(root, "config")
+    profiles = resolve({})["crf"]["profiles"]
+    assert set(profiles) == {"deeplab", "psa", "irn"} and all(len(p) == 5 for p in profiles.values())
 
 
 def test_shipped_configs_are_valid():

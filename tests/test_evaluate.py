@@ -69,3 +69,32 @@ def test_threshold_sweep_equals_brute_force():
 def test_threshold_grid():
     np.testing.assert_allclose(threshold_grid({"min": 0.1, "max": 0.3, "step": 0.1}), [0.1, 0.2, 0.3])
     assert len(threshold_grid({"min": 0.0, "max": 0.95, "step": 0.01})) == 96
+
+
+def test_mask_evaluation_counts_decided_pixels_only_and_reports_precision_and_coverage(tmp_path):
+    import json
+
+    from pipeline.artifacts import ArtifactWriter
+    from pipeline.evaluate import evaluate_masks
+    from pipeline.imageio import write_label_png
+    from pipeline.manifest import Record, write_tsv
+
+    gt = np.array([[0, 0, 1, 1], [0, 2, 2, 255]], np.uint8)
+    pred = np.array([[0, 255, 1, 2], [255, 2, 255, 1]], np.uint8)
+    write_label_png(tmp_path / "a.png", gt)
+    write_tsv([Record("a", str(tmp_path / "a.jpg"), (1, 2), mask=str(tmp_path / "a.png")),
+               Record("b", str(tmp_path / "b.jpg"), (1,), mask=str(tmp_path / "missing.png"))], tmp_path / "m.tsv")
+    with ArtifactWriter(tmp_path / "s.h5", stage="affinity_labels", split="train", shard="s0", classes=["x", "y"],
+                        params={}, code_hash="h") as w:
+        w.add("a", mask=pred)
+        w.add("b", mask=np.zeros((2, 4), np.uint8))
+    m = evaluate_masks(manifest_paths=[tmp_path / "m.tsv"], mask_paths=[tmp_path / "s.h5"], classes=["x", "y"],
+                       split="train", stage="affinity_labels", artifact_stage="affinity_labels",
+                       out_path=tmp_path / "out.json", problems_path=tmp_path / "p.tsv")
+    # 7 labelled pixels; decided among them: (0,0) 0->0, (0,2) 1->1, (0,3) 1->2, (1,1) 2->2
+    np.testing.assert_array_equal(m["confusion"], [[1, 0, 0], [0, 1, 1], [0, 0, 1]])
+    assert m["precision"] == pytest.approx(3 / 4) and m["coverage"] == pytest.approx(4 / 7)
+    assert m["miou"] == pytest.approx((1 + 1 / 2 + 1 / 2) / 3)
+    assert m["n_images"] == 1 and m["n_skipped"] == 1  # b's mask file is missing: reported, not fatal
+    assert json.loads((tmp_path / "out.json").read_text())["coverage"] == pytest.approx(4 / 7)
+    assert "missing.png" in (tmp_path / "p.tsv").read_text()

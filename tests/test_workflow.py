@@ -59,8 +59,60 @@ def test_outputs_of_a_run(tiny_run):
             assert r.attrs["split"] == "val" and r.attrs["shard"] == path.stem
     assert sorted(ids) == [f"val_{i:05d}" for i in range(16)]
     assert not list((work / "results/checkpoints").glob("*"))  # removed after training
-    for rule in ("synthetic_data/train", "synthetic_data/val", "train_classifier", "summary", "evaluate/cam"):
+    for rule in ("synthetic_data/train", "synthetic_data/val", "train_classifier", "summary", "evaluate/cam",
+                 "train_affinity", "evaluate/rw", "evaluate/rw_crf", "evaluate/affinity_labels"):
         assert (work / f"results/logs/{rule}.log").is_file()
+
+
+def test_random_walk_outputs_and_their_rows(tiny_run):
+    work, _, _ = tiny_run
+    rows = {r["stage"]: r for r in csv.DictReader((work / "results/metrics/summary.tsv").open(), delimiter="\t")}
+    assert list(rows) == ["cam", "affinity_labels", "rw", "rw_crf"]
+    assert rows["affinity_labels"]["split"] == "train" and rows["rw"]["split"] == "val"
+    labels = json.loads((work / "results/metrics/affinity_labels.json").read_text())
+    assert 0 < labels["coverage"] < 1 and 0 < labels["precision"] <= 1 and labels["n_images"] == 24
+    for stage in ("rw", "rw_crf"):
+        m = json.loads((work / f"results/metrics/{stage}.json").read_text())
+        assert m["coverage"] == 1 and m["n_images"] == 16 and 0 < m["miou"] < 1
+    # the rw row is its masks at the configured background score; the sweep of its score maps
+    # agrees with them at that score (up to float16 storage of the scores)
+    rw = json.loads((work / "results/metrics/rw.json").read_text())
+    at = {round(p["threshold"], 2): p["miou"] for p in rw["threshold_sweep"]}
+    assert at[0.25] == pytest.approx(rw["miou"], abs=0.01)
+    assert rw["sweep_best_miou"] == max(at.values())
+    history = json.loads((work / "results/affinity/history.json").read_text())["epochs"]
+    assert len(history) == 1 and {"bg", "fg", "neg"} <= set(history[0])
+    pngs = sorted((work / "results/rw/val/png").glob("*/*.png"))
+    assert len(pngs) == 16 and len(list((work / "results/rw_crf/val/png").glob("*/*.png"))) == 16
+    shard = pngs[0].parent.name
+    with ArtifactReader(work / f"results/rw/val/{shard}.h5", stage="rw") as r:
+        d = r.read(pngs[0].stem, "mask", "scores", "keys")
+        a = r.image_attrs(pngs[0].stem)
+        assert d["mask"].shape == (a["height"], a["width"]) and d["keys"][0] == 0
+        assert d["scores"].shape[0] == len(d["keys"]) and d["scores"].shape[1] < a["height"]  # feature grid
+        assert r.params()["beta"] == 8 and r.params()["logt"] == 8
+    np.testing.assert_array_equal(np.array(Image.open(pngs[0])), d["mask"])
+    with ArtifactReader(next((work / "results/affinity_labels/train").glob("*.h5")), stage="affinity_labels") as r:
+        mask = r.read(r.image_ids()[0], "mask")["mask"]
+        assert mask.dtype == np.uint8 and set(np.unique(mask)) <= set(range(9)) | {255}
+
+
+def test_random_walk_change_reruns_the_walk_and_what_follows_only(tiny_run):
+    work, _, _ = tiny_run
+    changed = write_config(work / "beta.yaml", {"random_walk": {"beta": 10}})
+    jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
+    n = len(list((work / "results/rw/val").glob("*.h5")))
+    assert jobs == {"random_walk": n, "crf_masks": n, "evaluate_masks": 2, "summary": 1, "all": 1}
+
+
+def test_crf_profile_change_reruns_only_the_stages_that_use_it(tiny_run):
+    work, _, _ = tiny_run
+    changed = write_config(work / "crf.yaml", {"random_walk": {"crf_profile": "irn"}})
+    jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
+    n = len(list((work / "results/rw/val").glob("*.h5")))
+    assert jobs == {"crf_masks": n, "evaluate_masks": 1, "summary": 1, "all": 1}
+    unused = write_config(work / "crf2.yaml", {"crf": {"profiles": {"deeplab": {"iterations": 5}}}})
+    assert planned_jobs(snakemake(work, unused, "--dry-run").stdout) == {}
 
 
 def test_unchanged_rerun_does_nothing(tiny_run):
@@ -73,8 +125,9 @@ def test_cam_parameter_change_reruns_cams_and_what_follows_only(tiny_run):
     work, _, _ = tiny_run
     changed = write_config(work / "scales.yaml", {"cams": {"scales": [1.0]}})
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
-    n_val_shards = len(list((work / "results/cam/val").glob("*.h5")))
-    assert jobs == {"make_cams": n_val_shards, "evaluate_cams": 1, "summary": 1, "all": 1}
+    n_val, n_train = (len(list((work / f"results/cam/{s}").glob("*.h5"))) for s in ("val", "train"))
+    assert jobs == {"make_cams": n_val + n_train, "evaluate_cams": 1, "affinity_labels": n_train, "train_affinity": 1,
+                    "random_walk": n_val, "crf_masks": n_val, "evaluate_masks": 3, "summary": 1, "all": 1}
 
 
 def test_classifier_change_reruns_training_not_the_data(tiny_run):
@@ -96,12 +149,12 @@ def test_same_values_in_another_order_or_spelled_out_rerun_nothing(tiny_run):
     assert planned_jobs(out) == {}, out[-3000:]
 
 
-def test_more_shards_do_not_retrain(tiny_run):
+def test_more_shards_do_not_retrain_the_classifier(tiny_run):
     work, _, _ = tiny_run
     changed = write_config(work / "shards.yaml", {"dataset": {"n_shards": 3}})
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
     assert "train_classifier" not in jobs and "synthetic_data" not in jobs and "manifest" not in jobs
-    assert jobs["manifest_shard"] == jobs["make_cams"] >= 2  # the val shards, redone under new names
+    assert jobs["manifest_shard"] == jobs["make_cams"] >= 4  # the shards, redone under new names
 
 
 def test_more_validation_images_do_not_retrain(tiny_run):
@@ -123,7 +176,7 @@ def test_evaluation_change_reruns_evaluation_only(tiny_run):
     work, _, _ = tiny_run
     changed = write_config(work / "eval.yaml", {"evaluation": {"bg_threshold": {"step": 0.05}}})
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
-    assert jobs == {"evaluate_cams": 1, "summary": 1, "all": 1}
+    assert jobs == {"evaluate_cams": 1, "evaluate_masks": 1, "summary": 1, "all": 1}  # cam and rw sweep
 
 
 def test_invalid_config_stops_before_any_job(tmp_path):
@@ -231,6 +284,12 @@ def test_bad_images_are_recorded_and_skipped_the_rest_is_processed(bad_input_run
         assert r.attrs["stage"] == "cam"
     ids = {i for p in (res / "cam/val").glob("*.h5") for i in ArtifactReader(p).image_ids()}
     assert "val_00001" in ids  # the 16-bit image was processed
+    # later stages skip what an earlier one skipped, and say why
+    rw_problems = {r[0]: r[2] for p in (res / "rw/val").glob("*.problems.tsv") for r in read_report(p)}
+    assert set(rw_problems) == {"val_00002"} and "skipped upstream" in rw_problems["val_00002"]
+    label_problems = {r[0] for p in (res / "affinity_labels/train").glob("*.problems.tsv") for r in read_report(p)}
+    assert label_problems == {"train_00004"}
+    assert json.loads((res / "metrics/rw_crf.json").read_text())["n_images"] == 6
 
 
 def test_new_images_rerun_only_the_shards_they_fall_in(bad_input_run):
@@ -242,7 +301,8 @@ def test_new_images_rerun_only_the_shards_they_fall_in(bad_input_run):
     cfg = folder_config(tmp_path, {"dataset": {"folder": {"labels_csv": str(tmp_path / "more.csv")}}})
     jobs = planned_jobs(snakemake(tmp_path, cfg, "--dry-run").stdout)
     # one val shard gets the new image: its manifest and CAMs are redone, the other shard's are not
-    assert jobs == {"manifest_shard": 1, "manifest": 1, "make_cams": 1, "evaluate_cams": 1, "summary": 1, "all": 1}
+    assert jobs == {"manifest_shard": 1, "manifest": 1, "make_cams": 1, "evaluate_cams": 1, "random_walk": 1,
+                    "crf_masks": 1, "evaluate_masks": 2, "summary": 1, "all": 1}
 
 
 @pytest.mark.parametrize("problem, message", [
@@ -265,7 +325,7 @@ def test_listing_errors_stop_the_run_before_work_starts(tmp_path, problem, messa
     assert not (tmp_path / "results").exists()
 
 
-def test_folder_without_masks_stops_at_cams(tmp_path):
+def test_folder_without_masks_makes_pseudo_masks_of_the_training_images(tmp_path):
     rows = make_folder_dataset(tmp_path, n_train=8, n_val=2)
     shutil.rmtree(tmp_path / "masks")
     write_labels(tmp_path / "labels.csv", rows)
@@ -273,7 +333,8 @@ def test_folder_without_masks_stops_at_cams(tmp_path):
     text = cfg.read_text().replace(f"masks: {tmp_path / 'masks'}", "masks: null")
     cfg.write_text(text)
     jobs = planned_jobs(snakemake(tmp_path, cfg, "--dry-run").stdout)
-    assert "evaluate_cams" not in jobs and "summary" not in jobs and jobs["make_cams"] >= 1
+    assert "evaluate_cams" not in jobs and "evaluate_masks" not in jobs and "summary" not in jobs
+    assert jobs["random_walk"] == jobs["crf_masks"] == jobs["affinity_labels"] >= 1
 
 
 def test_voc_sample_end_to_end(tmp_path, voc_root):
@@ -298,3 +359,7 @@ def test_voc_sample_end_to_end(tmp_path, voc_root):
         cams = r.read(iid, "cams")["cams"]
         assert cams.shape[1:] == (r.image_attrs(iid)["height"], r.image_attrs(iid)["width"])
         assert max(cams.shape[1:]) == 500  # CAMs at the full VOC resolution
+    rows = [r["stage"] for r in csv.DictReader((tmp_path / "results/metrics/summary.tsv").open(), delimiter="\t")]
+    assert rows == ["cam", "affinity_labels", "rw", "rw_crf"]
+    rw = json.loads((tmp_path / "results/metrics/rw_crf.json").read_text())
+    assert rw["n_images"] == 8 and rw["n_skipped"] == 0 and len(rw["per_class_iou"]) == 21

@@ -46,11 +46,31 @@ def shard_files(pattern, split):
     return expand(pattern, split=split, shard=SHARDS[split])
 
 
+def cam_source(name):
+    """The CAM artifact pattern of a mask source named in config (random_walk.source)."""
+    return {"cam": "results/cam/{split}/{shard}.h5"}[name]
+
+
+def crf_profile(name):
+    """The values of a CRF profile named in config (crf.profiles)."""
+    return CFG["crf"]["profiles"][name]
+
+
+def affinity_labels_profile():
+    chosen = CFG["affinity_labels"]["crf_profile"]
+    return CFG["affinity_labels"]["mode"] if chosen == "auto" else chosen
+
+
+def has_masks(split):
+    return any(r.mask for r in MANIFESTS[split])
+
+
 def default_targets():
     manifests = expand("results/manifest/{split}.tsv", split=MANIFESTS)
     if CAN_EVALUATE:
         return manifests + ["results/metrics/summary.tsv"]
-    return manifests + shard_files("results/cam/{split}/{shard}.h5", TRAIN_SPLIT)
+    # without ground truth to evaluate on: the pseudo masks of the training images
+    return manifests + shard_files("results/rw_crf/{split}/{shard}.h5", TRAIN_SPLIT)
 
 
 def print_summary():

@@ -1,7 +1,16 @@
 # Stage evaluate: mIoU of each evaluated stage (pipeline/evaluate.py) and the results table
 # results/metrics/summary.tsv (pipeline/summary.py), one row per stage.
 
-EVALUATED_STAGES = ["cam"]
+# Stages evaluated as label maps (pipeline.evaluate.evaluate_masks): stage -> (artifact pattern,
+# split). Affinity labels are made for the training split, so they are evaluated there.
+MASK_STAGES = {
+    "rw": ("results/rw/{split}/{shard}.h5", EVAL_SPLIT),
+    "rw_crf": ("results/rw_crf/{split}/{shard}.h5", EVAL_SPLIT),
+}
+if has_masks(TRAIN_SPLIT):
+    MASK_STAGES = {"affinity_labels": ("results/affinity_labels/{split}/{shard}.h5", TRAIN_SPLIT), **MASK_STAGES}
+EVALUATED_STAGES = ["cam", *MASK_STAGES]
+SCORE_STAGES = {"rw"}
 
 
 rule evaluate_cams:
@@ -20,6 +29,27 @@ rule evaluate_cams:
         "results/logs/evaluate/cam.log",
     script:
         "../scripts/evaluate_cams.py"
+
+
+rule evaluate_masks:
+    input:
+        masks=lambda w: shard_files(MASK_STAGES[w.stage][0], MASK_STAGES[w.stage][1]),
+        manifests=lambda w: shard_files("results/manifest/{split}/{shard}.tsv", MASK_STAGES[w.stage][1]),
+    output:
+        metrics="results/metrics/{stage}.json",
+        problems="results/metrics/{stage}.problems.tsv",
+    wildcard_constraints:
+        stage="|".join(MASK_STAGES),
+    params:
+        classes=CLASSES,
+        split=lambda w: MASK_STAGES[w.stage][1],
+        # stages that store score maps with a constant background score also get the sweep
+        sweep=lambda w: CFG["evaluation"]["bg_threshold"] if w.stage in SCORE_STAGES else None,
+        code=code_hash("pipeline.evaluate"),
+    log:
+        "results/logs/evaluate/{stage}.log",
+    script:
+        "../scripts/evaluate_masks.py"
 
 
 rule summary:

@@ -1,0 +1,76 @@
+"""Dense CRF (Kraehenbuehl & Koltun, pydensecrf): the one CRF module every stage uses.
+
+A profile names the unary and the pairwise terms (values in the config schema, `crf.profiles`):
+    deeplab  segmenter outputs: 10 iterations, Gaussian (sxy 1, w 3), bilateral (67, 3, 4)
+    psa      CAM score maps (PSA): Gaussian (3, 3), bilateral (80, 13, 10), unary -log(score)
+    irn      label maps (IRN): unary_from_labels with gt_prob 0.7, Gaussian (3, 3), bilateral (50, 5, 10)
+`unary: scores` takes -log of the scores normalised per pixel (PSA feeds unnormalised CAM
+scores; normalising only adds a per-pixel constant, which mean field ignores); `unary: labels`
+takes the argmax of the scores as a label map with confidence gt_prob. The bilateral term
+sees the real RGB image as uint8: a mean-subtracted image cast to uint8 (as one public
+implementation does) would wrap around and make edges where there are none.
+
+`parallel_map` spreads per-image work over processes (pydensecrf holds the GIL).
+"""
+from __future__ import annotations
+
+import collections
+import multiprocessing
+from concurrent.futures import ProcessPoolExecutor
+
+import numpy as np
+
+EPS = 1e-5
+
+
+def dense_crf(rgb: np.ndarray, scores: np.ndarray, profile: dict) -> np.ndarray:
+    """Mean-field marginals float32 [K, H, W] of K labels given score maps [K, H, W] >= 0."""
+    import pydensecrf.densecrf as dcrf
+    from pydensecrf.utils import unary_from_labels
+
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"dense_crf needs an RGB uint8 image [H, W, 3], got {rgb.dtype} {rgb.shape}")
+    k, h, w = scores.shape
+    if (h, w) != rgb.shape[:2]:
+        raise ValueError(f"dense_crf: score maps {scores.shape[1:]} and image {rgb.shape[:2]} differ in size")
+    if k < 2:  # nothing to decide between
+        return np.ones((k, h, w), np.float32)
+    d = dcrf.DenseCRF2D(w, h, k)
+    if profile["unary"] == "labels":
+        unary = unary_from_labels(scores.argmax(0), k, gt_prob=profile["gt_prob"], zero_unsure=False)
+    else:
+        p = np.clip(scores.astype(np.float32), 0, None)
+        p = p / np.maximum(p.sum(0, keepdims=True), EPS)
+        unary = -np.log(np.clip(p, EPS, 1.0)).reshape(k, -1)
+    d.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
+    g, b = profile["gaussian"], profile["bilateral"]
+    d.addPairwiseGaussian(sxy=g["sxy"], compat=g["compat"])
+    d.addPairwiseBilateral(sxy=b["sxy"], srgb=b["srgb"], rgbim=np.ascontiguousarray(rgb), compat=b["compat"])
+    return np.asarray(d.inference(profile["iterations"]), np.float32).reshape(k, h, w)
+
+
+def crf_labels(rgb: np.ndarray, scores: np.ndarray, profile: dict) -> np.ndarray:
+    """Index (0..K-1) of the most probable label per pixel after the CRF, as int64 [H, W]."""
+    return dense_crf(rgb, scores, profile).argmax(0)
+
+
+def parallel_map(fn, items, workers: int):
+    """Yield fn(item) in order, computed by `workers` processes (in this process when 1).
+
+    At most 2 x workers items are in flight, so memory stays bounded on large shards. `fn`
+    must be a module-level function (it is pickled by name) that does not use torch.
+    """
+    if workers <= 1:
+        yield from map(fn, items)
+        return
+    # fork: spawn and forkserver would re-run the caller's main module in each worker, which for
+    # a Snakemake script is the whole stage. Workers must therefore stay off torch (its thread
+    # pool does not survive a fork) and off the parent's HDF5 handles: they get arrays.
+    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork")) as pool:
+        pending = collections.deque()
+        for item in items:
+            pending.append(pool.submit(fn, item))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()

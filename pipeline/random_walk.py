@@ -1,0 +1,178 @@
+"""Stage random_walk: CAMs propagated over AffinityNet affinities (PSA / IRN), with sparse products.
+
+On the feature grid (stride 8, N = h * w cells) the affinity of cells i and j within the
+radius (dy^2 + dx^2 < r^2, the cell itself included) is W_ij = exp(-mean_c |f_i - f_j|)^beta;
+the transition T = D^-1 W (D the row sums) averages each cell over its neighbours. The CAM,
+average-pooled to the grid, is propagated t = 2^logt steps: v <- T v. Each class map is then
+upsampled to the image, divided by its maximum, and background is a constant score
+bg_threshold; the mask is the argmax.
+
+Public code builds T as a dense N x N matrix and squares it logt times (T^(2^logt) in logt
+products): memory N^2 (0.5 GB for a VOC image at stride 4). Squaring a sparse T fills it in,
+so here T stays sparse (at most (2r - 1)^2 entries per row, CSR) and is applied 2^logt times:
+memory ~ N r^2 and time ~ 2^logt N r^2 K for K maps. `random_walk_dense` is the dense
+reference the tests compare against.
+"""
+from __future__ import annotations
+
+import logging
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import manifest as mf
+from .artifacts import ArtifactReader, ArtifactWriter
+from .data import normalize, to_tensor
+from .imageio import ImageReadError, read_image, write_label_png
+from .logs import progress
+from .nets import load_affinity_net
+from .problems import ProblemReport
+from .training import pick_device
+
+log = logging.getLogger(__name__)
+
+
+def neighbour_offsets(radius: int) -> list[tuple[int, int]]:
+    """Every (dy, dx) with dy^2 + dx^2 < radius^2, (0, 0) included."""
+    r = radius - 1
+    return [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if dy * dy + dx * dx < radius * radius]
+
+
+def _overlap(n: int, d: int) -> tuple[slice, slice]:
+    """Slices a, b of a length-n axis with a[k] + d == b[k]: the cells whose neighbour at d exists."""
+    return slice(max(0, -d), n - max(0, d)), slice(max(0, d), n - max(0, -d))
+
+
+def neighbour_affinities(features: torch.Tensor, radius: int, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(W^beta [P, h, w], valid [P, h, w]) for the P = len(neighbour_offsets(radius)) offsets:
+    W_p[y, x] = exp(-mean_c |f[y, x] - f[y + dy_p, x + dx_p]|)^beta, 0 where the neighbour is outside.
+
+    W is symmetric, so each distance is computed once, for half of the offsets."""
+    _, h, w = features.shape
+    offsets = neighbour_offsets(radius)
+    index = {d: p for p, d in enumerate(offsets)}
+    f = features.permute(1, 2, 0).contiguous()  # channels last: the mean runs over contiguous memory
+    out = features.new_zeros((len(offsets), h, w))
+    valid = torch.zeros((len(offsets), h, w), dtype=torch.bool, device=features.device)
+    for dy, dx in offsets:
+        if (dy, dx) < (0, 0):  # filled as the mirror of (-dy, -dx)
+            continue
+        (ya, yb), (xa, xb) = _overlap(h, dy), _overlap(w, dx)
+        aff = torch.exp(-beta * (f[ya, xa] - f[yb, xb]).abs_().mean(-1))  # exp(-d)^beta
+        out[index[dy, dx], ya, xa] = aff
+        out[index[-dy, -dx], yb, xb] = aff
+        valid[index[dy, dx], ya, xa] = True
+        valid[index[-dy, -dx], yb, xb] = True
+    return out, valid
+
+
+def transition_matrix(features: torch.Tensor, radius: int, beta: float) -> torch.Tensor:
+    """Sparse CSR T = D^-1 W^beta [N, N], N = h * w; each row sums to 1."""
+    _, h, w = features.shape
+    weights, valid = neighbour_affinities(features, radius, beta)
+    weights = weights / weights.sum(0, keepdim=True)
+    steps = torch.tensor([dy * w + dx for dy, dx in neighbour_offsets(radius)], device=weights.device)
+    cols = torch.arange(h * w, device=weights.device)[:, None] + steps[None]  # [N, P], ascending per row
+    valid = valid.flatten(1).T
+    crow = torch.zeros(h * w + 1, dtype=torch.int64, device=weights.device)
+    crow[1:] = torch.cumsum(valid.sum(1), 0)
+    with warnings.catch_warnings():  # "sparse CSR support is in beta"
+        warnings.simplefilter("ignore", UserWarning)
+        return torch.sparse_csr_tensor(crow, cols[valid], weights.flatten(1).T[valid], size=(h * w, h * w),
+                                       check_invariants=False)
+
+
+def propagate(transition: torch.Tensor, maps: torch.Tensor, logt: int) -> torch.Tensor:
+    """maps [K, h, w] after 2^logt steps of v <- T v."""
+    k, h, w = maps.shape
+    v = maps.reshape(k, h * w).T.contiguous()
+    for _ in range(2 ** logt):
+        v = torch.sparse.mm(transition, v)
+    return v.T.reshape(k, h, w)
+
+
+def random_walk(features: torch.Tensor, maps: torch.Tensor, radius: int, beta: float, logt: int) -> torch.Tensor:
+    """The sparse random walk of maps [K, h, w] over the affinities of features [C, h, w]."""
+    if maps.shape[0] == 0:
+        return maps
+    return propagate(transition_matrix(features, radius, beta), maps, logt)
+
+
+def random_walk_dense(features: torch.Tensor, maps: torch.Tensor, radius: int, beta: float, logt: int) -> torch.Tensor:
+    """Reference: the public codes' way, a dense T squared logt times (memory N^2)."""
+    k, h, w = maps.shape
+    n = h * w
+    weights, valid = neighbour_affinities(features, radius, beta)
+    t = torch.zeros((n, n), dtype=weights.dtype, device=weights.device)
+    for p, (dy, dx) in enumerate(neighbour_offsets(radius)):
+        i = torch.arange(n, device=t.device).view(h, w)[valid[p]]
+        t[i, i + dy * w + dx] = weights[p][valid[p]]
+    t /= t.sum(1, keepdim=True)
+    for _ in range(logt):
+        t = t @ t
+    return (t @ maps.reshape(k, n).T).T.reshape(k, h, w)
+
+
+def normalise_max(maps: torch.Tensor) -> torch.Tensor:
+    """Each map divided by its maximum (IRN)."""
+    return maps / maps.flatten(1).max(1).values.clamp_min(1e-5)[:, None, None] if len(maps) else maps
+
+
+def upsample(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Score maps [K, h, w] bilinearly resized to the image size [K, H, W]."""
+    return F.interpolate(scores[None].float(), size=size, mode="bilinear", align_corners=False)[0]
+
+
+@torch.no_grad()
+def walk_image(model, rgb: np.ndarray, cams: np.ndarray, keys, cfg: dict, radius: int, device):
+    """(scores [K+1, h, w] on the feature grid: the constant background, then the walked CAMs
+    each divided by its max; mask uint8 [H, W] = keys[argmax] of the scores upsampled)."""
+    features = model(normalize(to_tensor(rgb).to(device))[None])[0]
+    grid = features.shape[1:]
+    cam = torch.from_numpy(cams.astype(np.float32)).to(device)
+    small = F.adaptive_avg_pool2d(cam[None], grid)[0] if len(cam) else cam.new_zeros((0, *grid))
+    walked = normalise_max(random_walk(features, small, radius, cfg["beta"], cfg["logt"]))
+    scores = torch.cat([walked.new_full((1, *grid), float(cfg["bg_threshold"])), walked]).cpu()
+    values = np.concatenate([[0], np.asarray(keys, np.int64)]).astype(np.uint8)
+    return scores, values[upsample(scores, rgb.shape[:2]).argmax(0).numpy()]
+
+
+def run(*, manifest_path, cam_path, model_path, cfg: dict, device: str, code_hash: str, split: str, shard: str,
+        out_path, png_dir, problems_path) -> None:
+    records = mf.read_tsv(manifest_path)
+    dev = pick_device(device)
+    model, saved = load_affinity_net(model_path, dev)
+    radius = saved["radius"]
+    problems = ProblemReport(problems_path)
+    png_dir = Path(png_dir)
+    png_dir.mkdir(parents=True, exist_ok=True)
+    log.info("%s: random walk of %d images (beta %s, %d steps, radius %d) on %s", shard, len(records),
+             cfg["beta"], 2 ** cfg["logt"], radius, dev)
+    with ArtifactReader(cam_path, stage="cam") as cams_in, \
+            ArtifactWriter(out_path, stage="rw", split=split, shard=shard, classes=saved["classes"],
+                           params={**cfg, "radius": radius}, code_hash=code_hash) as out:
+        for r in progress(records, desc=f"random_walk {split}/{shard}", unit="img"):
+            if r.image_id not in cams_in:
+                problems.add(r.image_id, r.image, "no CAM: the image was skipped upstream (see make_cams problems)")
+                continue
+            try:
+                rgb = read_image(r.image)
+            except ImageReadError as e:
+                problems.add(r.image_id, r.image, str(e))
+                continue
+            d = cams_in.read(r.image_id, "cams", "keys")
+            if d["cams"].shape[1:] != rgb.shape[:2]:
+                problems.add(r.image_id, r.image, f"image size {rgb.shape[:2]} differs from its CAM size "
+                                                  f"{d['cams'].shape[1:]}")
+                continue
+            scores, mask = walk_image(model, rgb, d["cams"], d["keys"], cfg, radius, dev)
+            out.add(r.image_id, {"image_path": r.image, "mask_path": r.mask, "height": rgb.shape[0],
+                                 "width": rgb.shape[1]},
+                    scores=scores.numpy().astype(np.float16), keys=np.concatenate([[0], d["keys"]]).astype(np.uint8),
+                    mask=mask)
+            write_label_png(png_dir / f"{r.image_id}.png", mask)
+    problems.write()
+

@@ -1,0 +1,167 @@
+"""Stage train_affinity: AffinityNet (PSA) trained on the pairs of the affinity labels.
+
+The affinity labels (confident classes, background 0, ignore 255) of a training crop are
+sampled at the centre of every stride-8 cell. Each cell i is paired with the cells j at the
+offsets of `pair_offsets(radius)` (half of the disk dy^2 + dx^2 < r^2, so each unordered pair
+appears once): label 1 if both have the same label, 0 if different, no label if either is
+ignored. The loss on the predicted affinities a_ij = exp(-mean_c |f_i - f_j|) is
+    bg/4 + fg/4 + neg/2,  bg = mean of -log a over background-background pairs,
+    fg = the same over same-object pairs, neg = mean of -log(1 - a) over different pairs,
+so the three kinds of pairs weigh the same whatever their counts.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import manifest as mf
+from .artifacts import ArtifactReader
+from .atomic import write_text
+from .data import augment
+from .imageio import IGNORE, ImageReadError, read_image
+from .nets import AffinityNet, load_classifier, save_model
+from .problems import ProblemReport
+from .provenance import params_hash
+from .training import fit, pick_device, sgd
+
+log = logging.getLogger(__name__)
+
+STRIDE = 8
+EPS = 1e-5
+
+
+def pair_offsets(radius: int) -> list[tuple[int, int]]:
+    """PSA's search offsets: (0, dx) for dx > 0 and (dy, dx) for dy > 0, within the radius."""
+    return [(0, dx) for dx in range(1, radius)] + [
+        (dy, dx) for dy in range(1, radius) for dx in range(-radius + 1, radius) if dy * dy + dx * dx < radius * radius]
+
+
+def pairs(t: torch.Tensor, offsets) -> tuple[torch.Tensor, torch.Tensor]:
+    """(first, second) members of every in-image pair of t [..., h, w], flattened on the last axis."""
+    h, w = t.shape[-2:]
+    first, second = [], []
+    for dy, dx in offsets:
+        ya, xa = slice(0, h - dy), slice(max(0, -dx), w - max(0, dx))
+        yb, xb = slice(dy, h), slice(max(0, dx), w - max(0, -dx))
+        first.append(t[..., ya, xa].flatten(-2))
+        second.append(t[..., yb, xb].flatten(-2))
+    return torch.cat(first, -1), torch.cat(second, -1)
+
+
+def pair_affinities(features: torch.Tensor, offsets) -> torch.Tensor:
+    """a_ij = exp(-mean_c |f_i - f_j|) for features [N, C, h, w] -> [N, P]."""
+    a, b = pairs(features, offsets)
+    return torch.exp(-(a - b).abs().mean(1))
+
+
+def pair_labels(labels: torch.Tensor, offsets) -> dict[str, torch.Tensor]:
+    """Boolean masks [N, P] of the background, foreground and negative pairs of labels [N, h, w]."""
+    a, b = pairs(labels, offsets)
+    valid = (a != IGNORE) & (b != IGNORE)
+    same = valid & (a == b)
+    return {"bg": same & (a == 0), "fg": same & (a != 0), "neg": valid & (a != b)}
+
+
+def affinity_loss(aff: torch.Tensor, labels: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
+    """bg/4 + fg/4 + neg/2 (each term the mean over its pairs; 0 when there are none)."""
+    def mean(values, mask):
+        mask = mask.float()
+        return (values * mask).sum() / (mask.sum() + EPS)
+
+    bg = mean(-torch.log(aff + EPS), labels["bg"])
+    fg = mean(-torch.log(aff + EPS), labels["fg"])
+    neg = mean(-torch.log(1.0 + EPS - aff), labels["neg"])
+    return bg / 4 + fg / 4 + neg / 2, {"bg": bg.item(), "fg": fg.item(), "neg": neg.item()}
+
+
+def cell_labels(label: torch.Tensor) -> torch.Tensor:
+    """The label at the centre of each stride-8 cell of [..., H, W] (H, W multiples of 8)."""
+    return label[..., STRIDE // 2::STRIDE, STRIDE // 2::STRIDE]
+
+
+class AffinityCrops(torch.utils.data.Dataset):
+    """(augmented image, cell labels) per record; the label artifacts are opened in each worker."""
+
+    def __init__(self, records, label_paths: dict[str, str], cfg: dict, seed: int):
+        self.records, self.label_paths, self.cfg, self.seed = records, label_paths, cfg, seed
+        self.epoch = 0
+        self._readers, self._pid = {}, None
+
+    def __len__(self):
+        return len(self.records)
+
+    def _reader(self, path: str) -> ArtifactReader:
+        if self._pid != os.getpid():  # HDF5 handles must not cross a fork
+            self._readers, self._pid = {}, os.getpid()
+        if path not in self._readers:
+            self._readers[path] = ArtifactReader(path, stage="affinity_labels")
+        return self._readers[path]
+
+    def __getitem__(self, index: int):
+        r = self.records[index]
+        try:
+            rgb = read_image(r.image)
+        except ImageReadError as e:
+            return {"error": (r.image_id, r.image, str(e))}
+        label = self._reader(self.label_paths[r.image_id]).read(r.image_id, "mask")["mask"]
+        if label.shape != rgb.shape[:2]:
+            return {"error": (r.image_id, r.image, f"image size {rgb.shape[:2]} differs from its affinity "
+                                                   f"label size {label.shape}")}
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image, lab = augment(rgb, self.cfg, rng, label)
+        return {"image": image, "label": cell_labels(lab), "index": index}
+
+
+def run(*, manifest_path, label_paths, classes, cfg: dict, seed: int, compute: dict, code_hash: str,
+        classifier_path, model_path, history_path, problems_path, checkpoint_path) -> None:
+    records = mf.read_tsv(manifest_path)
+    where = {}
+    for path in label_paths:
+        with ArtifactReader(path, stage="affinity_labels") as rd:
+            where.update(dict.fromkeys(rd.image_ids(), str(path)))
+    problems = ProblemReport(problems_path)
+    for r in records:
+        if r.image_id not in where:
+            problems.add(r.image_id, r.image, "no affinity labels (see the affinity_labels problems)")
+    records = [r for r in records if r.image_id in where]
+    run_hash = params_hash({"cfg": cfg, "seed": seed, "code": code_hash, "data": mf.digest(records),
+                            "init": _file_id(classifier_path) if cfg["init_from_classifier"] else None})
+    dev = pick_device(compute["device"])
+    torch.manual_seed(seed)
+    model = AffinityNet(cfg["depth"], cfg["pretrained"])
+    if cfg["init_from_classifier"]:
+        classifier, _ = load_classifier(classifier_path)
+        if classifier.arch["depth"] != cfg["depth"]:
+            raise ValueError(f"affinity.init_from_classifier: the classifier is a ResNet-{classifier.arch['depth']}, "
+                             f"affinity.depth is {cfg['depth']}")
+        model.backbone.load_state_dict(classifier.backbone.state_dict())  # dilation is not a weight
+    if cfg["freeze_backbone"]:
+        model.freeze_backbone()
+    model.to(dev)
+    optimizer = sgd(model.param_groups(), lr=cfg["lr"], mults={"head": cfg["head_lr_mult"]},
+                    momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    offsets = pair_offsets(cfg["radius"])
+
+    def step_loss(model, batch):
+        aff = pair_affinities(model(batch["image"].to(dev, non_blocking=True)), offsets)
+        return affinity_loss(aff, pair_labels(batch["label"].to(dev), offsets))
+
+    history = fit(model=model, optimizer=optimizer, dataset=AffinityCrops(records, where, cfg, seed),
+                  step_loss=step_loss, cfg=cfg, seed=seed, compute=compute, run_hash=run_hash,
+                  checkpoint_path=checkpoint_path, problems=problems, device=dev, desc="train_affinity",
+                  lr_config="affinity.lr")
+    save_model(model.cpu(), model_path, {"classes": list(classes), "radius": cfg["radius"]})
+    write_text(history_path, json.dumps({"epochs": history}, indent=1))
+    problems.write()
+    Path(checkpoint_path).unlink(missing_ok=True)
+
+
+def _file_id(path) -> str:
+    """Size and modification time: enough to tell a retrained classifier from the one a checkpoint used."""
+    st = Path(path).stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"

@@ -1,0 +1,123 @@
+"""AffinityNet: pair offsets, pair labels, the loss on hand-made cases, the network, training."""
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from pipeline.artifacts import ArtifactWriter
+from pipeline.config import resolve
+from pipeline.manifest import read_tsv
+from pipeline.nets import AffinityNet, load_affinity_net
+from pipeline.train_affinity import (EPS, affinity_loss, cell_labels, pair_affinities, pair_labels, pair_offsets,
+                                     pairs)
+
+
+def test_pair_offsets_are_half_of_the_disk():
+    offsets = pair_offsets(5)
+    assert len(offsets) == 34 and len(set(offsets)) == 34  # PSA's count for radius 5
+    assert all(dy * dy + dx * dx < 25 for dy, dx in offsets)
+    assert not any((-dy, -dx) in offsets for dy, dx in offsets)  # each unordered pair once
+    assert (0, 0) not in offsets
+    assert pair_offsets(2) == [(0, 1), (1, -1), (1, 0), (1, 1)]
+
+
+def test_pairs_by_hand():
+    t = torch.arange(6).view(2, 3)  # [[0 1 2] [3 4 5]]
+    a, b = pairs(t, [(0, 1), (1, -1)])
+    # (0,1): 0-1 1-2 3-4 4-5 ; (1,-1): 1-3 2-4
+    assert a.tolist() == [0, 1, 3, 4, 1, 2] and b.tolist() == [1, 2, 4, 5, 3, 4]
+
+
+def test_pair_labels_same_different_and_ignored():
+    labels = torch.tensor([[[0, 0, 3], [255, 3, 5]]], dtype=torch.uint8)
+    kinds = pair_labels(labels, [(0, 1)])  # pairs: (0,0) (0,3) (255,3) (3,5)
+    assert kinds["bg"].tolist() == [[True, False, False, False]]
+    assert kinds["fg"].tolist() == [[False, False, False, False]]
+    assert kinds["neg"].tolist() == [[False, True, False, True]]
+    kinds = pair_labels(labels, [(1, 1)])  # pairs: (0,3) (0,5)
+    assert kinds["neg"].tolist() == [[True, True]]
+    same = pair_labels(torch.tensor([[[4, 4]]], dtype=torch.uint8), [(0, 1)])
+    assert same["fg"].tolist() == [[True]] and not same["bg"].any()
+
+
+def test_loss_on_a_hand_made_example():
+    aff = torch.tensor([[0.9, 0.5, 0.2, 0.6, 0.1]])
+    labels = {"bg": torch.tensor([[True, True, False, False, False]]),
+              "fg": torch.tensor([[False, False, False, True, False]]),
+              "neg": torch.tensor([[False, False, True, False, True]])}
+    bg = -(np.log(0.9 + EPS) + np.log(0.5 + EPS)) / 2
+    fg = -np.log(0.6 + EPS)
+    neg = -(np.log(1 + EPS - 0.2) + np.log(1 + EPS - 0.1)) / 2
+    loss, parts = affinity_loss(aff, labels)
+    assert loss.item() == pytest.approx(bg / 4 + fg / 4 + neg / 2, rel=1e-4)
+    assert parts == pytest.approx({"bg": bg, "fg": fg, "neg": neg}, rel=1e-4)
+    # no pairs of a kind: that term is 0, not NaN
+    empty = {k: torch.zeros_like(v) for k, v in labels.items()}
+    assert affinity_loss(aff, empty)[0].item() == 0
+
+
+def test_affinity_is_exp_of_minus_mean_l1_distance():
+    f = torch.zeros(1, 2, 1, 2)
+    f[0, :, 0, 1] = torch.tensor([1.0, 3.0])
+    assert pair_affinities(f, [(0, 1)]).item() == pytest.approx(np.exp(-2.0))
+
+
+def test_cell_labels_sample_each_stride_8_cell_centre():
+    label = torch.arange(16 * 24).view(16, 24)
+    assert cell_labels(label).tolist() == [[4 * 24 + 4, 4 * 24 + 12, 4 * 24 + 20], [12 * 24 + 4, 12 * 24 + 12, 12 * 24 + 20]]
+
+
+def test_affinity_net_features_at_stride_8_and_a_frozen_backbone_gets_no_gradient():
+    torch.manual_seed(0)
+    net = AffinityNet(18)
+    f = net(torch.randn(2, 3, 64, 48))
+    assert f.shape == (2, 448, 8, 6)
+    net.freeze_backbone()
+    net.train()
+    assert not net.backbone.training
+    pair_affinities(net(torch.randn(1, 3, 32, 32)), pair_offsets(3)).sum().backward()
+    assert all(p.grad is None for p in net.backbone.parameters())
+    assert net.mix.weight.grad is not None and net.reduce[0].weight.grad.abs().sum() > 0
+    assert sum(len(v) for v in net.param_groups().values()) == 4
+
+
+def test_training_learns_affinities_that_separate_the_labels(tmp_path, tiny_dataset):
+    """Trained on ground-truth regions as affinity labels, AffinityNet gives same-region pairs a
+    higher affinity than different-region pairs; the saved model loads back."""
+    from pipeline import train_affinity
+    from pipeline.evaluate import load_ground_truth
+
+    records = read_tsv(tiny_dataset["train"])
+    labels = tmp_path / "labels.h5"
+    with ArtifactWriter(labels, stage="affinity_labels", split="train", shard="shard0", classes=["a"] * 8,
+                        params={}, code_hash="x") as w:
+        for r in records:
+            w.add(r.image_id, mask=load_ground_truth(r, 9))
+    cfg = resolve({"affinity": {"depth": 18, "epochs": 16, "batch_size": 8, "crop_size": 48, "lr": 0.1,
+                                "rescale": [0.9, 1.1]}})["affinity"]
+    compute = {"device": "cpu", "num_workers": 0, "checkpoint_minutes": 10}
+    torch.set_num_threads(2)
+    train_affinity.run(manifest_path=tiny_dataset["train"], label_paths=[labels], classes=["a"] * 8, cfg=cfg, seed=0,
+                       compute=compute, code_hash="x", classifier_path=None, model_path=tmp_path / "aff.pt",
+                       history_path=tmp_path / "history.json", problems_path=tmp_path / "problems.tsv",
+                       checkpoint_path=tmp_path / "ckpt.pt")
+    history = json.loads((tmp_path / "history.json").read_text())["epochs"]
+    assert len(history) == 16 and history[-1]["loss"] < history[0]["loss"]
+    assert {"bg", "fg", "neg"} <= set(history[0])
+    model, saved = load_affinity_net(tmp_path / "aff.pt")
+    assert saved["radius"] == 5 and not (tmp_path / "ckpt.pt").exists()
+    from pipeline.data import normalize, to_tensor
+    from pipeline.imageio import read_image
+
+    same, diff = [], []
+    with torch.no_grad():
+        for r in records[:12]:
+            rgb = read_image(r.image)
+            h, w = (rgb.shape[0] // 8) * 8, (rgb.shape[1] // 8) * 8
+            gt = torch.from_numpy(load_ground_truth(r, 9)[:h, :w])
+            aff = pair_affinities(model(normalize(to_tensor(rgb[:h, :w]))[None]), pair_offsets(5))
+            kinds = pair_labels(cell_labels(gt)[None], pair_offsets(5))
+            same.append(aff[kinds["bg"] | kinds["fg"]])
+            diff.append(aff[kinds["neg"]])
+    assert torch.cat(same).mean() > torch.cat(diff).mean() + 0.05

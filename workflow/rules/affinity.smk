@@ -1,0 +1,30 @@
+# Stage train_affinity: AffinityNet on the pairs of the affinity labels (pipeline/train_affinity.py).
+# Its resumable checkpoint lives outside the declared outputs, under results/checkpoints/.
+
+
+rule train_affinity:
+    input:
+        split_data(TRAIN_SPLIT),
+        manifest=f"results/manifest/{TRAIN_SPLIT}.tsv",
+        labels=shard_files("results/affinity_labels/{split}/{shard}.h5", TRAIN_SPLIT),
+        classifier=rules.train_classifier.output.model if CFG["affinity"]["init_from_classifier"] else [],
+        pretrained=CFG["affinity"]["pretrained"] or [],
+    output:
+        model="results/affinity/model.pt",
+        history="results/affinity/history.json",
+        problems="results/affinity/problems.tsv",
+    params:
+        cfg=CFG["affinity"],
+        seed=CFG["seed"],
+        classes=CLASSES,
+        checkpoint="results/checkpoints/affinity.pt",
+        code=code_hash("pipeline.train_affinity"),
+    threads: 8
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=480,
+    log:
+        "results/logs/train_affinity.log",
+    script:
+        "../scripts/train_affinity.py"

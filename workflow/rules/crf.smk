@@ -1,0 +1,28 @@
+# Stage crf_masks: the dense CRF on top of a stage that stores score maps (pipeline/crf_masks.py):
+# rw -> rw_crf. Label maps per shard in HDF5 and as PNG label maps.
+
+CRF_SOURCES = {"rw": CFG["random_walk"]["crf_profile"]}
+
+
+rule crf_masks:
+    input:
+        lambda w: split_data(w.split),
+        manifest="results/manifest/{split}/{shard}.tsv",
+        source="results/{source}/{split}/{shard}.h5",
+    output:
+        masks="results/{source}_crf/{split}/{shard}.h5",
+        png=directory("results/{source}_crf/{split}/png/{shard}"),
+        problems="results/{source}_crf/{split}/{shard}.problems.tsv",
+    wildcard_constraints:
+        source="|".join(CRF_SOURCES),
+    params:
+        profile=lambda w: crf_profile(CRF_SOURCES[w.source]),
+        code=code_hash("pipeline.crf_masks"),
+    threads: 8  # CRF processes
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    log:
+        "results/logs/crf_masks/{source}/{split}/{shard}.log",
+    script:
+        "../scripts/crf_masks.py"
