@@ -5,8 +5,8 @@
 2. CAM stage: images per second, and achieved FLOP/s (convolution and matmul FLOPs counted
    by torch's FlopCounterMode) against this machine's fp32 matmul FLOP/s, measured in the
    same process with the same threads.
-3. Training throughput (from the classifier's history) and the CAM mIoU with its best
-   background threshold (from results/metrics/cam.json).
+3. Training throughput (from the classifier's and AffinityNet's histories), the CAM mIoU with
+   its best background threshold, and the rows of the random-walk stages (from results/metrics).
 """
 from __future__ import annotations
 
@@ -102,6 +102,17 @@ def main(args) -> dict:
     if metrics.is_file():
         m = json.loads(metrics.read_text())
         out["cam_miou"], out["cam_best_threshold"], out["cam_split"] = m["miou"], m["best_threshold"], m["split"]
+    affinity = workdir / "results/affinity/history.json"
+    if affinity.is_file():
+        history = json.loads(affinity.read_text())["epochs"]
+        out["affinity_images_per_s"] = sum(e["images_per_s"] for e in history) / len(history)
+    out["stages"] = {}
+    for stage in ("affinity_labels", "rw", "rw_crf"):
+        path = workdir / f"results/metrics/{stage}.json"
+        if path.is_file():
+            m = json.loads(path.read_text())
+            out["stages"][stage] = {k: m.get(k) for k in ("split", "miou", "precision", "coverage",
+                                                           "sweep_best_threshold", "sweep_best_miou")}
 
     rows = []
     if "workflow_first_run_s" in out:
@@ -118,6 +129,13 @@ def main(args) -> dict:
     if "cam_miou" in out:
         rows.append((f"CAM mIoU on {out['cam_split']} (best background threshold)",
                      f"{100 * out['cam_miou']:.1f} % at {out['cam_best_threshold']:.2f}"))
+    if "affinity_images_per_s" in out:
+        rows.append(("AffinityNet training", f"{out['affinity_images_per_s']:.1f} images/s"))
+    for stage, m in out["stages"].items():
+        value = f"{100 * m['miou']:.1f} %"
+        if stage == "affinity_labels":
+            value += f" on decided pixels; precision {100 * m['precision']:.1f} %, coverage {100 * m['coverage']:.1f} %"
+        rows.append((f"{stage} mIoU on {m['split']}", value))
     width = max(len(r[0]) for r in rows)
     print(f"\nbenchmark ({args.cores} threads, {out['cpu_count']} CPUs visible, run directory {workdir})")
     for name, value in rows:
