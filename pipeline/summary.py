@@ -59,4 +59,8 @@ def format_table(tsv_path, columns=("stage", "split", "miou", "best_threshold", 
         cells.append([f"{100 * float(r[c]):.1f}" if c in ("miou", "coverage") and r.get(c) not in (None, "", "nan") else r.get(c, "")
                       for c in columns])
     widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    return "\n".join("  ".join(v.ljust(wd) for v, wd in zip(row, widths)).rstrip() for row in cells)
+    table = "\n".join("  ".join(v.ljust(wd) for v, wd in zip(row, widths)).rstrip() for row in cells)
+    partial = [r["stage"] for r in rows if r.get("coverage") not in (None, "", "nan") and float(r["coverage"]) < 1]
+    if partial:
+        table += f"\n(mIoU of {', '.join(partial)}: on the decided pixels only; coverage = their share)"
+    return table
