@@ -6,12 +6,14 @@ exactly the batches an uninterrupted run would, whatever the number of loader wo
 """
 from __future__ import annotations
 
+import os
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from .imageio import ImageReadError, read_image
+from .imageio import ImageReadError, read_image, read_label_map
 from .manifest import Record
 from .nets import IMAGENET_MEAN, IMAGENET_STD
 
@@ -110,6 +112,48 @@ class LabelledImages(torch.utils.data.Dataset):
         target = torch.zeros(self.n_classes)
         target[[v - 1 for v in r.labels]] = 1.0
         return {"image": augment(rgb, self.cfg, rng), "target": target, "index": index}
+
+
+class MaskedCrops(torch.utils.data.Dataset):
+    """(augmented image, label map cropped alike) per record, for pixel-level training.
+
+    `mask_paths` maps an image id to its label map: an artifact (.h5, dataset `mask` of the
+    given `stage`) or a PNG label map. Artifacts are opened lazily in each loader process."""
+
+    def __init__(self, records: list[Record], mask_paths: dict[str, str], cfg: dict, seed: int,
+                 stage: str | None = None):
+        self.records, self.mask_paths, self.cfg, self.seed, self.stage = records, mask_paths, cfg, seed, stage
+        self.epoch = 0
+        self._readers, self._pid = {}, None
+
+    def __len__(self):
+        return len(self.records)
+
+    def _mask(self, image_id: str) -> np.ndarray:
+        path = str(self.mask_paths[image_id])
+        if not path.endswith(".h5"):
+            return read_label_map(path)
+        from .artifacts import ArtifactReader
+
+        if self._pid != os.getpid():  # HDF5 handles must not cross a fork
+            self._readers, self._pid = {}, os.getpid()
+        if path not in self._readers:
+            self._readers[path] = ArtifactReader(path, stage=self.stage)
+        return self._readers[path].read(image_id, "mask")["mask"]
+
+    def __getitem__(self, index: int):
+        r = self.records[index]
+        try:
+            rgb = read_image(r.image)
+            label = self._mask(r.image_id)
+        except ImageReadError as e:
+            return {"error": (r.image_id, r.image, str(e))}
+        if label.shape != rgb.shape[:2]:
+            return {"error": (r.image_id, r.image, f"image size {rgb.shape[:2]} differs from its label map size "
+                                                   f"{label.shape} ({self.mask_paths[r.image_id]})")}
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        image, lab = augment(rgb, self.cfg, rng, label)
+        return {"image": image, "label": lab, "index": index}
 
 
 def collate(items: list[dict]) -> dict:

@@ -141,6 +141,51 @@ class AffinityNet(nn.Module):
         return {"backbone": backbone, "head": head}
 
 
+class DeepLab(nn.Module):
+    """A segmenter on a ResNet dilated to output stride 8, with one of DeepLab's heads:
+
+    largefov  DeepLab v1 LargeFOV: 3x3 convolution with dilation 12 to 1024 channels, 1x1 to
+              1024, ReLU and dropout after each, then 1x1 to the classes
+    aspp      DeepLab v2 ASPP: four parallel 3x3 convolutions to the classes with dilations
+              6, 12, 18, 24, summed
+    Logits come at stride 8; `forward` upsamples them to the input size.
+    """
+
+    HEADS = ("largefov", "aspp")
+
+    def __init__(self, n_classes: int, head: str = "largefov", depth: int = 50, pretrained: str | None = None,
+                 rates=(6, 12, 18, 24), dropout: float = 0.5):
+        super().__init__()
+        if head not in self.HEADS:
+            raise ValueError(f"unknown segmenter head {head!r}; choose one of {self.HEADS}")
+        self.arch = {"n_classes": n_classes, "head": head, "depth": depth, "rates": list(rates), "dropout": dropout}
+        self.backbone = resnet_features(depth, 8, pretrained)
+        c = self.backbone.out_channels
+        if head == "largefov":
+            self.head = nn.Sequential(nn.Conv2d(c, 1024, 3, padding=12, dilation=12), nn.ReLU(inplace=True),
+                                      nn.Dropout2d(dropout), nn.Conv2d(1024, 1024, 1), nn.ReLU(inplace=True),
+                                      nn.Dropout2d(dropout), nn.Conv2d(1024, n_classes, 1))
+        else:
+            self.head = nn.ModuleList(nn.Conv2d(c, n_classes, 3, padding=r, dilation=r) for r in rates)
+        for m in self.head.modules():
+            if isinstance(m, nn.Conv2d):  # DeepLab initialises its new layers with N(0, 0.01)
+                nn.init.normal_(m.weight, std=0.01)
+                nn.init.zeros_(m.bias)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        """Class scores [N, C, h, w] at stride 8."""
+        f = self.backbone(x)
+        if isinstance(self.head, nn.ModuleList):
+            return torch.stack([branch(f) for branch in self.head]).sum(0)
+        return self.head(f)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(self.logits(x), size=x.shape[-2:], mode="bilinear", align_corners=False)
+
+    def param_groups(self):
+        return {"backbone": list(self.backbone.parameters()), "head": list(self.head.parameters())}
+
+
 def save_model(model: nn.Module, path, extra: dict | None = None) -> None:
     from .training import atomic_torch_save
 
@@ -169,5 +214,18 @@ def load_affinity_net(path, device="cpu") -> tuple[AffinityNet, dict]:
         model.load_state_dict(saved["state_dict"])
     except Exception as e:
         raise ValueError(f"{path}: not an AffinityNet saved by this pipeline ({type(e).__name__}: {e})") from None
+    model.to(device).eval()
+    return model, {k: v for k, v in saved.items() if k not in ("arch", "state_dict")}
+
+
+def load_segmenter(path, device="cpu") -> tuple[DeepLab, dict]:
+    """The segmenter saved by train_segmenter, in eval mode, and the saved dict's extras."""
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        a = saved["arch"]
+        model = DeepLab(a["n_classes"], a["head"], a["depth"], rates=a["rates"], dropout=a["dropout"])
+        model.load_state_dict(saved["state_dict"])
+    except Exception as e:
+        raise ValueError(f"{path}: not a segmenter saved by this pipeline ({type(e).__name__}: {e})") from None
     model.to(device).eval()
     return model, {k: v for k, v in saved.items() if k not in ("arch", "state_dict")}

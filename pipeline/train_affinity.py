@@ -1,7 +1,7 @@
 """Stage train_affinity: AffinityNet (PSA) trained on the pairs of the affinity labels.
 
 The affinity labels (confident classes, background 0, ignore 255) of a training crop are
-sampled at the centre of every stride-8 cell. Each cell i is paired with the cells j at the
+sampled at the centre of every stride-8 cell (crop sizes are multiples of 8). Each cell i is paired with the cells j at the
 offsets of `pair_offsets(radius)` (half of the disk dy^2 + dx^2 < r^2, so each unordered pair
 appears once): label 1 if both have the same label, 0 if different, no label if either is
 ignored. The loss on the predicted affinities a_ij = exp(-mean_c |f_i - f_j|) is
@@ -13,17 +13,15 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from . import manifest as mf
 from .artifacts import ArtifactReader
 from .atomic import write_text
-from .data import augment
-from .imageio import IGNORE, ImageReadError, read_image
+from .data import MaskedCrops
+from .imageio import IGNORE
 from .nets import AffinityNet, load_classifier, save_model
 from .problems import ProblemReport
 from .provenance import params_hash
@@ -84,39 +82,6 @@ def cell_labels(label: torch.Tensor) -> torch.Tensor:
     return label[..., STRIDE // 2::STRIDE, STRIDE // 2::STRIDE]
 
 
-class AffinityCrops(torch.utils.data.Dataset):
-    """(augmented image, cell labels) per record; the label artifacts are opened in each worker."""
-
-    def __init__(self, records, label_paths: dict[str, str], cfg: dict, seed: int):
-        self.records, self.label_paths, self.cfg, self.seed = records, label_paths, cfg, seed
-        self.epoch = 0
-        self._readers, self._pid = {}, None
-
-    def __len__(self):
-        return len(self.records)
-
-    def _reader(self, path: str) -> ArtifactReader:
-        if self._pid != os.getpid():  # HDF5 handles must not cross a fork
-            self._readers, self._pid = {}, os.getpid()
-        if path not in self._readers:
-            self._readers[path] = ArtifactReader(path, stage="affinity_labels")
-        return self._readers[path]
-
-    def __getitem__(self, index: int):
-        r = self.records[index]
-        try:
-            rgb = read_image(r.image)
-        except ImageReadError as e:
-            return {"error": (r.image_id, r.image, str(e))}
-        label = self._reader(self.label_paths[r.image_id]).read(r.image_id, "mask")["mask"]
-        if label.shape != rgb.shape[:2]:
-            return {"error": (r.image_id, r.image, f"image size {rgb.shape[:2]} differs from its affinity "
-                                                   f"label size {label.shape}")}
-        rng = np.random.default_rng([self.seed, self.epoch, index])
-        image, lab = augment(rgb, self.cfg, rng, label)
-        return {"image": image, "label": cell_labels(lab), "index": index}
-
-
 def run(*, manifest_path, label_paths, classes, cfg: dict, seed: int, compute: dict, code_hash: str,
         classifier_path, model_path, history_path, problems_path, checkpoint_path) -> None:
     records = mf.read_tsv(manifest_path)
@@ -149,9 +114,10 @@ def run(*, manifest_path, label_paths, classes, cfg: dict, seed: int, compute: d
 
     def step_loss(model, batch):
         aff = pair_affinities(model(batch["image"].to(dev, non_blocking=True)), offsets)
-        return affinity_loss(aff, pair_labels(batch["label"].to(dev), offsets))
+        return affinity_loss(aff, pair_labels(cell_labels(batch["label"]).to(dev), offsets))
 
-    history = fit(model=model, optimizer=optimizer, dataset=AffinityCrops(records, where, cfg, seed),
+    dataset = MaskedCrops(records, where, cfg, seed, stage="affinity_labels")
+    history = fit(model=model, optimizer=optimizer, dataset=dataset,
                   step_loss=step_loss, cfg=cfg, seed=seed, compute=compute, run_hash=run_hash,
                   checkpoint_path=checkpoint_path, problems=problems, device=dev, desc="train_affinity",
                   lr_config="affinity.lr")
