@@ -1,13 +1,14 @@
 # make run        set up .venv when missing, then run the whole workflow on the default data
 # make test       set up .venv when missing, then run the test suite
 # make benchmark  time the default workflow and the CAM stage, print the numbers
+# make benchmark-rw  sparse vs dense random walk (time, peak memory) and CRF speed
 PYTHON ?= python3
 VENV ?= .venv
 CORES ?= all
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test benchmark clean
+.PHONY: run test benchmark benchmark-rw clean
 
 $(STAMP): pyproject.toml envs/requirements.txt envs/test.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -25,6 +26,9 @@ test: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python -m pipeline benchmark
+
+benchmark-rw: $(STAMP)
+	$(BIN)/python -m pipeline benchmark-rw
 
 clean:
 	rm -rf results/* .snakemake
