@@ -22,9 +22,9 @@ import numpy as np
 from . import manifest as mf
 from .artifacts import ArtifactReader, ArtifactWriter
 from .crf import crf_labels, parallel_map
-from .imageio import IGNORE, ImageReadError, read_image
+from .imageio import IGNORE, ImageReadError, read_image_sized
 from .logs import progress
-from .problems import ProblemReport
+from .problems import ProblemReport, with_output
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,9 @@ def _one_image(job):
     """Worker: (image_id, image path, cams, keys, cfg, profile) -> (image_id, mask or error)."""
     image_id, path, cams, keys, cfg, profile = job
     try:
-        rgb = read_image(path)
+        return image_id, confident_labels(read_image_sized(path, cams.shape[1:], "CAM"), cams, keys, cfg, profile)
     except ImageReadError as e:
         return image_id, str(e)
-    if rgb.shape[:2] != cams.shape[1:]:
-        return image_id, f"image size {rgb.shape[:2]} differs from its CAM size {cams.shape[1:]}"
-    return image_id, confident_labels(rgb, cams, keys, cfg, profile)
 
 
 def run(*, manifest_path, cam_path, cfg: dict, profile: dict, classes, workers: int, code_hash: str,
@@ -74,10 +71,7 @@ def run(*, manifest_path, cam_path, cfg: dict, profile: dict, classes, workers: 
     problems = ProblemReport(problems_path)
     by_id = {r.image_id: r for r in records}
     with ArtifactReader(cam_path, stage="cam") as cams_in:
-        todo = [r for r in records if r.image_id in cams_in]
-        for r in records:
-            if r.image_id not in cams_in:
-                problems.add(r.image_id, r.image, "no CAM: the image was skipped upstream (see make_cams problems)")
+        todo = with_output(records, cams_in, problems, "CAM", "make_cams")
 
         def jobs():
             for r in todo:

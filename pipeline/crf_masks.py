@@ -13,34 +13,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from . import manifest as mf
 from .artifacts import ArtifactReader, ArtifactWriter
 from .crf import crf_labels, parallel_map
-from .imageio import ImageReadError, read_image, write_label_png
+from .data import upsample_scores
+from .imageio import ImageReadError, read_image_sized, write_label_png
 from .logs import progress
-from .problems import ProblemReport
+from .problems import ProblemReport, with_output
 
 log = logging.getLogger(__name__)
-
-
-def upsample_scores(scores: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Score maps [K, h, w] bilinearly resized to [K, H, W], clipped at 0."""
-    up = F.interpolate(torch.from_numpy(scores.astype(np.float32))[None], size=size, mode="bilinear",
-                       align_corners=False)[0].numpy()
-    return np.clip(up, 0, None)
 
 
 def _one_image(job):
     """Worker (no torch here: it runs in a forked process): the CRF label map of one image."""
     image_id, path, scores, keys, profile = job
     try:
-        rgb = read_image(path)
+        rgb = read_image_sized(path, scores.shape[1:], "recorded")
     except ImageReadError as e:
         return image_id, str(e)
-    if rgb.shape[:2] != scores.shape[1:]:
-        return image_id, f"image size {rgb.shape[:2]} differs from the size {scores.shape[1:]} recorded upstream"
     return image_id, np.asarray(keys, np.uint8)[crf_labels(rgb, scores, profile)]
 
 
@@ -53,17 +44,14 @@ def run(*, manifest_path, source_path, source_stage: str, stage: str, profile: d
     png_dir.mkdir(parents=True, exist_ok=True)
     by_id = {r.image_id: r for r in records}
     with ArtifactReader(source_path, stage=source_stage) as src:
-        todo = [r for r in records if r.image_id in src]
-        for r in records:
-            if r.image_id not in src:
-                problems.add(r.image_id, r.image, f"no {source_stage} output (see its problems file)")
+        todo = with_output(records, src, problems, f"{source_stage} output", source_stage)
 
         def jobs():
             for r in todo:
                 d = src.read(r.image_id, "scores", "keys")
                 a = src.image_attrs(r.image_id)
                 size = (int(a["height"]), int(a["width"]))
-                yield r.image_id, r.image, upsample_scores(d["scores"], size), d["keys"], profile
+                yield r.image_id, r.image, upsample_scores(d["scores"], size).clamp_(min=0).numpy(), d["keys"], profile
 
         log.info("%s: CRF on %d %s outputs with %d workers", shard, len(todo), source_stage, workers)
         with ArtifactWriter(out_path, stage=stage, split=split, shard=shard, classes=src.classes(),

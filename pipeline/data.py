@@ -40,6 +40,12 @@ def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> to
     return x if batched else x[0]
 
 
+def upsample_scores(scores, size: tuple[int, int]) -> torch.Tensor:
+    """Score maps [K, h, w] (array or tensor, e.g. stored on a stride-8 grid) bilinearly resized
+    to the image size [K, H, W], float32: the one way every stage brings scores to the image."""
+    return resize(torch.as_tensor(scores, dtype=torch.float32), tuple(size))
+
+
 def color_jitter(x: torch.Tensor, rng: np.random.Generator, brightness: float, contrast: float,
                  saturation: float, hue: float) -> torch.Tensor:
     """Random brightness, contrast, saturation and hue, applied in a random order (as torchvision)."""

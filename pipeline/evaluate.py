@@ -194,6 +194,8 @@ def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: st
     records = [r for p in manifest_paths for r in mf.read_tsv(p)]
     readers = [ArtifactReader(p, stage=artifact_stage) for p in mask_paths]
     n_images, n_labelled = 0, 0
+    if sweep:
+        from .data import upsample_scores  # torch, only for stages that store score maps
     grid = threshold_grid(sweep) if sweep else None
     scores_sweep = ThresholdSweep(n, grid) if sweep else None
     try:
@@ -201,7 +203,7 @@ def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: st
                                         artifact_stage):
             if sweep:
                 s = reader.read(r.image_id, "scores", "keys")
-                scores_sweep.add(gt, _upsampled(s["scores"][1:], gt.shape), s["keys"][1:])
+                scores_sweep.add(gt, upsample_scores(s["scores"][1:], gt.shape).numpy(), s["keys"][1:])
             mask = d["mask"]
             bad = (mask >= n) & (mask != IGNORE)
             if bad.any():
@@ -230,13 +232,3 @@ def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: st
                            coverage=decided / n_labelled, **extra)
     return _finish(metrics, stage, split, out_path, problems)
 
-
-def _upsampled(scores: np.ndarray, size) -> np.ndarray:
-    """Score maps [K, h, w] bilinearly resized to `size` (stages may store them on a coarser grid)."""
-    if scores.shape[1:] == tuple(size):
-        return scores.astype(np.float32)
-    import torch
-    import torch.nn.functional as F
-
-    return F.interpolate(torch.from_numpy(scores.astype(np.float32))[None], size=tuple(size), mode="bilinear",
-                         align_corners=False)[0].numpy()

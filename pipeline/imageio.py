@@ -29,6 +29,14 @@ def _open(path) -> Image.Image:
     return img
 
 
+def read_image_sized(path, size, what: str) -> np.ndarray:
+    """read_image, and an ImageReadError unless the image is `size` (H, W) like its `what`."""
+    rgb = read_image(path)
+    if rgb.shape[:2] != tuple(size):
+        raise ImageReadError(f"{path}: image size {rgb.shape[:2]} differs from its {what} size {tuple(size)}")
+    return rgb
+
+
 def read_image(path) -> np.ndarray:
     """uint8 RGB array [H, W, 3]."""
     img = _open(path)

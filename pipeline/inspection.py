@@ -96,13 +96,13 @@ def show(path, image_id: str, out_path, threshold: float = 0.15) -> Path:
 
         label_maps.append((f"CAM labels, background > {threshold:g}", cam_labels(cams, keys, threshold)))
     if "scores" in data and "keys" in data:  # score maps, possibly on a coarser grid (random walk)
-        from PIL import Image
+        from .data import upsample_scores
 
+        scores = upsample_scores(data["scores"], rgb.shape[:2]).numpy()
         for k, v in enumerate(data["keys"]):
             if v == 0:
                 continue
-            score = np.asarray(Image.fromarray(data["scores"][k].astype(np.float32)).resize(
-                (rgb.shape[1], rgb.shape[0]), Image.BILINEAR))
+            score = scores[k]
             panels.append((f"score {name_of(int(v))} (max {score.max():.2f})", _heat(rgb, score)))
     for name, arr in data.items():
         if arr.ndim == 2 and arr.dtype == np.uint8 and arr.shape == rgb.shape[:2]:

@@ -192,40 +192,30 @@ def save_model(model: nn.Module, path, extra: dict | None = None) -> None:
     atomic_torch_save({"arch": model.arch, "state_dict": model.state_dict(), **(extra or {})}, path)
 
 
-def load_classifier(path, device="cpu") -> tuple[Classifier, dict]:
-    """The classifier saved by train_classifier, in eval mode, and the saved dict's extras."""
+def _load_saved(path, build, what: str, device):
+    """Rebuild a model saved by save_model with build(arch), in eval mode; errors name the file."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
-        arch = saved["arch"]
-    except Exception as e:
-        raise ValueError(f"{path}: not a classifier saved by this pipeline ({type(e).__name__}: {e})") from None
-    model = Classifier(arch["n_classes"], arch["depth"], arch["output_stride"])
-    model.load_state_dict(saved["state_dict"])
+        model = build(saved["arch"])
+        model.load_state_dict(saved["state_dict"])
+    except Exception as e:  # a missing, foreign or damaged file fails in many ways; all mean the same
+        raise ValueError(f"{path}: not {what} saved by this pipeline ({type(e).__name__}: {e})") from None
     model.to(device).eval()
     return model, {k: v for k, v in saved.items() if k not in ("arch", "state_dict")}
+
+
+def load_classifier(path, device="cpu") -> tuple[Classifier, dict]:
+    """The classifier saved by train_classifier, in eval mode, and the saved dict's extras."""
+    return _load_saved(path, lambda a: Classifier(a["n_classes"], a["depth"], a["output_stride"]),
+                       "a classifier", device)
 
 
 def load_affinity_net(path, device="cpu") -> tuple[AffinityNet, dict]:
     """The AffinityNet saved by train_affinity, in eval mode, and the saved dict's extras."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        arch = saved["arch"]
-        model = AffinityNet(arch["depth"])
-        model.load_state_dict(saved["state_dict"])
-    except Exception as e:
-        raise ValueError(f"{path}: not an AffinityNet saved by this pipeline ({type(e).__name__}: {e})") from None
-    model.to(device).eval()
-    return model, {k: v for k, v in saved.items() if k not in ("arch", "state_dict")}
+    return _load_saved(path, lambda a: AffinityNet(a["depth"]), "an AffinityNet", device)
 
 
 def load_segmenter(path, device="cpu") -> tuple[DeepLab, dict]:
-    """The segmenter saved by train_segmenter, in eval mode, and the saved dict's extras."""
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        a = saved["arch"]
-        model = DeepLab(a["n_classes"], a["head"], a["depth"], rates=a["rates"], dropout=a["dropout"])
-        model.load_state_dict(saved["state_dict"])
-    except Exception as e:
-        raise ValueError(f"{path}: not a segmenter saved by this pipeline ({type(e).__name__}: {e})") from None
-    model.to(device).eval()
-    return model, {k: v for k, v in saved.items() if k not in ("arch", "state_dict")}
+    """A saved DeepLab segmenter, in eval mode, and the saved dict's extras."""
+    return _load_saved(path, lambda a: DeepLab(a["n_classes"], a["head"], a["depth"], rates=a["rates"],
+                                               dropout=a["dropout"]), "a segmenter", device)

@@ -40,6 +40,16 @@ class ProblemReport:
             log.warning("%d image(s) skipped, listed in %s", len(self.rows), self.path)
 
 
+def with_output(records, reader, problems: ProblemReport, what: str, upstream: str) -> list:
+    """The records that have an output in `reader` (an ArtifactReader); the others go to
+    `problems` as skipped upstream, pointing at the `upstream` stage's problems files."""
+    present = [r for r in records if r.image_id in reader]
+    for r in records:
+        if r.image_id not in reader:
+            problems.add(r.image_id, r.image, f"no {what}: the image was skipped upstream (see {upstream} problems)")
+    return present
+
+
 def read_report(path) -> list[tuple[str, str, str]]:
     with open(path, newline="") as f:
         rows = list(csv.reader(f, delimiter="\t"))

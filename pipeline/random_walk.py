@@ -25,11 +25,11 @@ import torch.nn.functional as F
 
 from . import manifest as mf
 from .artifacts import ArtifactReader, ArtifactWriter
-from .data import normalize, to_tensor
-from .imageio import ImageReadError, read_image, write_label_png
+from .data import normalize, to_tensor, upsample_scores
+from .imageio import ImageReadError, read_image_sized, write_label_png
 from .logs import progress
 from .nets import load_affinity_net
-from .problems import ProblemReport
+from .problems import ProblemReport, with_output
 from .training import pick_device
 
 log = logging.getLogger(__name__)
@@ -121,11 +121,6 @@ def normalise_max(maps: torch.Tensor) -> torch.Tensor:
     return maps / maps.flatten(1).max(1).values.clamp_min(1e-5)[:, None, None] if len(maps) else maps
 
 
-def upsample(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Score maps [K, h, w] bilinearly resized to the image size [K, H, W]."""
-    return F.interpolate(scores[None].float(), size=size, mode="bilinear", align_corners=False)[0]
-
-
 @torch.no_grad()
 def walk_image(model, rgb: np.ndarray, cams: np.ndarray, keys, cfg: dict, radius: int, device):
     """(scores [K+1, h, w] on the feature grid: the constant background, then the walked CAMs
@@ -137,7 +132,7 @@ def walk_image(model, rgb: np.ndarray, cams: np.ndarray, keys, cfg: dict, radius
     walked = normalise_max(random_walk(features, small, radius, cfg["beta"], cfg["logt"]))
     scores = torch.cat([walked.new_full((1, *grid), float(cfg["bg_threshold"])), walked]).cpu()
     values = np.concatenate([[0], np.asarray(keys, np.int64)]).astype(np.uint8)
-    return scores, values[upsample(scores, rgb.shape[:2]).argmax(0).numpy()]
+    return scores, values[upsample_scores(scores, rgb.shape[:2]).argmax(0).numpy()]
 
 
 def run(*, manifest_path, cam_path, model_path, cfg: dict, device: str, code_hash: str, split: str, shard: str,
@@ -154,19 +149,13 @@ def run(*, manifest_path, cam_path, model_path, cfg: dict, device: str, code_has
     with ArtifactReader(cam_path, stage="cam") as cams_in, \
             ArtifactWriter(out_path, stage="rw", split=split, shard=shard, classes=saved["classes"],
                            params={**cfg, "radius": radius}, code_hash=code_hash) as out:
-        for r in progress(records, desc=f"random_walk {split}/{shard}", unit="img"):
-            if r.image_id not in cams_in:
-                problems.add(r.image_id, r.image, "no CAM: the image was skipped upstream (see make_cams problems)")
-                continue
+        for r in progress(with_output(records, cams_in, problems, "CAM", "make_cams"),
+                          desc=f"random_walk {split}/{shard}", unit="img"):
+            d = cams_in.read(r.image_id, "cams", "keys")
             try:
-                rgb = read_image(r.image)
+                rgb = read_image_sized(r.image, d["cams"].shape[1:], "CAM")
             except ImageReadError as e:
                 problems.add(r.image_id, r.image, str(e))
-                continue
-            d = cams_in.read(r.image_id, "cams", "keys")
-            if d["cams"].shape[1:] != rgb.shape[:2]:
-                problems.add(r.image_id, r.image, f"image size {rgb.shape[:2]} differs from its CAM size "
-                                                  f"{d['cams'].shape[1:]}")
                 continue
             scores, mask = walk_image(model, rgb, d["cams"], d["keys"], cfg, radius, dev)
             out.add(r.image_id, {"image_path": r.image, "mask_path": r.mask, "height": rgb.shape[0],

@@ -3,9 +3,10 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.data import upsample_scores
 from pipeline.imageio import read_label_map, write_label_png
 from pipeline.random_walk import (neighbour_affinities, neighbour_offsets, random_walk, random_walk_dense,
-                                  transition_matrix, upsample)
+                                  transition_matrix)
 
 
 def region_features(h=24, w=30, c=16, seed=0):
@@ -67,7 +68,7 @@ def test_no_maps_no_work():
 
 def test_upsample_keeps_values_and_png_export_round_trips(tmp_path):
     scores = torch.tensor([[[0.25, 0.25], [0.25, 0.25]], [[1.0, 0.0], [0.0, 0.0]]])
-    up = upsample(scores, (16, 16))
+    up = upsample_scores(scores, (16, 16))
     assert up.shape == (2, 16, 16) and torch.allclose(up[0], torch.tensor(0.25))
     mask = np.array([0, 3], np.uint8)[up.argmax(0).numpy()]
     mask[0, -1] = 255

@@ -28,8 +28,14 @@ MANIFESTS, LEFT_OUT = {}, {}
 for _split in datasets.splits(DS):
     MANIFESTS[_split], LEFT_OUT[_split] = datasets.build_manifest(DS, _split)
 SHARDS = {s: mf.split_into_shards(records, DS["n_shards"]) for s, records in MANIFESTS.items()}
-# Evaluation needs ground-truth masks; a folder dataset without them stops at the CAMs.
-CAN_EVALUATE = any(r.mask for r in MANIFESTS[EVAL_SPLIT])
+
+
+def has_masks(split):
+    return any(r.mask for r in MANIFESTS[split])
+
+
+# Evaluation needs ground-truth masks; without them the run ends with the training pseudo masks.
+CAN_EVALUATE = has_masks(EVAL_SPLIT)
 
 
 wildcard_constraints:
@@ -59,10 +65,6 @@ def crf_profile(name):
 def affinity_labels_profile():
     chosen = CFG["affinity_labels"]["crf_profile"]
     return CFG["affinity_labels"]["mode"] if chosen == "auto" else chosen
-
-
-def has_masks(split):
-    return any(r.mask for r in MANIFESTS[split])
 
 
 def default_targets():
