@@ -11,7 +11,6 @@ so the three kinds of pairs weigh the same whatever their counts.
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 
@@ -19,13 +18,12 @@ import torch
 
 from . import manifest as mf
 from .artifacts import ArtifactReader
-from .atomic import write_text
 from .data import MaskedCrops
 from .imageio import IGNORE
-from .nets import AffinityNet, load_classifier, save_model
+from .nets import AffinityNet, load_classifier
 from .problems import ProblemReport
 from .provenance import params_hash
-from .training import fit, pick_device, sgd
+from .training import train_model
 
 log = logging.getLogger(__name__)
 
@@ -96,7 +94,6 @@ def run(*, manifest_path, label_paths, classes, cfg: dict, seed: int, compute: d
     records = [r for r in records if r.image_id in where]
     run_hash = params_hash({"cfg": cfg, "seed": seed, "code": code_hash, "data": mf.digest(records),
                             "init": _file_id(classifier_path) if cfg["init_from_classifier"] else None})
-    dev = pick_device(compute["device"])
     torch.manual_seed(seed)
     model = AffinityNet(cfg["depth"], cfg["pretrained"])
     if cfg["init_from_classifier"]:
@@ -107,24 +104,16 @@ def run(*, manifest_path, label_paths, classes, cfg: dict, seed: int, compute: d
         model.backbone.load_state_dict(classifier.backbone.state_dict())  # dilation is not a weight
     if cfg["freeze_backbone"]:
         model.freeze_backbone()
-    model.to(dev)
-    optimizer = sgd(model.param_groups(), lr=cfg["lr"], mults={"head": cfg["head_lr_mult"]},
-                    momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
     offsets = pair_offsets(cfg["radius"])
 
     def step_loss(model, batch):
-        aff = pair_affinities(model(batch["image"].to(dev, non_blocking=True)), offsets)
-        return affinity_loss(aff, pair_labels(cell_labels(batch["label"]).to(dev), offsets))
+        aff = pair_affinities(model(batch["image"]), offsets)
+        return affinity_loss(aff, pair_labels(cell_labels(batch["label"]), offsets))
 
-    dataset = MaskedCrops(records, where, cfg, seed, stage="affinity_labels")
-    history = fit(model=model, optimizer=optimizer, dataset=dataset,
-                  step_loss=step_loss, cfg=cfg, seed=seed, compute=compute, run_hash=run_hash,
-                  checkpoint_path=checkpoint_path, problems=problems, device=dev, desc="train_affinity",
-                  lr_config="affinity.lr")
-    save_model(model.cpu(), model_path, {"classes": list(classes), "radius": cfg["radius"]})
-    write_text(history_path, json.dumps({"epochs": history}, indent=1))
-    problems.write()
-    Path(checkpoint_path).unlink(missing_ok=True)
+    train_model(model, MaskedCrops(records, where, cfg, seed, stage="affinity_labels"), step_loss, cfg=cfg,
+                seed=seed, compute=compute, run_hash=run_hash, problems=problems, model_path=model_path,
+                history_path=history_path, checkpoint_path=checkpoint_path, desc="train_affinity",
+                lr_config="affinity.lr", extra={"classes": list(classes), "radius": cfg["radius"]})
 
 
 def _file_id(path) -> str:

@@ -7,20 +7,17 @@ parameters, code and data are unchanged.
 """
 from __future__ import annotations
 
-import json
 import logging
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 
 from . import manifest as mf
-from .atomic import write_text
 from .data import LabelledImages
-from .nets import Classifier, save_model
+from .nets import Classifier
 from .problems import ProblemReport
 from .provenance import params_hash
-from .training import fit, pick_device, sgd
+from .training import train_model
 
 log = logging.getLogger(__name__)
 
@@ -32,22 +29,13 @@ def run(*, manifest_path, classes, cfg: dict, seed: int, compute: dict, code_has
     records = mf.read_tsv(manifest_path)
     run_hash = params_hash({"cfg": cfg, "seed": seed, "code": code_hash, "classes": list(classes),
                             "data": mf.digest(records)})
-    dev = pick_device(compute["device"])
     torch.manual_seed(seed)
-    model = Classifier(len(classes), cfg["depth"], cfg["output_stride"], cfg["pretrained"]).to(dev)
-    optimizer = sgd(model.param_groups(), lr=cfg["lr"], mults={"head": cfg["head_lr_mult"]},
-                    momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
-    problems = ProblemReport(problems_path)
+    model = Classifier(len(classes), cfg["depth"], cfg["output_stride"], cfg["pretrained"])
 
     def step_loss(model, batch):
-        logits = model(batch["image"].to(dev, non_blocking=True))
-        return F.multilabel_soft_margin_loss(logits, batch["target"].to(dev)), {}
+        return F.multilabel_soft_margin_loss(model(batch["image"]), batch["target"]), {}
 
-    history = fit(model=model, optimizer=optimizer, dataset=LabelledImages(records, len(classes), cfg, seed),
-                  step_loss=step_loss, cfg=cfg, seed=seed, compute=compute, run_hash=run_hash,
-                  checkpoint_path=checkpoint_path, problems=problems, device=dev, desc="train_classifier",
-                  lr_config="classifier.lr")
-    save_model(model.cpu(), model_path, {"classes": list(classes)})
-    write_text(history_path, json.dumps({"epochs": history}, indent=1))
-    problems.write()
-    Path(checkpoint_path).unlink(missing_ok=True)
+    train_model(model, LabelledImages(records, len(classes), cfg, seed), step_loss, cfg=cfg, seed=seed,
+                compute=compute, run_hash=run_hash, problems=ProblemReport(problems_path), model_path=model_path,
+                history_path=history_path, checkpoint_path=checkpoint_path, desc="train_classifier",
+                lr_config="classifier.lr", extra={"classes": list(classes)})

@@ -7,6 +7,7 @@ Snakemake does not delete them when a job is killed.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -14,9 +15,10 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_path
+from .atomic import atomic_path, write_text
 from .data import collate, epoch_batches
 from .logs import progress
+from .nets import save_model
 
 log = logging.getLogger(__name__)
 
@@ -77,15 +79,17 @@ def load_checkpoint(path, run_hash: str) -> dict | None:
 
 def fit(*, model, optimizer, dataset, step_loss, cfg: dict, seed: int, compute: dict, run_hash: str,
         checkpoint_path, problems, device, desc: str, lr_config: str) -> list[dict]:
-    """Train `model` for cfg["epochs"] epochs of cfg["batch_size"], resumably; return the history.
+    """Train `model` for cfg["epochs"] epochs of cfg["batch_size"] (or cfg["iterations"] steps
+    when the config counts in iterations, as DeepLab's does), resumably; return the history.
 
-    `step_loss(model, batch)` returns (loss tensor, {name: float} of parts to log). The poly
-    schedule runs over every step; a checkpoint is written at each epoch end and every
+    `step_loss(model, batch)` returns (loss tensor, {name: float} of parts to log); the batch's
+    tensors are already on `device`. The poly schedule runs over every step; a checkpoint is written at each epoch end and every
     compute["checkpoint_minutes"], and a rerun of the same `run_hash` resumes from it with
     exactly the batches an uninterrupted run would see. Unreadable images go to `problems`.
     """
     steps_per_epoch = len(epoch_batches(len(dataset), cfg["batch_size"], seed, 0))
-    total = cfg["epochs"] * steps_per_epoch
+    total = cfg.get("iterations") or cfg["epochs"] * steps_per_epoch
+    n_epochs = math.ceil(total / steps_per_epoch)
     state = {"step": 0, "history": [], "problems": [], "sums": {}, "epoch_images": 0}
     ckpt = load_checkpoint(checkpoint_path, run_hash)
     if ckpt is not None:
@@ -101,8 +105,8 @@ def fit(*, model, optimizer, dataset, step_loss, cfg: dict, seed: int, compute: 
         atomic_torch_save({"run_hash": run_hash, "model": model.state_dict(),
                            "optimizer": optimizer.state_dict(), "state": state}, checkpoint_path)
 
-    log.info("%s: %d images, %d epochs x %d steps, device %s", desc, len(dataset), cfg["epochs"],
-             steps_per_epoch, device)
+    log.info("%s: %d images, %d steps (%d epochs of %d steps), device %s", desc, len(dataset), total,
+             n_epochs, steps_per_epoch, device)
     model.train()
     bar = progress(total=total, desc=desc, unit="step")
     bar.update(state["step"])
@@ -116,6 +120,9 @@ def fit(*, model, optimizer, dataset, step_loss, cfg: dict, seed: int, compute: 
                                              num_workers=compute["num_workers"])
         t0, timed_images = time.perf_counter(), 0  # images seen by this process, for the throughput
         for batch in loader:
+            if state["step"] >= total:  # the last epoch of an iteration count ends early
+                break
+            batch = {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
             for image_id, path, problem in batch["errors"]:
                 if image_id not in problems.ids():
                     problems.add(image_id, path, problem)
@@ -148,9 +155,28 @@ def fit(*, model, optimizer, dataset, step_loss, cfg: dict, seed: int, compute: 
                                  "seconds": round(seconds, 2),
                                  "images_per_s": round(timed_images / max(seconds, 1e-9), 2)})
         state["sums"], state["epoch_images"] = {}, 0
-        log.info("epoch %d/%d: %s, %.1f images/s", epoch + 1, cfg["epochs"],
+        log.info("epoch %d/%d: %s, %.1f images/s", epoch + 1, n_epochs,
                  ", ".join(f"{k} {v:.4f}" for k, v in means.items()), state["history"][-1]["images_per_s"])
         save_checkpoint()
         last_save = time.monotonic()
     bar.close()
     return state["history"]
+
+
+def train_model(model, dataset, step_loss, *, cfg: dict, seed: int, compute: dict, run_hash: str, problems,
+                model_path, history_path, checkpoint_path, desc: str, lr_config: str, extra: dict) -> list[dict]:
+    """What every trainer does around `fit`: SGD on the model's backbone / head groups (head at
+    x cfg["head_lr_mult"]), then the model saved with `extra`, the history, the problem report,
+    and the checkpoint removed once the outputs are safe."""
+    device = pick_device(compute["device"])
+    model.to(device)
+    optimizer = sgd(model.param_groups(), lr=cfg["lr"], mults={"head": cfg["head_lr_mult"]},
+                    momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
+    history = fit(model=model, optimizer=optimizer, dataset=dataset, step_loss=step_loss, cfg=cfg, seed=seed,
+                  compute=compute, run_hash=run_hash, checkpoint_path=checkpoint_path, problems=problems,
+                  device=device, desc=desc, lr_config=lr_config)
+    save_model(model.cpu(), model_path, extra)
+    write_text(history_path, json.dumps({"epochs": history}, indent=1))
+    problems.write()
+    Path(checkpoint_path).unlink(missing_ok=True)
+    return history
