@@ -11,6 +11,8 @@ include: "workflow/rules/cams.smk"
 include: "workflow/rules/affinity_labels.smk"
 include: "workflow/rules/affinity.smk"
 include: "workflow/rules/random_walk.smk"
+include: "workflow/rules/segmenter.smk"
+include: "workflow/rules/segment.smk"
 include: "workflow/rules/crf.smk"
 include: "workflow/rules/evaluate.smk"
 

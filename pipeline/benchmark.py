@@ -5,8 +5,10 @@
 2. CAM stage: images per second, and achieved FLOP/s (convolution and matmul FLOPs counted
    by torch's FlopCounterMode) against this machine's fp32 matmul FLOP/s, measured in the
    same process with the same threads.
-3. Training throughput (from the classifier's and AffinityNet's histories), the CAM mIoU with
-   its best background threshold, and the rows of the random-walk stages (from results/metrics).
+3. Training throughput (from the classifier's, AffinityNet's and the segmenters' histories;
+   segmenters in iterations per second too), the CAM mIoU with its best background threshold,
+   and the rows of the later stages (from results/metrics).
+4. Segmenter inference: images per second of multi-scale + flip prediction (stage segment).
 """
 from __future__ import annotations
 
@@ -49,21 +51,25 @@ def matmul_flops(threads: int, n: int = 2048, seconds: float = 2.0) -> float:
     return 2 * n ** 3 * reps / (time.perf_counter() - start)
 
 
+def _eval_images(workdir: Path, cfg: dict, n_images: int):
+    from . import manifest as mf
+    from .imageio import read_image
+
+    shards = sorted((workdir / f"results/manifest/{cfg['dataset']['eval_split']}").glob("*.tsv"))
+    records = sorted((r for p in shards for r in mf.read_tsv(p)), key=lambda r: r.image_id)[:n_images]
+    return [(read_image(workdir / r.image if not os.path.isabs(r.image) else r.image), r) for r in records]
+
+
 def cam_throughput(workdir: Path, cfg: dict, threads: int, n_images: int) -> dict:
     import torch
     from torch.utils.flop_counter import FlopCounterMode
 
-    from . import manifest as mf
-    from .imageio import read_image
     from .make_cams import multiscale_cams
     from .nets import load_classifier
 
     torch.set_num_threads(threads)
     model, _ = load_classifier(workdir / "results/classifier/model.pt")
-    shards = sorted((workdir / f"results/manifest/{cfg['dataset']['eval_split']}").glob("*.tsv"))
-    records = sorted((r for p in shards for r in mf.read_tsv(p)), key=lambda r: r.image_id)[:n_images]
-    images = [(read_image(workdir / r.image if not os.path.isabs(r.image) else r.image), [v - 1 for v in r.labels])
-              for r in records]
+    images = [(rgb, [v - 1 for v in r.labels]) for rgb, r in _eval_images(workdir, cfg, n_images)]
     scales, flip = cfg["cams"]["scales"], cfg["cams"]["flip"]
     for rgb, keys in images[:2]:  # warm-up
         multiscale_cams(model, rgb, keys, scales, flip)
@@ -78,6 +84,24 @@ def cam_throughput(workdir: Path, cfg: dict, threads: int, n_images: int) -> dic
     pixels = sum(rgb.shape[0] * rgb.shape[1] for rgb, _ in images) / len(images)
     return {"images": len(images), "mean_pixels": pixels, "images_per_s": len(images) / seconds,
             "flops_per_image": flops / len(images), "achieved_flops": flops / seconds}
+
+
+def segment_throughput(workdir: Path, model_path: Path, cfg: dict, threads: int, n_images: int) -> dict:
+    import torch
+
+    from .nets import load_segmenter
+    from .segment import segment_image
+
+    torch.set_num_threads(threads)
+    model, _ = load_segmenter(model_path)
+    images = _eval_images(workdir, cfg, n_images)
+    scales, flip = cfg["segmenter"]["test_scales"], cfg["segmenter"]["test_flip"]
+    for rgb, _ in images[:2]:  # warm-up
+        segment_image(model, rgb, scales, flip)
+    start = time.perf_counter()
+    for rgb, _ in images:
+        segment_image(model, rgb, scales, flip)
+    return {"images": len(images), "images_per_s": len(images) / (time.perf_counter() - start)}
 
 
 def main(args) -> dict:
@@ -106,8 +130,20 @@ def main(args) -> dict:
     if affinity.is_file():
         history = json.loads(affinity.read_text())["epochs"]
         out["affinity_images_per_s"] = sum(e["images_per_s"] for e in history) / len(history)
+    out["segmenters"] = {}
+    for history_path in sorted((workdir / "results/segmenter").glob("*/history.json")):
+        name = history_path.parent.name
+        history = json.loads(history_path.read_text())["epochs"]
+        images_per_s = sum(e["images_per_s"] for e in history) / len(history)
+        out["segmenters"][name] = {"train_images_per_s": images_per_s,
+                                   "train_iterations_per_s": images_per_s / cfg["segmenter"]["batch_size"]}
+    if out["segmenters"]:
+        first = next(iter(out["segmenters"]))
+        out["segment"] = segment_throughput(workdir, workdir / f"results/segmenter/{first}/model.pt", cfg, args.cores,
+                                            args.cam_images)
     out["stages"] = {}
-    for stage in ("affinity_labels", "rw", "rw_crf"):
+    for stage in ("affinity_labels", "rw", "rw_crf", *(f"deeplab_{h}{crf}" for h in cfg["segmenter"]["heads"]
+                                                       for crf in ("", "_crf")), "fully_supervised"):
         path = workdir / f"results/metrics/{stage}.json"
         if path.is_file():
             m = json.loads(path.read_text())
@@ -131,6 +167,13 @@ def main(args) -> dict:
                      f"{100 * out['cam_miou']:.1f} % at {out['cam_best_threshold']:.2f}"))
     if "affinity_images_per_s" in out:
         rows.append(("AffinityNet training", f"{out['affinity_images_per_s']:.1f} images/s"))
+    for name, m in out["segmenters"].items():
+        rows.append((f"segmenter training ({name})", f"{m['train_iterations_per_s']:.2f} iterations/s "
+                                                     f"({m['train_images_per_s']:.1f} images/s)"))
+    if "segment" in out:
+        seg = cfg["segmenter"]
+        rows.append((f"segment ({len(seg['test_scales'])} scales{' x2 flip' if seg['test_flip'] else ''})",
+                     f"{out['segment']['images_per_s']:.2f} images/s"))
     for stage, m in out["stages"].items():
         value = f"{100 * m['miou']:.1f} %"
         if stage == "affinity_labels":

@@ -17,6 +17,7 @@ from .imageio import ImageReadError, read_image, read_label_map
 from .manifest import Record
 from .nets import IMAGENET_MEAN, IMAGENET_STD
 
+GROUND_TRUTH = "ground_truth"  # the name of the ground-truth masks where a mask source is named
 _MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 _STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
@@ -160,6 +161,27 @@ class MaskedCrops(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         image, lab = augment(rgb, self.cfg, rng, label)
         return {"image": image, "label": lab, "index": index}
+
+
+def mask_locations(records: list[Record], shard_paths, stage: str, problems) -> dict[str, str]:
+    """image id -> where its label map is: the shard (.h5 of `stage`) that holds it or, when
+    `shard_paths` is None, the ground-truth mask file of the manifest. Images without one are
+    added to `problems` (a ProblemReport)."""
+    from .artifacts import ArtifactReader
+
+    where = {}
+    if shard_paths is None:
+        where = {r.image_id: r.mask for r in records if r.mask}
+        missing = "no ground-truth mask in the manifest"
+    else:
+        for path in shard_paths:
+            with ArtifactReader(path, stage=stage) as rd:
+                where.update(dict.fromkeys(rd.image_ids(), str(path)))
+        missing = f"no {stage} mask (see that stage's problems)"
+    for r in records:
+        if r.image_id not in where:
+            problems.add(r.image_id, r.image, missing)
+    return where
 
 
 def collate(items: list[dict]) -> dict:

@@ -204,6 +204,16 @@ def _load_saved(path, build, what: str, device):
     return model, {k: v for k, v in saved.items() if k not in ("arch", "state_dict")}
 
 
+def init_from_classifier(model: nn.Module, classifier_path, depth: int, config_key: str) -> None:
+    """Start `model`'s backbone from the trained CAM classifier's (a stand-in for ImageNet
+    weights when none are available); dilation is structure, not weights, so strides may differ."""
+    classifier, _ = load_classifier(classifier_path)
+    if classifier.arch["depth"] != depth:
+        raise ValueError(f"{config_key}.init_from_classifier: the classifier is a ResNet-{classifier.arch['depth']}, "
+                         f"{config_key}.depth is {depth}")
+    model.backbone.load_state_dict(classifier.backbone.state_dict())
+
+
 def load_classifier(path, device="cpu") -> tuple[Classifier, dict]:
     """The classifier saved by train_classifier, in eval mode, and the saved dict's extras."""
     return _load_saved(path, lambda a: Classifier(a["n_classes"], a["depth"], a["output_stride"]),

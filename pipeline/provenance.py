@@ -25,6 +25,13 @@ def params_hash(params) -> str:
     return hashlib.sha256(stable_json(params).encode()).hexdigest()[:16]
 
 
+def file_id(path) -> str:
+    """Size and modification time of a file: enough to tell a rewritten input from the one a
+    checkpoint was trained on."""
+    st = Path(path).stat()
+    return f"{st.st_size}:{st.st_mtime_ns}"
+
+
 def _module_file(module: str) -> Path | None:
     parts = module.split(".")
     if parts[0] != PACKAGE:

@@ -5,7 +5,8 @@ results/metrics/summary.tsv is tab-separated with the columns
 (mIoU, IoU, precision and coverage in 0..1; best_threshold only for stages that sweep a
 background threshold; precision and coverage only for label maps. A stage that leaves
 pixels undecided, such as affinity_labels, has coverage < 1 and its mIoU is computed on its
-decided pixels only.)
+decided pixels only. The `fully_supervised` row is the segmenter trained on the ground-truth
+masks: an upper bound, not a weakly-supervised result.)
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 
 from .atomic import write_text
 
+UPPER_BOUND = "fully_supervised"  # the row trained on ground truth
 FIXED = ("stage", "split", "miou", "n_images", "n_skipped", "best_threshold", "precision", "coverage")
 
 
@@ -63,4 +65,6 @@ def format_table(tsv_path, columns=("stage", "split", "miou", "best_threshold", 
     partial = [r["stage"] for r in rows if r.get("coverage") not in (None, "", "nan") and float(r["coverage"]) < 1]
     if partial:
         table += f"\n(mIoU of {', '.join(partial)}: on the decided pixels only; coverage = their share)"
+    if any(r["stage"] == UPPER_BOUND for r in rows):
+        table += f"\n({UPPER_BOUND}: trained on the ground-truth masks, an upper bound, not weakly supervised)"
     return table

@@ -12,17 +12,15 @@ so the three kinds of pairs weigh the same whatever their counts.
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import torch
 
 from . import manifest as mf
-from .artifacts import ArtifactReader
-from .data import MaskedCrops
+from .data import MaskedCrops, mask_locations
 from .imageio import IGNORE
-from .nets import AffinityNet, load_classifier
+from .nets import AffinityNet, init_from_classifier
 from .problems import ProblemReport
-from .provenance import params_hash
+from .provenance import file_id, params_hash
 from .training import train_model
 
 log = logging.getLogger(__name__)
@@ -83,25 +81,15 @@ def cell_labels(label: torch.Tensor) -> torch.Tensor:
 def run(*, manifest_path, label_paths, classes, cfg: dict, seed: int, compute: dict, code_hash: str,
         classifier_path, model_path, history_path, problems_path, checkpoint_path) -> None:
     records = mf.read_tsv(manifest_path)
-    where = {}
-    for path in label_paths:
-        with ArtifactReader(path, stage="affinity_labels") as rd:
-            where.update(dict.fromkeys(rd.image_ids(), str(path)))
     problems = ProblemReport(problems_path)
-    for r in records:
-        if r.image_id not in where:
-            problems.add(r.image_id, r.image, "no affinity labels (see the affinity_labels problems)")
+    where = mask_locations(records, label_paths, "affinity_labels", problems)
     records = [r for r in records if r.image_id in where]
     run_hash = params_hash({"cfg": cfg, "seed": seed, "code": code_hash, "data": mf.digest(records),
-                            "init": _file_id(classifier_path) if cfg["init_from_classifier"] else None})
+                            "init": file_id(classifier_path) if cfg["init_from_classifier"] else None})
     torch.manual_seed(seed)
     model = AffinityNet(cfg["depth"], cfg["pretrained"])
     if cfg["init_from_classifier"]:
-        classifier, _ = load_classifier(classifier_path)
-        if classifier.arch["depth"] != cfg["depth"]:
-            raise ValueError(f"affinity.init_from_classifier: the classifier is a ResNet-{classifier.arch['depth']}, "
-                             f"affinity.depth is {cfg['depth']}")
-        model.backbone.load_state_dict(classifier.backbone.state_dict())  # dilation is not a weight
+        init_from_classifier(model, classifier_path, cfg["depth"], "affinity")
     if cfg["freeze_backbone"]:
         model.freeze_backbone()
     offsets = pair_offsets(cfg["radius"])
@@ -115,8 +103,3 @@ def run(*, manifest_path, label_paths, classes, cfg: dict, seed: int, compute: d
                 history_path=history_path, checkpoint_path=checkpoint_path, desc="train_affinity",
                 lr_config="affinity.lr", extra={"classes": list(classes), "radius": cfg["radius"]})
 
-
-def _file_id(path) -> str:
-    """Size and modification time: enough to tell a retrained classifier from the one a checkpoint used."""
-    st = Path(path).stat()
-    return f"{st.st_size}:{st.st_mtime_ns}"

@@ -77,6 +77,18 @@ def load_checkpoint(path, run_hash: str) -> dict | None:
     return ckpt
 
 
+def _get_rng() -> dict:
+    return {"cpu": torch.get_rng_state(), "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def _set_rng(rng: dict | None) -> None:
+    if rng is None:
+        return
+    torch.set_rng_state(rng["cpu"])
+    if rng["cuda"] is not None and torch.cuda.is_available() and len(rng["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(rng["cuda"])
+
+
 def fit(*, model, optimizer, dataset, step_loss, cfg: dict, seed: int, compute: dict, run_hash: str,
         checkpoint_path, problems, device, desc: str, lr_config: str) -> list[dict]:
     """Train `model` for cfg["epochs"] epochs of cfg["batch_size"] (or cfg["iterations"] steps
@@ -96,14 +108,15 @@ def fit(*, model, optimizer, dataset, step_loss, cfg: dict, seed: int, compute: 
         model.load_state_dict(ckpt["model"])
         optimizer.load_state_dict(ckpt["optimizer"])
         state = ckpt["state"]
+        _set_rng(ckpt.get("rng"))  # dropout continues as it would have
         log.info("resumed from %s at step %d of %d", checkpoint_path, state["step"], total)
     for row in state["problems"]:
         problems.rows.append(tuple(row))
 
     def save_checkpoint():
         state["problems"] = [list(r) for r in problems.rows]
-        atomic_torch_save({"run_hash": run_hash, "model": model.state_dict(),
-                           "optimizer": optimizer.state_dict(), "state": state}, checkpoint_path)
+        atomic_torch_save({"run_hash": run_hash, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                           "state": state, "rng": _get_rng()}, checkpoint_path)
 
     log.info("%s: %d images, %d steps (%d epochs of %d steps), device %s", desc, len(dataset), total,
              n_epochs, steps_per_epoch, device)
@@ -116,8 +129,10 @@ def fit(*, model, optimizer, dataset, step_loss, cfg: dict, seed: int, compute: 
         epoch, start = divmod(state["step"], steps_per_epoch)
         dataset.epoch = epoch
         batches = epoch_batches(len(dataset), cfg["batch_size"], seed, epoch)[start:]
+        # its own generator: a loader drawing its worker seed from the global RNG would shift
+        # the dropout masks of a resumed run against an uninterrupted one
         loader = torch.utils.data.DataLoader(dataset, batch_sampler=batches, collate_fn=collate,
-                                             num_workers=compute["num_workers"])
+                                             num_workers=compute["num_workers"], generator=torch.Generator())
         t0, timed_images = time.perf_counter(), 0  # images seen by this process, for the throughput
         for batch in loader:
             if state["step"] >= total:  # the last epoch of an iteration count ends early

@@ -24,6 +24,8 @@ TINY = {
     "cams": {"scales": [1.0, 0.5]},
     "affinity": {"depth": 18, "init_from_classifier": True, "epochs": 1, "batch_size": 8, "crop_size": 56,
                  "lr": 0.01, "color_jitter": {"hue": 0.0}},
+    "segmenter": {"depth": 18, "init_from_classifier": True, "iterations": 3, "batch_size": 8, "crop_size": 56,
+                  "lr": 0.01, "test_scales": [1.0]},
 }
 
 

@@ -1,15 +1,20 @@
 """Segmenters: both DeepLab heads, the loss with ignored pixels, multi-scale inference, training."""
+import json
+
 import numpy as np
 import pytest
 import torch
 
+from pipeline import segment, train_segmenter
+from pipeline.artifacts import ArtifactReader, ArtifactWriter
 from pipeline.config import resolve
-from pipeline.data import MaskedCrops
+from pipeline.datasets.synthetic import CLASSES
+from pipeline.imageio import read_image, read_label_map
 from pipeline.manifest import read_tsv
-from pipeline.nets import DeepLab
-from pipeline.problems import ProblemReport
-from pipeline.segmenter import multiscale_probs, segmentation_loss
-from pipeline.training import fit, sgd
+from pipeline.nets import DeepLab, load_segmenter, save_model
+from pipeline.problems import read_report
+from pipeline.segment import multiscale_probs
+from pipeline.train_segmenter import segmentation_loss
 
 
 @pytest.mark.parametrize("head", ["largefov", "aspp"])
@@ -65,21 +70,65 @@ def test_multiscale_inference_averages_probabilities_and_respects_the_mirror():
     assert not torch.allclose(single, p, atol=1e-3)
 
 
-def test_tiny_training_on_masks_lowers_the_loss(tmp_path, tiny_dataset):
-    records = read_tsv(tiny_dataset["train"])
-    cfg = {**resolve({"classifier": {"crop_size": 48, "batch_size": 8, "epochs": 10, "lr": 0.01,
-                                     "rescale": [0.9, 1.1]}})["classifier"]}
-    torch.manual_seed(0)
-    net = DeepLab(9, "largefov", depth=18)
-    opt = sgd(net.param_groups(), lr=cfg["lr"], mults={"head": 10}, momentum=0.9, weight_decay=5e-4)
-    dataset = MaskedCrops(records, {r.image_id: r.mask for r in records}, cfg, seed=0)
+def segmenter_cfg(**extra):
+    return resolve({"segmenter": {"depth": 18, "crop_size": 48, "batch_size": 8, "lr": 0.01, "rescale": [0.9, 1.1],
+                                  "test_scales": [1.0], **extra}})["segmenter"]
 
-    def step_loss(model, batch):
-        return segmentation_loss(model(batch["image"]), batch["label"]), {}
 
+def train(tmp_path, manifest, source="ground_truth", mask_paths=(), head="largefov", **extra):
+    cfg = {**segmenter_cfg(**extra), "head": head}
+    paths = {k: tmp_path / f"{k}.out" for k in ("model", "history", "problems", "checkpoint")}
+    train_segmenter.run(manifest_path=manifest, mask_paths=list(mask_paths), source=source, classes=list(CLASSES),
+                        cfg=cfg, seed=0, compute={"device": "cpu", "num_workers": 0, "checkpoint_minutes": 10},
+                        code_hash="t", classifier_path=None, **{f"{k}_path": v for k, v in paths.items()})
+    return paths
+
+
+def test_tiny_training_on_ground_truth_lowers_the_loss_and_counts_iterations(tmp_path, tiny_dataset):
     torch.set_num_threads(2)
-    history = fit(model=net, optimizer=opt, dataset=dataset, step_loss=step_loss, cfg=cfg, seed=0,
-                  compute={"device": "cpu", "num_workers": 0, "checkpoint_minutes": 10}, run_hash="t",
-                  checkpoint_path=tmp_path / "ckpt.pt", problems=ProblemReport(tmp_path / "p.tsv"), device="cpu",
-                  desc="segmenter", lr_config="lr")
+    paths = train(tmp_path, tiny_dataset["train"], iterations=30)  # 3 steps an epoch: 10 epochs
+    history = json.loads(paths["history"].read_text())["epochs"]
     assert len(history) == 10 and history[-1]["loss"] < 0.85 * history[0]["loss"]
+    assert sum(h["images"] for h in history) == 30 * 8
+    model, saved = load_segmenter(paths["model"])
+    assert model.arch["head"] == "largefov" and saved["source"] == "ground_truth" and saved["classes"] == list(CLASSES)
+    assert not paths["checkpoint"].exists() and read_report(paths["problems"]) == []
+
+
+def test_training_on_a_stage_s_masks_records_the_images_it_lacks(tmp_path, tiny_dataset):
+    """A pseudo-mask shard (here: the ground truth stored as stage `rw`) missing one image."""
+    records = read_tsv(tiny_dataset["train"])
+    shard = tmp_path / "rw.h5"
+    with ArtifactWriter(shard, stage="rw", split="train", shard="shard0", classes=CLASSES, params={},
+                        code_hash="t") as out:
+        for r in records[1:]:
+            out.add(r.image_id, {}, mask=read_label_map(r.mask))
+    paths = train(tmp_path, tiny_dataset["train"], source="rw", mask_paths=[shard], iterations=2, head="aspp")
+    problems = read_report(paths["problems"])
+    assert [p[0] for p in problems] == [records[0].image_id] and "no rw mask" in problems[0][2]
+    assert sum(h["images"] for h in json.loads(paths["history"].read_text())["epochs"]) == 2 * 8
+    with pytest.raises(ValueError, match="none of the training images has a rw mask"):
+        train(tmp_path / "x", tiny_dataset["train"], source="rw", mask_paths=[], iterations=1)
+
+
+def test_segment_stores_probabilities_on_the_stride_8_grid_and_the_argmax_mask(tmp_path, tiny_dataset):
+    torch.manual_seed(0)
+    net = DeepLab(len(CLASSES) + 1, "aspp", depth=18)
+    save_model(net, tmp_path / "model.pt", {"classes": list(CLASSES), "source": "rw"})
+    segment.run(manifest_path=tiny_dataset["val"], model_path=tmp_path / "model.pt",
+                cfg={"scales": [1.0, 0.75], "flip": True}, device="cpu", code_hash="t", stage="deeplab_aspp",
+                split="val", shard="shard0", out_path=tmp_path / "out.h5", png_dir=tmp_path / "png",
+                problems_path=tmp_path / "problems.tsv")
+    records = read_tsv(tiny_dataset["val"])
+    with ArtifactReader(tmp_path / "out.h5", stage="deeplab_aspp") as r:
+        assert sorted(r.image_ids()) == sorted(x.image_id for x in records)
+        assert r.params()["head"] == "aspp" and r.params()["source"] == "rw"
+        d = r.read(records[0].image_id, "scores", "keys", "mask")
+        a = r.image_attrs(records[0].image_id)
+    h, w = a["height"], a["width"]
+    assert d["scores"].shape == (len(CLASSES) + 1, -(-h // 8), -(-w // 8)) and d["scores"].dtype == np.float16
+    np.testing.assert_allclose(d["scores"].astype(np.float32).sum(0), 1, atol=1e-2)
+    assert list(d["keys"]) == list(range(len(CLASSES) + 1)) and d["mask"].shape == (h, w)
+    probs = multiscale_probs(net.eval(), read_image(records[0].image), [1.0, 0.75], flip=True)
+    np.testing.assert_array_equal(d["mask"], probs.argmax(0).numpy())
+    np.testing.assert_array_equal(read_label_map(tmp_path / "png" / f"{records[0].image_id}.png"), d["mask"])

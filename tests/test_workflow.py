@@ -60,14 +60,17 @@ def test_outputs_of_a_run(tiny_run):
     assert sorted(ids) == [f"val_{i:05d}" for i in range(16)]
     assert not list((work / "results/checkpoints").glob("*"))  # removed after training
     for rule in ("synthetic_data/train", "synthetic_data/val", "train_classifier", "summary", "evaluate/cam",
-                 "train_affinity", "evaluate/rw", "evaluate/rw_crf", "evaluate/affinity_labels"):
+                 "train_affinity", "evaluate/rw", "evaluate/rw_crf", "evaluate/affinity_labels",
+                 "train_segmenter/deeplab_aspp", "train_segmenter/fully_supervised", "evaluate/deeplab_aspp_crf"):
         assert (work / f"results/logs/{rule}.log").is_file()
 
 
 def test_random_walk_outputs_and_their_rows(tiny_run):
     work, _, _ = tiny_run
     rows = {r["stage"]: r for r in csv.DictReader((work / "results/metrics/summary.tsv").open(), delimiter="\t")}
-    assert list(rows) == ["cam", "affinity_labels", "rw", "rw_crf"]
+    assert list(rows) == ["cam", "affinity_labels", "rw", "rw_crf", "segmenter_masks", "deeplab_aspp",
+                          "deeplab_aspp_crf", "fully_supervised"]
+    assert rows["segmenter_masks"]["split"] == "train"  # the random walk of the training images
     assert rows["affinity_labels"]["split"] == "train" and rows["rw"]["split"] == "val"
     labels = json.loads((work / "results/metrics/affinity_labels.json").read_text())
     assert 0 < labels["coverage"] < 1 and 0 < labels["precision"] <= 1 and labels["n_images"] == 24
@@ -101,8 +104,21 @@ def test_random_walk_change_reruns_the_walk_and_what_follows_only(tiny_run):
     work, _, _ = tiny_run
     changed = write_config(work / "beta.yaml", {"random_walk": {"beta": 10}})
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
-    n = len(list((work / "results/rw/val").glob("*.h5")))
-    assert jobs == {"random_walk": n, "crf_masks": n, "evaluate_masks": 2, "summary": 1, "all": 1}
+    n_val, n_train = (len(list((work / f"results/rw/{s}").glob("*.h5"))) for s in ("val", "train"))
+    # the walk of both splits (the segmenter learns from the training split's), the segmenter
+    # trained on it and what follows; not the ground-truth trained one
+    assert jobs == {"random_walk": n_val + n_train, "crf_masks": 2 * n_val, "train_segmenter": 1, "segment": n_val,
+                    "evaluate_masks": 5, "summary": 1, "all": 1}
+
+
+def test_mask_source_change_retrains_only_the_segmenter_and_what_follows(tiny_run):
+    work, _, _ = tiny_run
+    changed = write_config(work / "source.yaml", {"segmenter": {"source": "rw_crf"}})
+    jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
+    n_val, n_train = (len(list((work / f"results/rw/{s}").glob("*.h5"))) for s in ("val", "train"))
+    # the new source (the CRF on the training split's walk) is made, nothing upstream is redone
+    assert jobs == {"crf_masks": n_train + n_val, "train_segmenter": 1, "segment": n_val, "evaluate_masks": 3,
+                    "summary": 1, "all": 1}
 
 
 def test_crf_profile_change_reruns_only_the_stages_that_use_it(tiny_run):
@@ -111,7 +127,10 @@ def test_crf_profile_change_reruns_only_the_stages_that_use_it(tiny_run):
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
     n = len(list((work / "results/rw/val").glob("*.h5")))
     assert jobs == {"crf_masks": n, "evaluate_masks": 1, "summary": 1, "all": 1}
-    unused = write_config(work / "crf2.yaml", {"crf": {"profiles": {"deeplab": {"iterations": 5}}}})
+    deeplab = write_config(work / "crf2.yaml", {"crf": {"profiles": {"deeplab": {"iterations": 5}}}})
+    assert planned_jobs(snakemake(work, deeplab, "--dry-run").stdout) == {
+        "crf_masks": n, "evaluate_masks": 1, "summary": 1, "all": 1}  # deeplab_aspp_crf only
+    unused = write_config(work / "crf3.yaml", {"crf": {"profiles": {"irn": {"iterations": 5}}}})
     assert planned_jobs(snakemake(work, unused, "--dry-run").stdout) == {}
 
 
@@ -127,7 +146,8 @@ def test_cam_parameter_change_reruns_cams_and_what_follows_only(tiny_run):
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
     n_val, n_train = (len(list((work / f"results/cam/{s}").glob("*.h5"))) for s in ("val", "train"))
     assert jobs == {"make_cams": n_val + n_train, "evaluate_cams": 1, "affinity_labels": n_train, "train_affinity": 1,
-                    "random_walk": n_val, "crf_masks": n_val, "evaluate_masks": 3, "summary": 1, "all": 1}
+                    "random_walk": n_val + n_train, "crf_masks": 2 * n_val, "train_segmenter": 1, "segment": n_val,
+                    "evaluate_masks": 6, "summary": 1, "all": 1}
 
 
 def test_classifier_change_reruns_training_not_the_data(tiny_run):
@@ -290,6 +310,14 @@ def test_bad_images_are_recorded_and_skipped_the_rest_is_processed(bad_input_run
     label_problems = {r[0] for p in (res / "affinity_labels/train").glob("*.problems.tsv") for r in read_report(p)}
     assert label_problems == {"train_00004"}
     assert json.loads((res / "metrics/rw_crf.json").read_text())["n_images"] == 6
+    # segmenters: the unreadable training image is skipped (as pseudo masks lack it, or unreadable)
+    seg_problems = {r[0]: r[2] for r in read_report(res / "segmenter/deeplab_aspp/problems.tsv")}
+    assert set(seg_problems) == {"train_00004"} and "no rw mask" in seg_problems["train_00004"]
+    assert [r[0] for r in read_report(res / "segmenter/fully_supervised/problems.tsv")] == ["train_00004"]
+    segment_problems = {r[0]: r[2] for p in (res / "deeplab_aspp/val").glob("*.problems.tsv") for r in read_report(p)}
+    assert set(segment_problems) == {"val_00002"} and "cannot decode" in segment_problems["val_00002"]
+    for stage in ("deeplab_aspp", "deeplab_aspp_crf", "fully_supervised"):
+        assert json.loads((res / f"metrics/{stage}.json").read_text())["n_images"] == 6
 
 
 def test_new_images_rerun_only_the_shards_they_fall_in(bad_input_run):
@@ -302,7 +330,7 @@ def test_new_images_rerun_only_the_shards_they_fall_in(bad_input_run):
     jobs = planned_jobs(snakemake(tmp_path, cfg, "--dry-run").stdout)
     # one val shard gets the new image: its manifest and CAMs are redone, the other shard's are not
     assert jobs == {"manifest_shard": 1, "manifest": 1, "make_cams": 1, "evaluate_cams": 1, "random_walk": 1,
-                    "crf_masks": 1, "evaluate_masks": 2, "summary": 1, "all": 1}
+                    "segment": 2, "crf_masks": 2, "evaluate_masks": 5, "summary": 1, "all": 1}
 
 
 @pytest.mark.parametrize("problem, message", [
@@ -334,7 +362,8 @@ def test_folder_without_masks_makes_pseudo_masks_of_the_training_images(tmp_path
     cfg.write_text(text)
     jobs = planned_jobs(snakemake(tmp_path, cfg, "--dry-run").stdout)
     assert "evaluate_cams" not in jobs and "evaluate_masks" not in jobs and "summary" not in jobs
-    assert jobs["random_walk"] == jobs["crf_masks"] == jobs["affinity_labels"] >= 1
+    assert jobs["random_walk"] == jobs["affinity_labels"] >= 1 and jobs["train_segmenter"] == 1  # no ground truth
+    assert jobs["segment"] == jobs["crf_masks"] >= 1  # to segment the other split with
 
 
 def test_voc_sample_end_to_end(tmp_path, voc_root):
@@ -360,6 +389,7 @@ def test_voc_sample_end_to_end(tmp_path, voc_root):
         assert cams.shape[1:] == (r.image_attrs(iid)["height"], r.image_attrs(iid)["width"])
         assert max(cams.shape[1:]) == 500  # CAMs at the full VOC resolution
     rows = [r["stage"] for r in csv.DictReader((tmp_path / "results/metrics/summary.tsv").open(), delimiter="\t")]
-    assert rows == ["cam", "affinity_labels", "rw", "rw_crf"]
+    assert rows == ["cam", "affinity_labels", "rw", "rw_crf", "segmenter_masks", "deeplab_aspp", "deeplab_aspp_crf",
+                    "fully_supervised"]
     rw = json.loads((tmp_path / "results/metrics/rw_crf.json").read_text())
     assert rw["n_images"] == 8 and rw["n_skipped"] == 0 and len(rw["per_class_iou"]) == 21

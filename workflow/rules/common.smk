@@ -71,8 +71,8 @@ def default_targets():
     manifests = expand("results/manifest/{split}.tsv", split=MANIFESTS)
     if CAN_EVALUATE:
         return manifests + ["results/metrics/summary.tsv"]
-    # without ground truth to evaluate on: the pseudo masks of the training images
-    return manifests + shard_files("results/rw_crf/{split}/{shard}.h5", TRAIN_SPLIT)
+    # without ground truth to evaluate on: the first segmenter's CRF-refined predictions
+    return manifests + shard_files(f"results/{next(iter(SEGMENTERS))}_crf/{{split}}/{{shard}}.h5", EVAL_SPLIT)
 
 
 def print_summary():

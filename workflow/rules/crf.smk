@@ -1,7 +1,8 @@
 # Stage crf_masks: the dense CRF on top of a stage that stores score maps (pipeline/crf_masks.py):
-# rw -> rw_crf. Label maps per shard in HDF5 and as PNG label maps.
+# rw -> rw_crf, deeplab_aspp -> deeplab_aspp_crf, ... Label maps per shard in HDF5 and as PNG
+# label maps.
 
-CRF_SOURCES = {"rw": CFG["random_walk"]["crf_profile"]}
+CRF_SOURCES = {"rw": CFG["random_walk"]["crf_profile"], **dict.fromkeys(SEGMENTERS, SEG["crf_profile"])}
 
 
 rule crf_masks:

@@ -7,9 +7,20 @@ MASK_STAGES = {
     "rw": ("results/rw/{split}/{shard}.h5", EVAL_SPLIT),
     "rw_crf": ("results/rw_crf/{split}/{shard}.h5", EVAL_SPLIT),
 }
+# the pseudo masks the segmenters learn from, where the training split has ground truth
+if has_masks(TRAIN_SPLIT):
+    MASK_STAGES["segmenter_masks"] = (MASK_SOURCES[SEG["source"]], TRAIN_SPLIT)
+# deeplab_<head> with and without the CRF; fully_supervised (ground-truth trained, an upper
+# bound) compares with the segmenters' own rows, so it gets no CRF row.
+for _name, (_head, _source) in SEGMENTERS.items():
+    MASK_STAGES[_name] = (f"results/{_name}/{{split}}/{{shard}}.h5", EVAL_SPLIT)
+    if _source != GROUND_TRUTH:
+        MASK_STAGES[f"{_name}_crf"] = (f"results/{_name}_crf/{{split}}/{{shard}}.h5", EVAL_SPLIT)
 if has_masks(TRAIN_SPLIT):
     MASK_STAGES = {"affinity_labels": ("results/affinity_labels/{split}/{shard}.h5", TRAIN_SPLIT), **MASK_STAGES}
 EVALUATED_STAGES = ["cam", *MASK_STAGES]
+# rows whose artifacts are another stage's: row -> the stage that wrote them
+ARTIFACT_STAGES = {"segmenter_masks": SEG["source"]}
 SCORE_STAGES = {"rw"}
 
 
@@ -43,6 +54,7 @@ rule evaluate_masks:
     params:
         classes=CLASSES,
         split=lambda w: MASK_STAGES[w.stage][1],
+        artifact_stage=lambda w: ARTIFACT_STAGES.get(w.stage, w.stage),
         # stages that store score maps with a constant background score also get the sweep
         sweep=lambda w: CFG["evaluation"]["bg_threshold"] if w.stage in SCORE_STAGES else None,
         code=code_hash("pipeline.evaluate"),

@@ -1,0 +1,83 @@
+"""Stage segment: a trained segmenter's predictions with multi-scale + flip inference.
+
+Each image runs at every scale and, with `flip`, mirrored; the softmax probabilities brought
+back to the image size are averaged. Stored per image: `mask` (argmax, full size), `scores`
+(the averaged probabilities of background and every class, average-pooled onto the stride-8
+grid to keep the shard small; the CRF stage upsamples them) and `keys` (0..C).
+"""
+from __future__ import annotations
+
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from . import manifest as mf
+from .artifacts import ArtifactWriter
+from .data import normalize, resize, to_tensor
+from .imageio import ImageReadError, read_image, write_label_png
+from .logs import progress
+from .nets import load_segmenter
+from .problems import ProblemReport
+from .training import pick_device
+
+log = logging.getLogger(__name__)
+
+STRIDE = 8
+
+
+@torch.no_grad()
+def multiscale_probs(model, rgb: np.ndarray, scales, flip: bool, device="cpu") -> torch.Tensor:
+    """Class probabilities [C, H, W] averaged over scales (and mirrored images)."""
+    h, w = rgb.shape[:2]
+    x = normalize(to_tensor(rgb).to(device))
+    total, count = None, 0
+    for s in scales:
+        xs = resize(x, (max(8, round(h * s)), max(8, round(w * s))))[None]
+        if flip:
+            xs = torch.cat([xs, xs.flip(-1)])
+        probs = F.interpolate(model.logits(xs), size=(h, w), mode="bilinear", align_corners=False).softmax(1)
+        if flip:
+            probs = torch.cat([probs[:1], probs[1:].flip(-1)])
+        total = probs.sum(0) if total is None else total + probs.sum(0)
+        count += probs.shape[0]
+    return total / count
+
+
+def segment_image(model, rgb: np.ndarray, scales, flip: bool, device="cpu") -> tuple[np.ndarray, np.ndarray]:
+    """(scores float16 [C, ceil(H/8), ceil(W/8)], mask uint8 [H, W]) of one image."""
+    probs = multiscale_probs(model, rgb, scales, flip, device)
+    h, w = rgb.shape[:2]
+    grid = (math.ceil(h / STRIDE), math.ceil(w / STRIDE))
+    scores = F.adaptive_avg_pool2d(probs[None], grid)[0]
+    return scores.cpu().numpy().astype(np.float16), probs.argmax(0).to(torch.uint8).cpu().numpy()
+
+
+def run(*, manifest_path, model_path, cfg: dict, device: str, code_hash: str, stage: str, split: str, shard: str,
+        out_path, png_dir, problems_path) -> None:
+    records = mf.read_tsv(manifest_path)
+    dev = pick_device(device)
+    model, saved = load_segmenter(model_path, dev)
+    keys = np.arange(len(saved["classes"]) + 1, dtype=np.uint8)
+    problems = ProblemReport(problems_path)
+    png_dir = Path(png_dir)
+    png_dir.mkdir(parents=True, exist_ok=True)
+    log.info("%s: %s on %d images, scales %s%s, %s", shard, stage, len(records), cfg["scales"],
+             " + flip" if cfg["flip"] else "", dev)
+    with ArtifactWriter(out_path, stage=stage, split=split, shard=shard, classes=saved["classes"],
+                        params={**cfg, "source": saved["source"], "head": model.arch["head"]},
+                        code_hash=code_hash) as out:
+        for r in progress(records, desc=f"{stage} {split}/{shard}", unit="img"):
+            try:
+                rgb = read_image(r.image)
+            except ImageReadError as e:
+                problems.add(r.image_id, r.image, str(e))
+                continue
+            scores, mask = segment_image(model, rgb, cfg["scales"], cfg["flip"], dev)
+            out.add(r.image_id, {"image_path": r.image, "mask_path": r.mask, "height": rgb.shape[0],
+                                 "width": rgb.shape[1]}, scores=scores, keys=keys, mask=mask)
+            write_label_png(png_dir / f"{r.image_id}.png", mask)
+    problems.write()

@@ -1,0 +1,28 @@
+# Stage segment: a trained segmenter's multi-scale + flip predictions per shard
+# (pipeline/segment.py): probabilities on the stride-8 grid and label maps in HDF5, PNG label maps.
+# On the evaluation split by default; on the training split when a later stage asks for it.
+
+
+rule segment:
+    input:
+        lambda w: split_data(w.split),
+        manifest="results/manifest/{split}/{shard}.tsv",
+        model="results/segmenter/{segmenter}/model.pt",
+    output:
+        masks="results/{segmenter}/{split}/{shard}.h5",
+        png=directory("results/{segmenter}/{split}/png/{shard}"),
+        problems="results/{segmenter}/{split}/{shard}.problems.tsv",
+    wildcard_constraints:
+        segmenter="|".join(SEGMENTERS),
+    params:
+        cfg={"scales": SEG["test_scales"], "flip": SEG["test_flip"]},
+        code=code_hash("pipeline.segment"),
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=240,
+    log:
+        "results/logs/segment/{segmenter}/{split}/{shard}.log",
+    script:
+        "../scripts/segment.py"

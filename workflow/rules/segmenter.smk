@@ -1,0 +1,55 @@
+# Stage train_segmenter: DeepLab (LargeFOV / ASPP) on the pseudo masks of the training split
+# (pipeline/train_segmenter.py); `fully_supervised` is the same recipe on the ground truth.
+# Its resumable checkpoint lives outside the declared outputs, under results/checkpoints/.
+
+from pipeline.data import GROUND_TRUTH
+
+SEG = CFG["segmenter"]
+# segmenter name -> (head, the masks it learns from)
+SEGMENTERS = {f"deeplab_{head}": (head, SEG["source"]) for head in SEG["heads"]}
+if SEG["fully_supervised"] and has_masks(TRAIN_SPLIT):
+    SEGMENTERS["fully_supervised"] = (SEG["heads"][0], GROUND_TRUTH)
+# mask sources a segmenter can learn from: stage -> its artifact pattern
+MASK_SOURCES = {
+    "rw": "results/rw/{split}/{shard}.h5",
+    "rw_crf": "results/rw_crf/{split}/{shard}.h5",
+}
+# what defines the training (inference settings and the choice of rows do not)
+SEG_TRAINING = {k: v for k, v in SEG.items()
+                if k not in ("heads", "source", "fully_supervised", "test_scales", "test_flip", "crf_profile")}
+
+
+def segmenter_masks(name):
+    source = SEGMENTERS[name][1]
+    return [] if source == GROUND_TRUTH else shard_files(MASK_SOURCES[source], TRAIN_SPLIT)
+
+
+rule train_segmenter:
+    input:
+        split_data(TRAIN_SPLIT),
+        manifest=f"results/manifest/{TRAIN_SPLIT}.tsv",
+        masks=lambda w: segmenter_masks(w.segmenter),
+        classifier=rules.train_classifier.output.model if SEG["init_from_classifier"] else [],
+        pretrained=SEG["pretrained"] or [],
+    output:
+        model="results/segmenter/{segmenter}/model.pt",
+        history="results/segmenter/{segmenter}/history.json",
+        problems="results/segmenter/{segmenter}/problems.tsv",
+    wildcard_constraints:
+        segmenter="|".join(SEGMENTERS),
+    params:
+        cfg=lambda w: {**SEG_TRAINING, "head": SEGMENTERS[w.segmenter][0]},
+        source=lambda w: SEGMENTERS[w.segmenter][1],
+        seed=CFG["seed"],
+        classes=CLASSES,
+        checkpoint=lambda w: f"results/checkpoints/{w.segmenter}.pt",
+        code=code_hash("pipeline.train_segmenter"),
+    threads: 8
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=720,
+    log:
+        "results/logs/train_segmenter/{segmenter}.log",
+    script:
+        "../scripts/train_segmenter.py"
