@@ -1,6 +1,6 @@
 # make run        set up .venv when missing, then run the whole workflow on the default data
 # make test       set up .venv when missing, then run the test suite
-# make benchmark  time the default workflow and the CAM stage, print the numbers
+# make benchmark  time the default workflow, the CAM stage and segmenter inference, print the numbers
 # make benchmark-rw  sparse vs dense random walk (time, peak memory) and CRF speed
 PYTHON ?= python3
 VENV ?= .venv
