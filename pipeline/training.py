@@ -95,9 +95,10 @@ def fit(*, model, optimizer, dataset, step_loss, cfg: dict, seed: int, compute: 
     when the config counts in iterations, as DeepLab's does), resumably; return the history.
 
     `step_loss(model, batch)` returns (loss tensor, {name: float} of parts to log); the batch's
-    tensors are already on `device`. The poly schedule runs over every step; a checkpoint is written at each epoch end and every
-    compute["checkpoint_minutes"], and a rerun of the same `run_hash` resumes from it with
-    exactly the batches an uninterrupted run would see. Unreadable images go to `problems`.
+    tensors are already on `device`. The poly schedule runs over every step; a checkpoint is
+    written at each epoch end and every compute["checkpoint_minutes"], and a rerun of the same
+    `run_hash` resumes from it with exactly the batches (and random state) an uninterrupted run
+    would see. Unreadable images go to `problems`.
     """
     steps_per_epoch = len(epoch_batches(len(dataset), cfg["batch_size"], seed, 0))
     total = cfg.get("iterations") or cfg["epochs"] * steps_per_epoch
