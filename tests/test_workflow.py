@@ -208,7 +208,8 @@ def test_invalid_config_stops_before_any_job(tmp_path):
 
 
 def test_interrupted_training_resumes_under_snakemake(tmp_path):
-    config = write_config(tmp_path / "c.yaml", {"classifier": {"epochs": 4}, "compute": {"checkpoint_minutes": 0.0001}})
+    # long enough (36 steps) that Ctrl-C after the first checkpoint lands well before the end
+    config = write_config(tmp_path / "c.yaml", {"classifier": {"epochs": 12}, "compute": {"checkpoint_minutes": 0.0001}})
     cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile", str(config),
            "--cores", "2", "results/classifier/model.pt"]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
