@@ -16,10 +16,9 @@ import torch.nn.functional as F
 from . import manifest as mf
 from .artifacts import ArtifactWriter
 from .data import normalize, resize, to_tensor
-from .imageio import ImageReadError, read_image
 from .logs import progress
 from .nets import Classifier, load_classifier
-from .problems import ProblemReport
+from .problems import ProblemReport, readable_images
 from .training import pick_device
 
 log = logging.getLogger(__name__)
@@ -57,12 +56,7 @@ def run(*, manifest_path, model_path, cfg: dict, device: str, code_hash: str,
              " with flip" if cfg["flip"] else "", dev)
     with ArtifactWriter(out_path, stage="cam", split=split, shard=shard, classes=saved["classes"],
                         params=cfg, code_hash=code_hash) as out:
-        for r in progress(records, desc=f"make_cams {split}/{shard}", unit="img"):
-            try:
-                rgb = read_image(r.image)
-            except ImageReadError as e:
-                problems.add(r.image_id, r.image, str(e))
-                continue
+        for r, rgb in readable_images(progress(records, desc=f"make_cams {split}/{shard}", unit="img"), problems):
             cams = multiscale_cams(model, rgb, [v - 1 for v in r.labels], cfg["scales"], cfg["flip"], dev)
             out.add(r.image_id, {"image_path": r.image, "mask_path": r.mask, "height": rgb.shape[0],
                                  "width": rgb.shape[1]},

@@ -54,3 +54,17 @@ def read_report(path) -> list[tuple[str, str, str]]:
     with open(path, newline="") as f:
         rows = list(csv.reader(f, delimiter="\t"))
     return [tuple(r) for r in rows[1:]]
+
+
+def readable_images(records, problems: ProblemReport):
+    """(record, RGB uint8 image) for every record whose image decodes; the others go to
+    `problems` with the reason."""
+    from .imageio import ImageReadError, read_image
+
+    for r in records:
+        try:
+            rgb = read_image(r.image)
+        except ImageReadError as e:
+            problems.add(r.image_id, r.image, str(e))
+            continue
+        yield r, rgb

@@ -18,10 +18,10 @@ import torch.nn.functional as F
 from . import manifest as mf
 from .artifacts import ArtifactWriter
 from .data import normalize, resize, to_tensor
-from .imageio import ImageReadError, read_image, write_label_png
+from .imageio import write_label_png
 from .logs import progress
 from .nets import load_segmenter
-from .problems import ProblemReport
+from .problems import ProblemReport, readable_images
 from .training import pick_device
 
 log = logging.getLogger(__name__)
@@ -70,12 +70,7 @@ def run(*, manifest_path, model_path, cfg: dict, device: str, code_hash: str, st
     with ArtifactWriter(out_path, stage=stage, split=split, shard=shard, classes=saved["classes"],
                         params={**cfg, "source": saved["source"], "head": model.arch["head"]},
                         code_hash=code_hash) as out:
-        for r in progress(records, desc=f"{stage} {split}/{shard}", unit="img"):
-            try:
-                rgb = read_image(r.image)
-            except ImageReadError as e:
-                problems.add(r.image_id, r.image, str(e))
-                continue
+        for r, rgb in readable_images(progress(records, desc=f"{stage} {split}/{shard}", unit="img"), problems):
             scores, mask = segment_image(model, rgb, cfg["scales"], cfg["flip"], dev)
             out.add(r.image_id, {"image_path": r.image, "mask_path": r.mask, "height": rgb.shape[0],
                                  "width": rgb.shape[1]}, scores=scores, keys=keys, mask=mask)
