@@ -208,11 +208,13 @@ def test_invalid_config_stops_before_any_job(tmp_path):
 
 
 def test_interrupted_training_resumes_under_snakemake(tmp_path):
-    # long enough (36 steps) that Ctrl-C after the first checkpoint lands well before the end
-    config = write_config(tmp_path / "c.yaml", {"classifier": {"epochs": 12}, "compute": {"checkpoint_minutes": 0.0001}})
+    config = write_config(tmp_path / "c.yaml", {"classifier": {"epochs": 4}, "compute": {"checkpoint_minutes": 0.0001}})
     cmd = [str(SNAKEMAKE), "-s", str(REPO / "Snakefile"), "-d", str(tmp_path), "--configfile", str(config),
            "--cores", "2", "results/classifier/model.pt"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    # a suite started in the background of a shell without job control inherits SIGINT ignored,
+    # and Ctrl-C would then never reach Snakemake or its job: give them the terminal's default
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     ckpt = tmp_path / "results/checkpoints/classifier.pt"
     deadline = time.time() + 300
     while not ckpt.exists():
