@@ -7,6 +7,8 @@ Layout of every artifact:
     /params           JSON string: the full parameters the stage ran with
     /images/<id>/     one group per image; datasets such as cams [K, H, W] float16 and
                       keys [K]; attrs such as image_path, height, width
+    /tables/<name>/   optional per-artifact tables that are not per image (for example the
+                      cluster centres of one class)
 Arrays of two or more dimensions are chunked and compressed with gzip + shuffle, which
 h5dump, h5ls and HDFView read without plugins. A file is written under a temporary name
 and renamed when complete, so a killed job never leaves a half-written artifact. Readers
@@ -57,7 +59,17 @@ class ArtifactWriter:
     def add(self, image_id: str, attrs: dict | None = None, **arrays: np.ndarray) -> None:
         if "/" in image_id or image_id in (".", ""):
             raise ArtifactError(f"{self.path}: image id {image_id!r} cannot name an HDF5 group")
-        group = self.images.create_group(image_id)
+        self._fill(self.images.create_group(image_id), attrs, arrays)
+        self.n_images += 1
+
+    def add_table(self, name: str, attrs: dict | None = None, **arrays: np.ndarray) -> None:
+        """A group /tables/<name> of arrays that belong to the whole artifact, not to one image."""
+        if "/" in name or name in (".", ""):
+            raise ArtifactError(f"{self.path}: table name {name!r} cannot name an HDF5 group")
+        self._fill(self.file.require_group("tables").create_group(name), attrs, arrays)
+
+    @staticmethod
+    def _fill(group, attrs, arrays) -> None:
         for name, arr in arrays.items():
             arr = np.asarray(arr)
             if arr.ndim >= 2 and arr.size > 0:
@@ -67,7 +79,6 @@ class ArtifactWriter:
                 group.create_dataset(name, data=arr)
         for key, value in (attrs or {}).items():
             group.attrs[key] = value
-        self.n_images += 1
 
     def __exit__(self, exc_type, exc, tb):
         try:
@@ -145,6 +156,16 @@ class ArtifactReader:
             except OSError as e:
                 self.fail(image_id, f"dataset {name!r} unreadable ({e})")
         return out
+
+    def table_names(self) -> list[str]:
+        return list(self.file["tables"].keys()) if "tables" in self.file else []
+
+    def read_table(self, name: str) -> tuple[dict[str, np.ndarray], dict]:
+        """(arrays, attrs) of the table /tables/<name>."""
+        if name not in self.table_names():
+            raise ArtifactError(f"{self.path}: table {name!r} missing (has {self.table_names()})")
+        group = self.file["tables"][name]
+        return {k: group[k][()] for k in group}, dict(group.attrs)
 
     def close(self):
         self.file.close()

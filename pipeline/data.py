@@ -100,10 +100,15 @@ def augment(rgb: np.ndarray, cfg: dict, rng: np.random.Generator, label: np.ndar
 
 
 class LabelledImages(torch.utils.data.Dataset):
-    """(augmented image, multi-hot label vector) per record; unreadable images come back as errors."""
+    """(augmented image, multi-hot label vector) per record; unreadable images come back as errors.
 
-    def __init__(self, records: list[Record], n_classes: int, cfg: dict, seed: int):
+    `sub_targets` (image id -> vector), when given, adds a second target per image (SC-CAM's
+    sub-category labels)."""
+
+    def __init__(self, records: list[Record], n_classes: int, cfg: dict, seed: int,
+                 sub_targets: dict[str, np.ndarray] | None = None):
         self.records, self.n_classes, self.cfg, self.seed = records, n_classes, cfg, seed
+        self.sub_targets = sub_targets
         self.epoch = 0
 
     def __len__(self):
@@ -118,7 +123,10 @@ class LabelledImages(torch.utils.data.Dataset):
         rng = np.random.default_rng([self.seed, self.epoch, index])
         target = torch.zeros(self.n_classes)
         target[[v - 1 for v in r.labels]] = 1.0
-        return {"image": augment(rgb, self.cfg, rng), "target": target, "index": index}
+        item = {"image": augment(rgb, self.cfg, rng), "target": target, "index": index}
+        if self.sub_targets is not None:
+            item["sub_target"] = torch.as_tensor(self.sub_targets[r.image_id], dtype=torch.float32)
+        return item
 
 
 class MaskedCrops(torch.utils.data.Dataset):

@@ -143,8 +143,9 @@ def _finish(metrics: dict, stage: str, split: str, out_path, problems: ProblemRe
 
 
 def evaluate_cams(*, manifest_paths, cam_paths, classes, thresholds: dict, split: str, stage: str,
-                  out_path, problems_path, artifact_stage: str = "cam") -> dict:
-    """Best-threshold mIoU of the CAMs of a split (all shards) against the ground truth."""
+                  out_path, problems_path, artifact_stage: str = "cam", extra: dict | None = None) -> dict:
+    """Best-threshold mIoU of the CAMs of a split (all shards) against the ground truth;
+    `extra` facts about the stage (SC-CAM's cluster purity) are added to the metrics."""
     n = len(classes) + 1
     grid = threshold_grid(thresholds)
     sweep = ThresholdSweep(n, grid)
@@ -170,7 +171,7 @@ def evaluate_cams(*, manifest_paths, cam_paths, classes, thresholds: dict, split
         raise ValueError(f"evaluate {stage}: every ground-truth pixel of split {split!r} is ignored (255)")
     best = int(np.nanargmax(curve))
     metrics = metrics_dict(stage, split, classes, sweep.confusion(best), n_images, len(problems),
-                           best_threshold=float(grid[best]),
+                           best_threshold=float(grid[best]), **(extra or {}),
                            threshold_sweep=[{"threshold": float(t), "miou": m} for t, m in zip(grid, curve)])
     return _finish(metrics, stage, split, out_path, problems)
 

@@ -89,8 +89,37 @@ class Classifier(nn.Module):
         f = self.backbone(x)
         return F.relu(F.conv2d(f, self.head.weight[class_index]))
 
+    def pooled_features(self, x: torch.Tensor) -> torch.Tensor:
+        """Global-average-pooled backbone features [N, D]: what the head sees."""
+        return self.backbone(x).mean(dim=(2, 3))
+
     def param_groups(self):
         return {"backbone": list(self.backbone.parameters()), "head": list(self.head.parameters())}
+
+
+class SubCategoryClassifier(Classifier):
+    """SC-CAM's classifier: the CAM classifier plus a second 1x1 head to n_classes x k
+    sub-category scores (sub-category j of class c at index c * k + j), with dropout on the
+    pooled features before both heads. CAMs come from the parent head, as in Classifier."""
+
+    def __init__(self, n_classes: int, k: int, depth: int = 50, output_stride: int = 16,
+                 pretrained: str | None = None, dropout: float = 0.5):
+        super().__init__(n_classes, depth, output_stride, pretrained)
+        self.arch.update(k=k, dropout=dropout)
+        self.dropout = nn.Dropout(dropout)
+        self.sub_head = nn.Conv2d(self.backbone.out_channels, n_classes * k, 1, bias=False)
+
+    def both_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(parent scores [N, C], sub-category scores [N, C * k])."""
+        f = self.dropout(self.backbone(x).mean(dim=(2, 3), keepdim=True))
+        return self.head(f).flatten(1), self.sub_head(f).flatten(1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.both_heads(x)[0]
+
+    def param_groups(self):
+        return {"backbone": list(self.backbone.parameters()),
+                "head": [*self.head.parameters(), *self.sub_head.parameters()]}
 
 
 class AffinityNet(nn.Module):
@@ -214,10 +243,17 @@ def init_from_classifier(model: nn.Module, classifier_path, depth: int, config_k
     model.backbone.load_state_dict(classifier.backbone.state_dict())
 
 
+def _build_classifier(arch: dict) -> Classifier:
+    if "k" in arch:
+        return SubCategoryClassifier(arch["n_classes"], arch["k"], arch["depth"], arch["output_stride"],
+                                     dropout=arch["dropout"])
+    return Classifier(arch["n_classes"], arch["depth"], arch["output_stride"])
+
+
 def load_classifier(path, device="cpu") -> tuple[Classifier, dict]:
-    """The classifier saved by train_classifier, in eval mode, and the saved dict's extras."""
-    return _load_saved(path, lambda a: Classifier(a["n_classes"], a["depth"], a["output_stride"]),
-                       "a classifier", device)
+    """A classifier saved by train_classifier (or an SC-CAM round's, with its sub-category
+    head), in eval mode, and the saved dict's extras."""
+    return _load_saved(path, _build_classifier, "a classifier", device)
 
 
 def load_affinity_net(path, device="cpu") -> tuple[AffinityNet, dict]:

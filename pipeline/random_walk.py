@@ -136,7 +136,8 @@ def walk_image(model, rgb: np.ndarray, cams: np.ndarray, keys, cfg: dict, radius
 
 
 def run(*, manifest_path, cam_path, model_path, cfg: dict, device: str, code_hash: str, split: str, shard: str,
-        out_path, png_dir, problems_path) -> None:
+        out_path, png_dir, problems_path, stage: str = "rw") -> None:
+    """Walk the CAMs of one shard; `stage` names the row (rw, or sccam_rw on SC-CAM's CAMs)."""
     records = mf.read_tsv(manifest_path)
     dev = pick_device(device)
     model, saved = load_affinity_net(model_path, dev)
@@ -147,7 +148,7 @@ def run(*, manifest_path, cam_path, model_path, cfg: dict, device: str, code_has
     log.info("%s: random walk of %d images (beta %s, %d steps, radius %d) on %s", shard, len(records),
              cfg["beta"], 2 ** cfg["logt"], radius, dev)
     with ArtifactReader(cam_path, stage="cam") as cams_in, \
-            ArtifactWriter(out_path, stage="rw", split=split, shard=shard, classes=saved["classes"],
+            ArtifactWriter(out_path, stage=stage, split=split, shard=shard, classes=saved["classes"],
                            params={**cfg, "radius": radius}, code_hash=code_hash) as out:
         for r in progress(with_output(records, cams_in, problems, "CAM", "make_cams"),
                           desc=f"random_walk {split}/{shard}", unit="img"):

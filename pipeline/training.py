@@ -111,8 +111,9 @@ def fit(*, model, optimizer, dataset, step_loss, cfg: dict, seed: int, compute: 
         state = ckpt["state"]
         _set_rng(ckpt.get("rng"))  # dropout continues as it would have
         log.info("resumed from %s at step %d of %d", checkpoint_path, state["step"], total)
-    for row in state["problems"]:
-        problems.rows.append(tuple(row))
+    for row in map(tuple, state["problems"]):
+        if row not in problems.rows:  # those found before training (missing masks) are there already
+            problems.rows.append(row)
 
     def save_checkpoint():
         state["problems"] = [list(r) for r in problems.rows]

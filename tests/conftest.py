@@ -26,6 +26,8 @@ TINY = {
                  "lr": 0.01, "color_jitter": {"hue": 0.0}},
     "segmenter": {"depth": 18, "init_from_classifier": True, "iterations": 3, "batch_size": 8, "crop_size": 56,
                   "lr": 0.01, "test_scales": [1.0]},
+    "sccam": {"k": 2, "rounds": 2, "epochs": 1, "init_from_previous": True, "n_init": 2, "embedding": "pca",
+              "ablation_k": [1, 2]},
 }
 
 

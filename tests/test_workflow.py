@@ -16,6 +16,7 @@ from conftest import REPO, SNAKEMAKE, TINY, deep_update, planned_jobs, snakemake
 from pipeline.artifacts import ArtifactReader
 from pipeline.datasets import synthetic
 from pipeline.imageio import write_label_png
+from pipeline.nets import load_classifier
 from pipeline.problems import read_report
 
 pytestmark = pytest.mark.slow
@@ -68,8 +69,8 @@ def test_outputs_of_a_run(tiny_run):
 def test_random_walk_outputs_and_their_rows(tiny_run):
     work, _, _ = tiny_run
     rows = {r["stage"]: r for r in csv.DictReader((work / "results/metrics/summary.tsv").open(), delimiter="\t")}
-    assert list(rows) == ["cam", "affinity_labels", "rw", "rw_crf", "segmenter_masks", "deeplab_aspp",
-                          "deeplab_aspp_crf", "fully_supervised"]
+    assert list(rows) == ["cam", "sccam_r1", "sccam_r2", "affinity_labels", "rw", "sccam_rw", "rw_crf",
+                          "segmenter_masks", "deeplab_aspp", "deeplab_aspp_crf", "fully_supervised"]
     assert rows["segmenter_masks"]["split"] == "train"  # the random walk of the training images
     assert rows["affinity_labels"]["split"] == "train" and rows["rw"]["split"] == "val"
     labels = json.loads((work / "results/metrics/affinity_labels.json").read_text())
@@ -105,10 +106,10 @@ def test_random_walk_change_reruns_the_walk_and_what_follows_only(tiny_run):
     changed = write_config(work / "beta.yaml", {"random_walk": {"beta": 10}})
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
     n_val, n_train = (len(list((work / f"results/rw/{s}").glob("*.h5"))) for s in ("val", "train"))
-    # the walk of both splits (the segmenter learns from the training split's), the segmenter
-    # trained on it and what follows; not the ground-truth trained one
-    assert jobs == {"random_walk": n_val + n_train, "crf_masks": 2 * n_val, "train_segmenter": 1, "segment": n_val,
-                    "evaluate_masks": 5, "summary": 1, "all": 1}
+    # the walk of both splits (the segmenter learns from the training split's) and SC-CAM's walk,
+    # the segmenter trained on it and what follows; not the ground-truth trained one
+    assert jobs == {"random_walk": 2 * n_val + n_train, "crf_masks": 2 * n_val, "train_segmenter": 1,
+                    "segment": n_val, "evaluate_masks": 6, "summary": 1, "all": 1}
 
 
 def test_mask_source_change_retrains_only_the_segmenter_and_what_follows(tiny_run):
@@ -134,6 +135,51 @@ def test_crf_profile_change_reruns_only_the_stages_that_use_it(tiny_run):
     assert planned_jobs(snakemake(work, unused, "--dry-run").stdout) == {}
 
 
+def test_sccam_rounds_rows_and_their_artifacts(tiny_run):
+    work, _, _ = tiny_run
+    for r in (1, 2):
+        m = json.loads((work / f"results/metrics/sccam_r{r}.json").read_text())
+        assert m["split"] == "val" and 0 < m["miou"] < 1 and len(m["threshold_sweep"]) == 96
+        clusters = m["clusters"]  # the round's cluster report, with purity against the known sub-types
+        assert clusters["round"] == r and clusters["k"] == 2 and clusters["images"] == 24
+        assert 0 < clusters["purity"]["purity"] <= 1 and set(clusters["purity"]["per_class"]) <= set(synthetic.CLASSES)
+        assert (work / f"results/sccam/k2/r{r}/embedding.png").stat().st_size > 1000
+        history = json.loads((work / f"results/sccam/k2/r{r}/history.json").read_text())["epochs"]
+        assert len(history) == 1 and {"parent", "sub"} <= set(history[0])
+        _, saved = load_classifier(work / f"results/sccam/k2/r{r}/model.pt")
+        assert saved["round"] == r
+    shards = sorted((work / "results/sccam_rw/val").glob("*.h5"))
+    with ArtifactReader(shards[0], stage="sccam_rw") as rd:
+        assert rd.read(rd.image_ids()[0], "mask")["mask"].dtype == np.uint8
+    with ArtifactReader(work / "results/sccam/k2/r2/clusters.h5", stage="sccam_clusters") as rd:
+        assert len(rd.image_ids()) == 24 and set(rd.table_names()) == set(synthetic.CLASSES)
+
+
+def test_sccam_round_r_starts_from_round_r_minus_1(tiny_run):
+    work, _, _ = tiny_run
+    changed = write_config(work / "rounds.yaml", {"sccam": {"rounds": 3}})
+    out = snakemake(work, changed, "--dry-run").stdout
+    n_train, n_val = (len(list((work / f"results/cam/{s}").glob("*.h5"))) for s in ("train", "val"))
+    # one more round: its features from round 2's classifier, and the walk moves to round 3
+    assert planned_jobs(out) == {"sccam_features": n_train, "sccam_clusters": 1, "train_sccam": 1, "make_cams": n_val,
+                                 "evaluate_cams": 1, "random_walk": n_val, "evaluate_masks": 1, "summary": 1, "all": 1}
+    features_job = re.search(r"rule sccam_features:\n\s+input: ([^\n]+)", out).group(1)
+    assert "results/sccam/k2/r2/model.pt" in features_job
+    assert re.search(r"rule random_walk:\n\s+input: [^\n]*results/sccam/k2/r3/cam/val/", out)
+
+
+def test_sccam_k_change_redoes_only_the_rounds_and_what_follows(tiny_run):
+    work, _, _ = tiny_run
+    changed = write_config(work / "k.yaml", {"sccam": {"k": 3}})
+    jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
+    n_train, n_val = (len(list((work / f"results/cam/{s}").glob("*.h5"))) for s in ("train", "val"))
+    # neither the classifier, its CAMs, AffinityNet nor the segmenters
+    assert jobs == {"sccam_features": 2 * n_train, "sccam_clusters": 2, "train_sccam": 2, "make_cams": 2 * n_val,
+                    "evaluate_cams": 2, "random_walk": n_val, "evaluate_masks": 1, "summary": 1, "all": 1}
+    off = write_config(work / "off.yaml", {"sccam": {"enabled": False}})
+    assert planned_jobs(snakemake(work, off, "--dry-run").stdout) == {"summary": 1, "all": 1}
+
+
 def test_unchanged_rerun_does_nothing(tiny_run):
     work, config, _ = tiny_run
     out = snakemake(work, config, "--dry-run").stdout
@@ -145,9 +191,11 @@ def test_cam_parameter_change_reruns_cams_and_what_follows_only(tiny_run):
     changed = write_config(work / "scales.yaml", {"cams": {"scales": [1.0]}})
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
     n_val, n_train = (len(list((work / f"results/cam/{s}").glob("*.h5"))) for s in ("val", "train"))
-    assert jobs == {"make_cams": n_val + n_train, "evaluate_cams": 1, "affinity_labels": n_train, "train_affinity": 1,
-                    "random_walk": n_val + n_train, "crf_masks": 2 * n_val, "train_segmenter": 1, "segment": n_val,
-                    "evaluate_masks": 6, "summary": 1, "all": 1}
+    # the plain CAMs and what follows, and each SC-CAM round's CAMs (their classifiers do not
+    # depend on CAMs) with their rows and the walk of the last one
+    assert jobs == {"make_cams": 3 * n_val + n_train, "evaluate_cams": 3, "affinity_labels": n_train,
+                    "train_affinity": 1, "random_walk": 2 * n_val + n_train, "crf_masks": 2 * n_val,
+                    "train_segmenter": 1, "segment": n_val, "evaluate_masks": 7, "summary": 1, "all": 1}
 
 
 def test_classifier_change_reruns_training_not_the_data(tiny_run):
@@ -174,7 +222,9 @@ def test_more_shards_do_not_retrain_the_classifier(tiny_run):
     changed = write_config(work / "shards.yaml", {"dataset": {"n_shards": 3}})
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
     assert "train_classifier" not in jobs and "synthetic_data" not in jobs and "manifest" not in jobs
-    assert jobs["manifest_shard"] == jobs["make_cams"] >= 4  # the shards, redone under new names
+    # the shards, redone under new names: 3 train + 3 val, CAMs of both splits and of the two
+    # SC-CAM rounds on val (whose clusters see a new list of feature files, as AffinityNet its labels)
+    assert jobs["manifest_shard"] == 6 and jobs["make_cams"] == 6 + 2 * 3
 
 
 def test_more_validation_images_do_not_retrain(tiny_run):
@@ -196,7 +246,8 @@ def test_evaluation_change_reruns_evaluation_only(tiny_run):
     work, _, _ = tiny_run
     changed = write_config(work / "eval.yaml", {"evaluation": {"bg_threshold": {"step": 0.05}}})
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
-    assert jobs == {"evaluate_cams": 1, "evaluate_masks": 1, "summary": 1, "all": 1}  # cam and rw sweep
+    # the CAM rows (cam, sccam_r1, sccam_r2) and the walks' sweeps (rw, sccam_rw)
+    assert jobs == {"evaluate_cams": 3, "evaluate_masks": 2, "summary": 1, "all": 1}
 
 
 def test_invalid_config_stops_before_any_job(tmp_path):
@@ -321,6 +372,12 @@ def test_bad_images_are_recorded_and_skipped_the_rest_is_processed(bad_input_run
     assert set(segment_problems) == {"val_00002"} and "cannot decode" in segment_problems["val_00002"]
     for stage in ("deeplab_aspp", "deeplab_aspp_crf", "fully_supervised"):
         assert json.loads((res / f"metrics/{stage}.json").read_text())["n_images"] == 6
+    # SC-CAM: the unreadable training image has no feature, hence no sub-category label
+    feature_problems = {r[0] for p in (res / "sccam/k2/r1/features").glob("*.problems.tsv") for r in read_report(p)}
+    assert feature_problems == {"train_00004"}
+    sccam_problems = {r[0]: r[2] for r in read_report(res / "sccam/k2/r2/problems.tsv")}
+    assert set(sccam_problems) == {"train_00004"} and "no sub-category label" in sccam_problems["train_00004"]
+    assert json.loads((res / "metrics/sccam_r2.json").read_text())["clusters"]["images"] == 14  # 16 - 2
 
 
 def test_new_images_rerun_only_the_shards_they_fall_in(bad_input_run):
@@ -332,8 +389,9 @@ def test_new_images_rerun_only_the_shards_they_fall_in(bad_input_run):
     cfg = folder_config(tmp_path, {"dataset": {"folder": {"labels_csv": str(tmp_path / "more.csv")}}})
     jobs = planned_jobs(snakemake(tmp_path, cfg, "--dry-run").stdout)
     # one val shard gets the new image: its manifest and CAMs are redone, the other shard's are not
-    assert jobs == {"manifest_shard": 1, "manifest": 1, "make_cams": 1, "evaluate_cams": 1, "random_walk": 1,
-                    "segment": 2, "crf_masks": 2, "evaluate_masks": 5, "summary": 1, "all": 1}
+    # (CAMs of the plain classifier and of both SC-CAM rounds; the walks of rw and sccam_rw)
+    assert jobs == {"manifest_shard": 1, "manifest": 1, "make_cams": 3, "evaluate_cams": 3, "random_walk": 2,
+                    "segment": 2, "crf_masks": 2, "evaluate_masks": 6, "summary": 1, "all": 1}
 
 
 @pytest.mark.parametrize("problem, message", [
@@ -380,7 +438,7 @@ def test_voc_sample_end_to_end(tmp_path, voc_root):
                     "voc": {"root": str(voc_root), "split_files": {"mini_train": str(tmp_path / "mini_train.txt"),
                                                                    "mini_val": str(tmp_path / "mini_val.txt")}}},
         "classifier": {"crop_size": 64, "rescale": [0.15, 0.2], "color_jitter": {"hue": 0.1}},
-        "cams": {"scales": [0.25]}})
+        "cams": {"scales": [0.25]}, "sccam": {"enabled": False}})  # SC-CAM runs on the tiny synthetic data
     snakemake(tmp_path, config)
     metrics = json.loads((tmp_path / "results/metrics/cam.json").read_text())
     assert metrics["split"] == "mini_val" and metrics["n_images"] == 8 and metrics["n_skipped"] == 0

@@ -52,11 +52,6 @@ def shard_files(pattern, split):
     return expand(pattern, split=split, shard=SHARDS[split])
 
 
-def cam_source(name):
-    """The CAM artifact pattern of a mask source named in config (random_walk.source)."""
-    return {"cam": "results/cam/{split}/{shard}.h5"}[name]
-
-
 def crf_profile(name):
     """The values of a CRF profile named in config (crf.profiles)."""
     return CFG["crf"]["profiles"][name]

@@ -3,10 +3,8 @@
 
 # Stages evaluated as label maps (pipeline.evaluate.evaluate_masks): stage -> (artifact pattern,
 # split). Affinity labels are made for the training split, so they are evaluated there.
-MASK_STAGES = {
-    "rw": ("results/rw/{split}/{shard}.h5", EVAL_SPLIT),
-    "rw_crf": ("results/rw_crf/{split}/{shard}.h5", EVAL_SPLIT),
-}
+MASK_STAGES = {row: (f"results/{row}/{{split}}/{{shard}}.h5", EVAL_SPLIT) for row in RW_ROWS}
+MASK_STAGES["rw_crf"] = ("results/rw_crf/{split}/{shard}.h5", EVAL_SPLIT)
 # the pseudo masks the segmenters learn from, where the training split has ground truth
 if has_masks(TRAIN_SPLIT):
     MASK_STAGES["segmenter_masks"] = (MASK_SOURCES[SEG["source"]], TRAIN_SPLIT)
@@ -18,26 +16,38 @@ for _name, (_head, _source) in SEGMENTERS.items():
         MASK_STAGES[f"{_name}_crf"] = (f"results/{_name}_crf/{{split}}/{{shard}}.h5", EVAL_SPLIT)
 if has_masks(TRAIN_SPLIT):
     MASK_STAGES = {"affinity_labels": ("results/affinity_labels/{split}/{shard}.h5", TRAIN_SPLIT), **MASK_STAGES}
-EVALUATED_STAGES = ["cam", *MASK_STAGES]
+# Stages evaluated as CAMs (best background threshold): row -> CAM directory under results/.
+CAM_ROWS = {"cam": "cam", **SCCAM_ROWS}
+ALL_CAM_ROWS = {**CAM_ROWS, **SCCAM_ABLATION_ROWS}  # the ablation's rows are built on request only
+EVALUATED_STAGES = [*CAM_ROWS, *MASK_STAGES]
 # rows whose artifacts are another stage's: row -> the stage that wrote them
 ARTIFACT_STAGES = {"segmenter_masks": SEG["source"]}
-SCORE_STAGES = {"rw"}
+SCORE_STAGES = set(RW_ROWS)
+
+
+def cluster_report(row):
+    """An SC-CAM row's cluster report (sizes, purity), [] for other CAM rows."""
+    cams = ALL_CAM_ROWS[row]
+    return f"results/{cams.removesuffix('/cam')}/clusters.json" if cams.startswith("sccam/") else []
 
 
 rule evaluate_cams:
     input:
-        cams=lambda w: shard_files("results/cam/{split}/{shard}.h5", EVAL_SPLIT),
+        cams=lambda w: shard_files(f"results/{ALL_CAM_ROWS[w.stage]}/{{split}}/{{shard}}.h5", EVAL_SPLIT),
         manifests=lambda w: shard_files("results/manifest/{split}/{shard}.tsv", EVAL_SPLIT),
+        clusters=lambda w: cluster_report(w.stage),
     output:
-        metrics="results/metrics/cam.json",
-        problems="results/metrics/cam.problems.tsv",
+        metrics="results/metrics/{stage}.json",
+        problems="results/metrics/{stage}.problems.tsv",
+    wildcard_constraints:
+        stage="|".join(ALL_CAM_ROWS),
     params:
         thresholds=CFG["evaluation"]["bg_threshold"],
         classes=CLASSES,
         split=EVAL_SPLIT,
         code=code_hash("pipeline.evaluate"),
     log:
-        "results/logs/evaluate/cam.log",
+        "results/logs/evaluate/{stage}.log",
     script:
         "../scripts/evaluate_cams.py"
 

@@ -1,17 +1,26 @@
-# Stage random_walk: the chosen CAMs propagated over AffinityNet's affinities with sparse
-# products (pipeline/random_walk.py): pseudo masks per shard in HDF5 and as PNG label maps.
+# Stage random_walk: CAMs propagated over AffinityNet's affinities with sparse products
+# (pipeline/random_walk.py): pseudo masks per shard in HDF5 and as PNG label maps.
+# One row per CAM source: rw walks the plain CAMs, sccam_rw the last SC-CAM round's, both
+# over the AffinityNet trained on the affinity labels of the plain CAMs.
+
+# random-walk row -> the CAM directory (under results/) it walks
+RW_ROWS = {"rw": "cam"}
+if SCCAM["enabled"]:
+    RW_ROWS["sccam_rw"] = sccam_cams(SCCAM["k"], SCCAM["rounds"])
 
 
 rule random_walk:
     input:
         lambda w: split_data(w.split),
         manifest="results/manifest/{split}/{shard}.tsv",
-        cams=cam_source(CFG["random_walk"]["source"]),
+        cams=lambda w: f"results/{RW_ROWS[w.rw]}/{w.split}/{w.shard}.h5",
         model=rules.train_affinity.output.model,
     output:
-        masks="results/rw/{split}/{shard}.h5",
-        png=directory("results/rw/{split}/png/{shard}"),
-        problems="results/rw/{split}/{shard}.problems.tsv",
+        masks="results/{rw}/{split}/{shard}.h5",
+        png=directory("results/{rw}/{split}/png/{shard}"),
+        problems="results/{rw}/{split}/{shard}.problems.tsv",
+    wildcard_constraints:
+        rw="|".join(RW_ROWS),
     params:
         cfg={k: v for k, v in CFG["random_walk"].items() if k != "crf_profile"},
         code=code_hash("pipeline.random_walk"),
@@ -21,6 +30,6 @@ rule random_walk:
         mem_mb=8000,
         runtime=120,
     log:
-        "results/logs/random_walk/{split}/{shard}.log",
+        "results/logs/random_walk/{rw}/{split}/{shard}.log",
     script:
         "../scripts/random_walk.py"

@@ -10,10 +10,10 @@ SEGMENTERS = {f"deeplab_{head}": (head, SEG["source"]) for head in SEG["heads"]}
 if SEG["fully_supervised"] and has_masks(TRAIN_SPLIT):
     SEGMENTERS["fully_supervised"] = (SEG["heads"][0], GROUND_TRUTH)
 # mask sources a segmenter can learn from: stage -> its artifact pattern
-MASK_SOURCES = {
-    "rw": "results/rw/{split}/{shard}.h5",
-    "rw_crf": "results/rw_crf/{split}/{shard}.h5",
-}
+MASK_SOURCES = {row: f"results/{row}/{{split}}/{{shard}}.h5" for row in [*RW_ROWS, "rw_crf"]}
+if SEG["source"] not in MASK_SOURCES:
+    raise ValueError(f"segmenter.source: {SEG['source']} is not made by this configuration "
+                     f"(choose one of {sorted(MASK_SOURCES)}; sccam_rw needs sccam.enabled: true)")
 # what defines the training (inference settings and the choice of rows do not)
 SEG_TRAINING = {k: v for k, v in SEG.items()
                 if k not in ("heads", "source", "fully_supervised", "test_scales", "test_flip", "crf_profile")}

@@ -1,0 +1,11 @@
+# Adapter: rule sccam_clusters -> pipeline.sccam.run_clusters
+from pipeline import sccam
+from pipeline.logs import stage_logging
+from pipeline.training import configure_threads
+
+with stage_logging(snakemake.log[0]):
+    configure_threads(snakemake.threads)
+    p, out = snakemake.params, snakemake.output
+    sccam.run_clusters(manifest_path=snakemake.input.manifest, feature_paths=snakemake.input.features,
+                       classes=p.classes, cfg=p.cfg, seed=p.seed, round_=int(snakemake.wildcards.round), split=p.split,
+                       code_hash=p.code, out_path=out.clusters, report_path=out.report, picture_path=out.picture)
