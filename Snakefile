@@ -7,8 +7,10 @@
 include: "workflow/rules/common.smk"
 include: "workflow/rules/dataset.smk"
 include: "workflow/rules/classifier.smk"
-include: "workflow/rules/cams.smk"
 include: "workflow/rules/sccam.smk"
+include: "workflow/rules/saliency.smk"
+include: "workflow/rules/eps.smk"
+include: "workflow/rules/cams.smk"  # after the methods that register CAM directories
 include: "workflow/rules/affinity_labels.smk"
 include: "workflow/rules/affinity.smk"
 include: "workflow/rules/random_walk.smk"

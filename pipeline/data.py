@@ -114,19 +114,55 @@ class LabelledImages(torch.utils.data.Dataset):
     def __len__(self):
         return len(self.records)
 
-    def __getitem__(self, index: int):
+    def load(self, index: int):
+        """(record, RGB image, the sample's generator, multi-hot target), or an error item."""
         r = self.records[index]
         try:
             rgb = read_image(r.image)
         except ImageReadError as e:
             return {"error": (r.image_id, r.image, str(e))}
-        rng = np.random.default_rng([self.seed, self.epoch, index])
         target = torch.zeros(self.n_classes)
         target[[v - 1 for v in r.labels]] = 1.0
+        return r, rgb, np.random.default_rng([self.seed, self.epoch, index]), target
+
+    def __getitem__(self, index: int):
+        loaded = self.load(index)
+        if isinstance(loaded, dict):
+            return loaded
+        r, rgb, rng, target = loaded
         item = {"image": augment(rgb, self.cfg, rng), "target": target, "index": index}
         if self.sub_targets is not None:
             item["sub_target"] = torch.as_tensor(self.sub_targets[r.image_id], dtype=torch.float32)
         return item
+
+
+class ArtifactArrays:
+    """One named array per image from artifact shards (`where`: image id -> .h5 path), opened
+    lazily and once per process: HDF5 handles must not cross a loader's fork."""
+
+    def __init__(self, where: dict[str, str], stage: str | None, name: str):
+        self.where, self.stage, self.name = where, stage, name
+        self._readers, self._pid = {}, None
+
+    @classmethod
+    def from_shards(cls, shard_paths, stage: str, name: str) -> "ArtifactArrays":
+        from .artifacts import ArtifactReader
+
+        where = {}
+        for path in shard_paths:
+            with ArtifactReader(path, stage=stage) as rd:
+                where.update(dict.fromkeys(rd.image_ids(), str(path)))
+        return cls(where, stage, name)
+
+    def read(self, image_id: str) -> np.ndarray:
+        from .artifacts import ArtifactReader
+
+        if self._pid != os.getpid():
+            self._readers, self._pid = {}, os.getpid()
+        path = str(self.where[image_id])
+        if path not in self._readers:
+            self._readers[path] = ArtifactReader(path, stage=self.stage)
+        return self._readers[path].read(image_id, self.name)[self.name]
 
 
 class MaskedCrops(torch.utils.data.Dataset):
@@ -137,24 +173,16 @@ class MaskedCrops(torch.utils.data.Dataset):
 
     def __init__(self, records: list[Record], mask_paths: dict[str, str], cfg: dict, seed: int,
                  stage: str | None = None):
-        self.records, self.mask_paths, self.cfg, self.seed, self.stage = records, mask_paths, cfg, seed, stage
+        self.records, self.mask_paths, self.cfg, self.seed = records, mask_paths, cfg, seed
         self.epoch = 0
-        self._readers, self._pid = {}, None
+        self._masks = ArtifactArrays(mask_paths, stage, "mask")
 
     def __len__(self):
         return len(self.records)
 
     def _mask(self, image_id: str) -> np.ndarray:
         path = str(self.mask_paths[image_id])
-        if not path.endswith(".h5"):
-            return read_label_map(path)
-        from .artifacts import ArtifactReader
-
-        if self._pid != os.getpid():  # HDF5 handles must not cross a fork
-            self._readers, self._pid = {}, os.getpid()
-        if path not in self._readers:
-            self._readers[path] = ArtifactReader(path, stage=self.stage)
-        return self._readers[path].read(image_id, "mask")["mask"]
+        return self._masks.read(image_id) if path.endswith(".h5") else read_label_map(path)
 
     def __getitem__(self, index: int):
         r = self.records[index]
@@ -175,16 +203,11 @@ def mask_locations(records: list[Record], shard_paths, stage: str, problems) -> 
     """image id -> where its label map is: the shard (.h5 of `stage`) that holds it or, when
     `shard_paths` is None, the ground-truth mask file of the manifest. Images without one are
     added to `problems` (a ProblemReport)."""
-    from .artifacts import ArtifactReader
-
-    where = {}
     if shard_paths is None:
         where = {r.image_id: r.mask for r in records if r.mask}
         missing = "no ground-truth mask in the manifest"
     else:
-        for path in shard_paths:
-            with ArtifactReader(path, stage=stage) as rd:
-                where.update(dict.fromkeys(rd.image_ids(), str(path)))
+        where = ArtifactArrays.from_shards(shard_paths, stage, "mask").where
         missing = f"no {stage} mask (see that stage's problems)"
     for r in records:
         if r.image_id not in where:

@@ -78,6 +78,20 @@ def read_label_map(path) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+def read_grey_map(path) -> np.ndarray:
+    """float32 [H, W] in 0..1 of a grey-level map (a saliency PNG: 0..255, or 16-bit);
+    colour images are converted to grey levels."""
+    img = _open(path)
+    if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+        arr = np.asarray(img, dtype=np.float64)
+        return (arr / (65535.0 if img.mode.startswith("I;16") or arr.max() > 255 else 255.0)).astype(np.float32)
+    if img.mode == "F":
+        return np.clip(np.asarray(img, dtype=np.float32), 0.0, 1.0)
+    if img.mode in ("RGBA", "LA", "PA"):
+        img = img.convert("RGBA").convert("RGB")
+    return np.asarray(img.convert("L"), dtype=np.float32) / 255.0
+
+
 def voc_palette(n: int = 256) -> np.ndarray:
     """The standard PASCAL VOC colour map, [n, 3] uint8 (bit-interleaved class index)."""
     palette = np.zeros((n, 3), dtype=np.uint8)

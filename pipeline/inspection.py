@@ -60,8 +60,9 @@ def _heat(rgb: np.ndarray, cam: np.ndarray) -> np.ndarray:
 
 
 def show(path, image_id: str, out_path, threshold: float = 0.15) -> Path:
-    """Draw an image with its CAMs (one heat map per class and the label map at `threshold`)
-    or its label maps overlaid, plus the ground truth when the mask is at hand; save as PNG."""
+    """Draw an image with its CAMs (one heat map per class and the label map at `threshold`),
+    its saliency map or its label maps overlaid, plus the ground truth when the mask is at
+    hand; save as PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -104,6 +105,10 @@ def show(path, image_id: str, out_path, threshold: float = 0.15) -> Path:
                 continue
             score = scores[k]
             panels.append((f"score {name_of(int(v))} (max {score.max():.2f})", _heat(rgb, score)))
+    if "saliency" in data:  # a saliency map: grey levels and over the image
+        sal = np.clip(data["saliency"].astype(np.float32), 0, 1)
+        panels.append((f"saliency (mean {sal.mean():.2f})", np.repeat((sal * 255).astype(np.uint8)[..., None], 3, 2)))
+        panels.append(("saliency over the image", _heat(rgb, sal)))
     for name, arr in data.items():
         if arr.ndim == 2 and arr.dtype == np.uint8 and arr.shape == rgb.shape[:2]:
             label_maps.append((name, arr))

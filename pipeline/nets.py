@@ -122,6 +122,29 @@ class SubCategoryClassifier(Classifier):
                 "head": [*self.head.parameters(), *self.sub_head.parameters()]}
 
 
+class SaliencyClassifier(Classifier):
+    """EPS's classifier: the head gives C class maps and one background map. Class scores are
+    the spatial means of the class maps (the background map has no image label); the CAMs are
+    the softmax over all C + 1 maps, so foreground and background compete per pixel."""
+
+    def __init__(self, n_classes: int, depth: int = 50, output_stride: int = 16, pretrained: str | None = None):
+        super().__init__(n_classes, depth, output_stride, pretrained)
+        self.arch.update(background_map=True)
+        self.head = nn.Conv2d(self.backbone.out_channels, n_classes + 1, 1, bias=False)
+
+    def maps(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits [N, C + 1, h, w], background last."""
+        return self.head(self.backbone(x))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        f = self.backbone(x).mean(dim=(2, 3), keepdim=True)
+        return self.head(f).flatten(1)[:, :-1]
+
+    def cams(self, x: torch.Tensor, class_index: torch.Tensor) -> torch.Tensor:
+        """Softmax probabilities [N, K, h, w] of the classes `class_index` among all C + 1 maps."""
+        return self.maps(x).softmax(dim=1)[:, class_index]
+
+
 class AffinityNet(nn.Module):
     """PSA's AffinityNet on a ResNet at output stride 8: 1x1 convolutions of the last three
     stages (64, 128 and 256 channels, ELU) concatenated and mixed by a 1x1 convolution into
@@ -233,17 +256,21 @@ def _load_saved(path, build, what: str, device):
     return model, {k: v for k, v in saved.items() if k not in ("arch", "state_dict")}
 
 
-def init_from_classifier(model: nn.Module, classifier_path, depth: int, config_key: str) -> None:
+def init_from_classifier(model: nn.Module, classifier_path, depth: int, config_key: str) -> Classifier:
     """Start `model`'s backbone from the trained CAM classifier's (a stand-in for ImageNet
-    weights when none are available); dilation is structure, not weights, so strides may differ."""
+    weights when none are available); dilation is structure, not weights, so strides may differ.
+    Returns the classifier, for callers that take more of it."""
     classifier, _ = load_classifier(classifier_path)
     if classifier.arch["depth"] != depth:
         raise ValueError(f"{config_key}.init_from_classifier: the classifier is a ResNet-{classifier.arch['depth']}, "
                          f"{config_key}.depth is {depth}")
     model.backbone.load_state_dict(classifier.backbone.state_dict())
+    return classifier
 
 
 def _build_classifier(arch: dict) -> Classifier:
+    if arch.get("background_map"):
+        return SaliencyClassifier(arch["n_classes"], arch["depth"], arch["output_stride"])
     if "k" in arch:
         return SubCategoryClassifier(arch["n_classes"], arch["k"], arch["depth"], arch["output_stride"],
                                      dropout=arch["dropout"])
@@ -252,7 +279,7 @@ def _build_classifier(arch: dict) -> Classifier:
 
 def load_classifier(path, device="cpu") -> tuple[Classifier, dict]:
     """A classifier saved by train_classifier (or an SC-CAM round's, with its sub-category
-    head), in eval mode, and the saved dict's extras."""
+    head, or EPS's, with its background map), in eval mode, and the saved dict's extras."""
     return _load_saved(path, _build_classifier, "a classifier", device)
 
 

@@ -31,6 +31,7 @@ from .data import normalize, to_tensor
 from .logs import progress
 from .nets import load_classifier
 from .problems import ProblemReport, readable_images
+from .summary import aligned, percent, write_rows
 from .training import pick_device
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,9 @@ def known_subtypes(records, classes) -> np.ndarray | None:
     index = {name: c for c, name in enumerate(classes)}
     for i, r in enumerate(records):
         for name, sub in (r.meta or {}).get("subtypes", {}).items():
+            if name not in index:
+                raise ValueError(f"image {r.image_id}: its manifest meta names the sub-type of {name!r}, "
+                                 f"which is not a class of the dataset ({', '.join(classes)})")
             truth[i, index[name]] = sub
     return truth if (truth >= 0).any() else None
 
@@ -270,14 +274,13 @@ def write_ablation(metric_paths, out_path) -> str:
         rows.append({"k": k, "round": round_, "miou": m["miou"], "best_threshold": m["best_threshold"],
                      "purity": purity.get("purity"), "nmi": purity.get("nmi")})
     rows.sort(key=lambda r: (r["k"], r["round"]))
-    columns = list(rows[0]) if rows else ["k", "round", "miou", "best_threshold", "purity", "nmi"]
+    columns = ["k", "round", "miou", "best_threshold", "purity", "nmi"]
+    write_rows(rows, columns, out_path)
 
-    def cell(v, percent=False):
-        return "" if v is None else (f"{100 * v:.1f}" if percent else f"{v:.4f}" if isinstance(v, float) else str(v))
+    def cell(v):
+        return "" if v is None else f"{v:.4f}"
 
-    write_text(out_path, "\t".join(columns) + "\n" + "".join("\t".join(cell(r[c]) for c in columns) + "\n" for r in rows))
     shown = [["k", "round", "CAM mIoU", "threshold", "purity", "NMI"]]
-    shown += [[str(r["k"]), str(r["round"]), cell(r["miou"], True), cell(r["best_threshold"]), cell(r["purity"]),
+    shown += [[str(r["k"]), str(r["round"]), percent(r["miou"]), cell(r["best_threshold"]), cell(r["purity"]),
                cell(r["nmi"])] for r in rows]
-    widths = [max(len(row[i]) for row in shown) for i in range(len(shown[0]))]
-    return "\n".join("  ".join(v.ljust(w) for v, w in zip(row, widths)).rstrip() for row in shown)
+    return aligned(shown)

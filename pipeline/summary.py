@@ -52,6 +52,22 @@ def write_summary(metric_paths, out_path) -> str:
     return buf.getvalue()
 
 
+def percent(value) -> str:
+    return "" if value is None else f"{100 * value:.1f}"
+
+
+def aligned(cells: list[list[str]]) -> str:
+    """Rows of strings as left-aligned columns for the terminal."""
+    widths = [max(len(row[i]) for row in cells) for i in range(len(cells[0]))]
+    return "\n".join("  ".join(v.ljust(wd) for v, wd in zip(row, widths)).rstrip() for row in cells)
+
+
+def write_rows(rows: list[dict], columns, out_path) -> None:
+    """An ablation's rows as TSV (values as in summary.tsv: 0..1, 4 decimals; None empty)."""
+    write_text(out_path, "\t".join(columns) + "\n" + "".join("\t".join(_fmt(r.get(c)) for c in columns) + "\n"
+                                                            for r in rows))
+
+
 def format_table(tsv_path, columns=("stage", "split", "miou", "best_threshold", "coverage", "n_images", "n_skipped")) -> str:
     """The main columns of a summary file, aligned for the terminal (mIoU and coverage in percent)."""
     with open(tsv_path, newline="") as f:
@@ -60,8 +76,7 @@ def format_table(tsv_path, columns=("stage", "split", "miou", "best_threshold", 
     for r in rows:
         cells.append([f"{100 * float(r[c]):.1f}" if c in ("miou", "coverage") and r.get(c) not in (None, "", "nan") else r.get(c, "")
                       for c in columns])
-    widths = [max(len(row[i]) for row in cells) for i in range(len(columns))]
-    table = "\n".join("  ".join(v.ljust(wd) for v, wd in zip(row, widths)).rstrip() for row in cells)
+    table = aligned(cells)
     partial = [r["stage"] for r in rows if r.get("coverage") not in (None, "", "nan") and float(r["coverage"]) < 1]
     if partial:
         table += f"\n(mIoU of {', '.join(partial)}: on the decided pixels only; coverage = their share)"

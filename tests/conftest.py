@@ -28,6 +28,7 @@ TINY = {
                   "lr": 0.01, "test_scales": [1.0]},
     "sccam": {"k": 2, "rounds": 2, "epochs": 1, "init_from_previous": True, "n_init": 2, "embedding": "pca",
               "ablation_k": [1, 2]},
+    "eps": {"epochs": 1, "init_from_classifier": True, "ablation_tau": [0.4, 0.6]},
 }
 
 

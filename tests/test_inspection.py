@@ -50,6 +50,23 @@ def test_show_draws_image_cams_truth_and_labels(artifact, tmp_path):
     assert (png.std(axis=2) > 40).mean() > 0.02
 
 
+def test_show_draws_a_saliency_map(tmp_path):
+    rgb = np.full((40, 60, 3), 128, np.uint8)
+    write_image(tmp_path / "img.png", rgb)
+    sal = np.zeros((40, 60), np.float16)
+    sal[10:30, 20:40] = 1.0
+    with ArtifactWriter(tmp_path / "s.h5", stage="saliency", split="val", shard="shard00", classes=["cat"],
+                        params={"source": "manifold_ranking"}, code_hash="abc") as w:
+        w.add("img", {"image_path": str(tmp_path / "img.png"), "height": 40, "width": 60}, saliency=sal)
+    proc = cli("show", str(tmp_path / "s.h5"), "img", "-o", str(tmp_path / "show.png"))
+    assert proc.returncode == 0, proc.stderr
+    png = read_image(tmp_path / "show.png")
+    assert png.shape[1] > 3 * 200  # image, grey map, heat map side by side
+    black = (png.max(axis=2) < 15).mean()  # the grey map's non-salient part
+    blue = ((png[..., 2].astype(int) - png[..., 0]) > 50).mean()  # the heat map's cold part
+    assert black > 0.05 and blue > 0.05
+
+
 def test_cli_errors_name_the_file_and_image(artifact, tmp_path):
     proc = cli("show", str(artifact), "nope", "-o", str(tmp_path / "x.png"))
     assert proc.returncode == 1 and "a.h5: image nope: not in this artifact" in proc.stderr

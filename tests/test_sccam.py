@@ -76,6 +76,9 @@ def test_known_subtypes_come_from_the_manifest_meta():
     truth = known_subtypes(records, ["a", "b", "c"])
     np.testing.assert_array_equal(truth, [[2, -1, 0], [-1, -1, -1]])
     assert known_subtypes(records[1:], ["a", "b", "c"]) is None
+    stray = [Record("i2", "z.png", (1,), meta={"subtypes": {"zebra": 1}})]
+    with pytest.raises(ValueError, match="image i2: its manifest meta names the sub-type of 'zebra'"):
+        known_subtypes(stray, ["a", "b", "c"])
 
 
 def test_subcategory_target_indexes_class_times_k_plus_cluster():

@@ -62,14 +62,15 @@ def test_outputs_of_a_run(tiny_run):
     assert not list((work / "results/checkpoints").glob("*"))  # removed after training
     for rule in ("synthetic_data/train", "synthetic_data/val", "train_classifier", "summary", "evaluate/cam",
                  "train_affinity", "evaluate/rw", "evaluate/rw_crf", "evaluate/affinity_labels",
-                 "train_segmenter/deeplab_aspp", "train_segmenter/fully_supervised", "evaluate/deeplab_aspp_crf"):
+                 "train_segmenter/deeplab_aspp", "train_segmenter/fully_supervised", "evaluate/deeplab_aspp_crf",
+                 "train_eps/manifold_ranking/tau0.4", "evaluate/eps", "evaluate/saliency"):
         assert (work / f"results/logs/{rule}.log").is_file()
 
 
 def test_random_walk_outputs_and_their_rows(tiny_run):
     work, _, _ = tiny_run
     rows = {r["stage"]: r for r in csv.DictReader((work / "results/metrics/summary.tsv").open(), delimiter="\t")}
-    assert list(rows) == ["cam", "sccam_r1", "sccam_r2", "affinity_labels", "rw", "sccam_rw", "rw_crf",
+    assert list(rows) == ["cam", "sccam_r1", "sccam_r2", "eps", "affinity_labels", "rw", "sccam_rw", "eps_rw", "rw_crf",
                           "segmenter_masks", "deeplab_aspp", "deeplab_aspp_crf", "fully_supervised"]
     assert rows["segmenter_masks"]["split"] == "train"  # the random walk of the training images
     assert rows["affinity_labels"]["split"] == "train" and rows["rw"]["split"] == "val"
@@ -106,10 +107,10 @@ def test_random_walk_change_reruns_the_walk_and_what_follows_only(tiny_run):
     changed = write_config(work / "beta.yaml", {"random_walk": {"beta": 10}})
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
     n_val, n_train = (len(list((work / f"results/rw/{s}").glob("*.h5"))) for s in ("val", "train"))
-    # the walk of both splits (the segmenter learns from the training split's) and SC-CAM's walk,
-    # the segmenter trained on it and what follows; not the ground-truth trained one
-    assert jobs == {"random_walk": 2 * n_val + n_train, "crf_masks": 2 * n_val, "train_segmenter": 1,
-                    "segment": n_val, "evaluate_masks": 6, "summary": 1, "all": 1}
+    # the walk of both splits (the segmenter learns from the training split's), SC-CAM's and EPS's
+    # walks, the segmenter trained on it and what follows; not the ground-truth trained one
+    assert jobs == {"random_walk": 3 * n_val + n_train, "crf_masks": 2 * n_val, "train_segmenter": 1,
+                    "segment": n_val, "evaluate_masks": 7, "summary": 1, "all": 1}
 
 
 def test_mask_source_change_retrains_only_the_segmenter_and_what_follows(tiny_run):
@@ -180,6 +181,43 @@ def test_sccam_k_change_redoes_only_the_rounds_and_what_follows(tiny_run):
     assert planned_jobs(snakemake(work, off, "--dry-run").stdout) == {"summary": 1, "all": 1}
 
 
+def test_eps_and_saliency_rows_and_their_artifacts(tiny_run):
+    work, _, _ = tiny_run
+    saliency = json.loads((work / "results/metrics/saliency.json").read_text())
+    assert saliency["split"] == "val" and saliency["source"] == "manifold_ranking" and saliency["n_images"] == 16
+    assert 0 < saliency["max_f"] <= 1 and 0 < saliency["mae"] < 1 and len(saliency["pr_curve"]) == 32
+    shard = next((work / "results/saliency/manifold_ranking/train").glob("*.h5"))
+    with ArtifactReader(shard, stage="saliency") as rd:
+        sal = rd.read(rd.image_ids()[0], "saliency")["saliency"]
+        assert sal.dtype == np.float16 and sal.shape == (rd.image_attrs(rd.image_ids()[0])["height"],
+                                                          rd.image_attrs(rd.image_ids()[0])["width"])
+    m = json.loads((work / "results/metrics/eps.json").read_text())
+    assert m["split"] == "val" and 0 < m["miou"] < 1 and len(m["threshold_sweep"]) == 96
+    history = json.loads((work / "results/eps/manifold_ranking/tau0.4/history.json").read_text())["epochs"]
+    assert len(history) == 1 and {"cls", "saliency", "fg_share"} <= set(history[0])
+    model, saved = load_classifier(work / "results/eps/manifold_ranking/tau0.4/model.pt")
+    assert model.arch["background_map"] and saved["tau"] == 0.4
+    with ArtifactReader(next((work / "results/eps_rw/val").glob("*.h5")), stage="eps_rw") as rd:
+        assert rd.read(rd.image_ids()[0], "mask")["mask"].dtype == np.uint8
+
+
+def test_eps_tau_and_saliency_source_changes_redo_only_eps(tiny_run, tmp_path):
+    work, _, _ = tiny_run
+    n_train, n_val = (len(list((work / f"results/cam/{s}").glob("*.h5"))) for s in ("train", "val"))
+    tau = write_config(work / "tau.yaml", {"eps": {"tau": 0.6}})
+    assert planned_jobs(snakemake(work, tau, "--dry-run").stdout) == {
+        "train_eps": 1, "make_cams": n_val, "evaluate_cams": 1, "random_walk": n_val, "evaluate_masks": 1,
+        "summary": 1, "all": 1}
+    source = write_config(work / "source_ft.yaml", {"saliency": {"source": "frequency_tuned"}})
+    assert planned_jobs(snakemake(work, source, "--dry-run").stdout) == {
+        "saliency": n_train + n_val, "evaluate_saliency": 1, "train_eps": 1, "make_cams": n_val, "evaluate_cams": 1,
+        "random_walk": n_val, "evaluate_masks": 1, "summary": 1, "all": 1}
+    folder = write_config(tmp_path / "folder.yaml", {"saliency": {"source": "folder"}})
+    proc = snakemake(tmp_path, folder, check=False)
+    assert proc.returncode != 0 and "saliency.folder.dir is not set" in proc.stdout
+    assert not (tmp_path / "results").exists()
+
+
 def test_unchanged_rerun_does_nothing(tiny_run):
     work, config, _ = tiny_run
     out = snakemake(work, config, "--dry-run").stdout
@@ -191,11 +229,11 @@ def test_cam_parameter_change_reruns_cams_and_what_follows_only(tiny_run):
     changed = write_config(work / "scales.yaml", {"cams": {"scales": [1.0]}})
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
     n_val, n_train = (len(list((work / f"results/cam/{s}").glob("*.h5"))) for s in ("val", "train"))
-    # the plain CAMs and what follows, and each SC-CAM round's CAMs (their classifiers do not
-    # depend on CAMs) with their rows and the walk of the last one
-    assert jobs == {"make_cams": 3 * n_val + n_train, "evaluate_cams": 3, "affinity_labels": n_train,
-                    "train_affinity": 1, "random_walk": 2 * n_val + n_train, "crf_masks": 2 * n_val,
-                    "train_segmenter": 1, "segment": n_val, "evaluate_masks": 7, "summary": 1, "all": 1}
+    # the plain CAMs and what follows, and each SC-CAM round's and EPS's CAMs (their classifiers
+    # do not depend on CAMs) with their rows and walks
+    assert jobs == {"make_cams": 4 * n_val + n_train, "evaluate_cams": 4, "affinity_labels": n_train,
+                    "train_affinity": 1, "random_walk": 3 * n_val + n_train, "crf_masks": 2 * n_val,
+                    "train_segmenter": 1, "segment": n_val, "evaluate_masks": 8, "summary": 1, "all": 1}
 
 
 def test_classifier_change_reruns_training_not_the_data(tiny_run):
@@ -222,9 +260,9 @@ def test_more_shards_do_not_retrain_the_classifier(tiny_run):
     changed = write_config(work / "shards.yaml", {"dataset": {"n_shards": 3}})
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
     assert "train_classifier" not in jobs and "synthetic_data" not in jobs and "manifest" not in jobs
-    # the shards, redone under new names: 3 train + 3 val, CAMs of both splits and of the two
-    # SC-CAM rounds on val (whose clusters see a new list of feature files, as AffinityNet its labels)
-    assert jobs["manifest_shard"] == 6 and jobs["make_cams"] == 6 + 2 * 3
+    # the shards, redone under new names: 3 train + 3 val, CAMs of both splits, of the two SC-CAM
+    # rounds and of EPS on val (whose trainings see new lists of shards, as AffinityNet its labels)
+    assert jobs["manifest_shard"] == 6 and jobs["make_cams"] == 6 + 3 * 3
 
 
 def test_more_validation_images_do_not_retrain(tiny_run):
@@ -246,8 +284,8 @@ def test_evaluation_change_reruns_evaluation_only(tiny_run):
     work, _, _ = tiny_run
     changed = write_config(work / "eval.yaml", {"evaluation": {"bg_threshold": {"step": 0.05}}})
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
-    # the CAM rows (cam, sccam_r1, sccam_r2) and the walks' sweeps (rw, sccam_rw)
-    assert jobs == {"evaluate_cams": 3, "evaluate_masks": 2, "summary": 1, "all": 1}
+    # the CAM rows (cam, sccam_r1, sccam_r2, eps) and the walks' sweeps (rw, sccam_rw, eps_rw)
+    assert jobs == {"evaluate_cams": 4, "evaluate_masks": 3, "summary": 1, "all": 1}
 
 
 def test_invalid_config_stops_before_any_job(tmp_path):
@@ -338,7 +376,7 @@ def bad_input_run(tmp_path_factory):
     rows["train_00005"]["class_names"] = ""           # an image with no labels
     write_labels(tmp_path / "labels.csv", rows)
 
-    snakemake(tmp_path, folder_config(tmp_path))
+    snakemake(tmp_path, folder_config(tmp_path, {"sccam": {"rounds": 1}}))  # one round shows the skipping
     return tmp_path, rows
 
 
@@ -375,9 +413,17 @@ def test_bad_images_are_recorded_and_skipped_the_rest_is_processed(bad_input_run
     # SC-CAM: the unreadable training image has no feature, hence no sub-category label
     feature_problems = {r[0] for p in (res / "sccam/k2/r1/features").glob("*.problems.tsv") for r in read_report(p)}
     assert feature_problems == {"train_00004"}
-    sccam_problems = {r[0]: r[2] for r in read_report(res / "sccam/k2/r2/problems.tsv")}
+    sccam_problems = {r[0]: r[2] for r in read_report(res / "sccam/k2/r1/problems.tsv")}
     assert set(sccam_problems) == {"train_00004"} and "no sub-category label" in sccam_problems["train_00004"]
-    assert json.loads((res / "metrics/sccam_r2.json").read_text())["clusters"]["images"] == 14  # 16 - 2
+    assert json.loads((res / "metrics/sccam_r1.json").read_text())["clusters"]["images"] == 14  # 16 - 2
+    # EPS: the unreadable images have no saliency map; EPS trains and evaluates without them
+    saliency_problems = {r[0]: r[2] for split in ("train", "val")
+                         for p in (res / f"saliency/manifold_ranking/{split}").glob("*.problems.tsv") for r in read_report(p)}
+    assert set(saliency_problems) == {"train_00004", "val_00002"}
+    eps_problems = {r[0]: r[2] for r in read_report(res / "eps/manifold_ranking/tau0.4/problems.tsv")}
+    assert set(eps_problems) == {"train_00004"} and "no saliency map" in eps_problems["train_00004"]
+    assert json.loads((res / "metrics/eps.json").read_text())["n_images"] == 6
+    assert json.loads((res / "metrics/saliency.json").read_text())["n_skipped"] == 2
 
 
 def test_new_images_rerun_only_the_shards_they_fall_in(bad_input_run):
@@ -386,12 +432,13 @@ def test_new_images_rerun_only_the_shards_they_fall_in(bad_input_run):
     shutil.copy(tmp_path / "masks" / "val_00004.png", tmp_path / "masks" / "val_new.png")
     more = dict(rows, val_new={**rows["val_00004"], "image_id": "val_new"})
     write_labels(tmp_path / "more.csv", more)
-    cfg = folder_config(tmp_path, {"dataset": {"folder": {"labels_csv": str(tmp_path / "more.csv")}}})
+    cfg = folder_config(tmp_path, {"sccam": {"rounds": 1}, "dataset": {"folder": {"labels_csv": str(tmp_path / "more.csv")}}})
     jobs = planned_jobs(snakemake(tmp_path, cfg, "--dry-run").stdout)
-    # one val shard gets the new image: its manifest and CAMs are redone, the other shard's are not
-    # (CAMs of the plain classifier and of both SC-CAM rounds; the walks of rw and sccam_rw)
-    assert jobs == {"manifest_shard": 1, "manifest": 1, "make_cams": 3, "evaluate_cams": 3, "random_walk": 2,
-                    "segment": 2, "crf_masks": 2, "evaluate_masks": 6, "summary": 1, "all": 1}
+    # one val shard gets the new image: its manifest, saliency and CAMs are redone, the other
+    # shard's are not (CAMs of the plain classifier, the SC-CAM round and EPS; their walks)
+    assert jobs == {"manifest_shard": 1, "manifest": 1, "saliency": 1, "evaluate_saliency": 1, "make_cams": 3,
+                    "evaluate_cams": 3, "random_walk": 3, "segment": 2, "crf_masks": 2, "evaluate_masks": 7,
+                    "summary": 1, "all": 1}
 
 
 @pytest.mark.parametrize("problem, message", [
@@ -438,7 +485,8 @@ def test_voc_sample_end_to_end(tmp_path, voc_root):
                     "voc": {"root": str(voc_root), "split_files": {"mini_train": str(tmp_path / "mini_train.txt"),
                                                                    "mini_val": str(tmp_path / "mini_val.txt")}}},
         "classifier": {"crop_size": 64, "rescale": [0.15, 0.2], "color_jitter": {"hue": 0.1}},
-        "cams": {"scales": [0.25]}, "sccam": {"enabled": False}})  # SC-CAM runs on the tiny synthetic data
+        "cams": {"scales": [0.25]}, "sccam": {"enabled": False},  # SC-CAM and EPS run on the tiny synthetic data
+        "eps": {"enabled": False}})
     snakemake(tmp_path, config)
     metrics = json.loads((tmp_path / "results/metrics/cam.json").read_text())
     assert metrics["split"] == "mini_val" and metrics["n_images"] == 8 and metrics["n_skipped"] == 0
@@ -452,5 +500,7 @@ def test_voc_sample_end_to_end(tmp_path, voc_root):
     rows = [r["stage"] for r in csv.DictReader((tmp_path / "results/metrics/summary.tsv").open(), delimiter="\t")]
     assert rows == ["cam", "affinity_labels", "rw", "rw_crf", "segmenter_masks", "deeplab_aspp", "deeplab_aspp_crf",
                     "fully_supervised"]
+    saliency = json.loads((tmp_path / "results/metrics/saliency.json").read_text())  # real photographs
+    assert saliency["n_images"] == 8 and 0 < saliency["max_f"] <= 1 and 0 < saliency["mae"] < 0.5
     rw = json.loads((tmp_path / "results/metrics/rw_crf.json").read_text())
     assert rw["n_images"] == 8 and rw["n_skipped"] == 0 and len(rw["per_class_iou"]) == 21

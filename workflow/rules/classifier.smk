@@ -1,6 +1,8 @@
 # Stage train_classifier: the multi-label CAM classifier (pipeline/train_classifier.py).
 # Its resumable checkpoint lives outside the declared outputs, under results/checkpoints/.
 
+CAM_MODELS["cam"] = "results/classifier/model.pt"
+
 
 rule train_classifier:
     input:

@@ -43,6 +43,14 @@ wildcard_constraints:
     shard=r"shard\d+",
 
 
+# CAM directory (under results/) -> the classifier whose CAMs make_cams writes there. Each
+# method's rule file registers its own (classifier.smk: cam; sccam.smk: each round; eps.smk);
+# cams.smk, included after them, makes CAMs for every registered directory.
+CAM_MODELS = {}
+# CAM directory -> a method's report added to its CAM row's metrics (SC-CAM: clusters.json)
+CAM_REPORTS = {}
+
+
 def split_data(split):
     """The generated image folder of a split, for datasets the workflow makes itself, else []."""
     return datasets.generated_data(DS, split)
@@ -65,7 +73,7 @@ def affinity_labels_profile():
 def default_targets():
     manifests = expand("results/manifest/{split}.tsv", split=MANIFESTS)
     if CAN_EVALUATE:
-        return manifests + ["results/metrics/summary.tsv"]
+        return manifests + ["results/metrics/summary.tsv", "results/metrics/saliency.json"]
     # without ground truth to evaluate on: the first segmenter's CRF-refined predictions
     return manifests + shard_files(f"results/{next(iter(SEGMENTERS))}_crf/{{split}}/{{shard}}.h5", EVAL_SPLIT)
 

@@ -17,25 +17,24 @@ for _name, (_head, _source) in SEGMENTERS.items():
 if has_masks(TRAIN_SPLIT):
     MASK_STAGES = {"affinity_labels": ("results/affinity_labels/{split}/{shard}.h5", TRAIN_SPLIT), **MASK_STAGES}
 # Stages evaluated as CAMs (best background threshold): row -> CAM directory under results/.
-CAM_ROWS = {"cam": "cam", **SCCAM_ROWS}
-ALL_CAM_ROWS = {**CAM_ROWS, **SCCAM_ABLATION_ROWS}  # the ablation's rows are built on request only
+CAM_ROWS = {"cam": "cam", **SCCAM_ROWS, **EPS_ROWS}
+ALL_CAM_ROWS = {**CAM_ROWS, **SCCAM_ABLATION_ROWS, **EPS_ABLATION_ROWS}  # the ablation's rows are built on request only
 EVALUATED_STAGES = [*CAM_ROWS, *MASK_STAGES]
 # rows whose artifacts are another stage's: row -> the stage that wrote them
 ARTIFACT_STAGES = {"segmenter_masks": SEG["source"]}
 SCORE_STAGES = set(RW_ROWS)
 
 
-def cluster_report(row):
-    """An SC-CAM row's cluster report (sizes, purity), [] for other CAM rows."""
-    cams = ALL_CAM_ROWS[row]
-    return f"results/{cams.removesuffix('/cam')}/clusters.json" if cams.startswith("sccam/") else []
+def cam_report(row):
+    """The method's report of a CAM row (SC-CAM: cluster sizes, purity), [] if none."""
+    return CAM_REPORTS.get(ALL_CAM_ROWS[row], [])
 
 
 rule evaluate_cams:
     input:
         cams=lambda w: shard_files(f"results/{ALL_CAM_ROWS[w.stage]}/{{split}}/{{shard}}.h5", EVAL_SPLIT),
         manifests=lambda w: shard_files("results/manifest/{split}/{shard}.tsv", EVAL_SPLIT),
-        clusters=lambda w: cluster_report(w.stage),
+        report=lambda w: cam_report(w.stage),
     output:
         metrics="results/metrics/{stage}.json",
         problems="results/metrics/{stage}.problems.tsv",

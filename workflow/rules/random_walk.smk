@@ -1,12 +1,14 @@
 # Stage random_walk: CAMs propagated over AffinityNet's affinities with sparse products
 # (pipeline/random_walk.py): pseudo masks per shard in HDF5 and as PNG label maps.
-# One row per CAM source: rw walks the plain CAMs, sccam_rw the last SC-CAM round's, both
-# over the AffinityNet trained on the affinity labels of the plain CAMs.
+# One row per CAM source: rw walks the plain CAMs, sccam_rw the last SC-CAM round's, eps_rw
+# EPS's, all over the AffinityNet trained on the affinity labels of the plain CAMs.
 
 # random-walk row -> the CAM directory (under results/) it walks
 RW_ROWS = {"rw": "cam"}
 if SCCAM["enabled"]:
     RW_ROWS["sccam_rw"] = sccam_cams(SCCAM["k"], SCCAM["rounds"])
+if EPS["enabled"]:
+    RW_ROWS["eps_rw"] = EPS_ROWS["eps"]
 
 
 rule random_walk:

@@ -23,6 +23,10 @@ def sccam_cams(k, round_):
 # CAM rows of SC-CAM: row -> CAM directory under results/
 SCCAM_ROWS = {f"sccam_r{r}": sccam_cams(SCCAM["k"], r) for r in SCCAM_ROUNDS} if SCCAM["enabled"] else {}
 SCCAM_ABLATION_ROWS = {f"sccam_k{k}_r{r}": sccam_cams(k, r) for k in SCCAM["ablation_k"] for r in SCCAM_ROUNDS}
+for _k in {SCCAM["k"], *SCCAM["ablation_k"]}:
+    for _r in SCCAM_ROUNDS:
+        CAM_MODELS[sccam_cams(_k, _r)] = f"{sccam_dir(_k, _r)}/model.pt"
+        CAM_REPORTS[sccam_cams(_k, _r)] = f"{sccam_dir(_k, _r)}/clusters.json"
 
 
 def previous_classifier(w):

@@ -13,7 +13,7 @@ if SEG["fully_supervised"] and has_masks(TRAIN_SPLIT):
 MASK_SOURCES = {row: f"results/{row}/{{split}}/{{shard}}.h5" for row in [*RW_ROWS, "rw_crf"]}
 if SEG["source"] not in MASK_SOURCES:
     raise ValueError(f"segmenter.source: {SEG['source']} is not made by this configuration "
-                     f"(choose one of {sorted(MASK_SOURCES)}; sccam_rw needs sccam.enabled: true)")
+                     f"(choose one of {sorted(MASK_SOURCES)}; sccam_rw needs sccam.enabled, eps_rw eps.enabled)")
 # what defines the training (inference settings and the choice of rows do not)
 SEG_TRAINING = {k: v for k, v in SEG.items()
                 if k not in ("heads", "source", "fully_supervised", "test_scales", "test_flip", "crf_profile")}

@@ -1,0 +1,58 @@
+# Stage saliency: a saliency map per image from the configured source (pipeline/saliency.py),
+# for EPS and MCOF, under results/saliency/<source>/<split>/<shard>.h5; evaluated as row
+# `saliency` (max F-measure, adaptive F, MAE in results/metrics/saliency.json; not an mIoU,
+# so not in summary.tsv). Other sources (the ablation) build next to it.
+
+SALIENCY = CFG["saliency"]
+SALIENCY_SOURCES = "manifold_ranking|frequency_tuned|folder"
+if SALIENCY["source"] == "folder" and not SALIENCY["folder"]["dir"]:
+    raise ValueError("saliency.source is folder but saliency.folder.dir is not set")
+# saliency row -> its source; rows saliency_<source> are the ablation's
+SALIENCY_ROWS = {"saliency": SALIENCY["source"],
+                 **{f"saliency_{s}": s for s in SALIENCY["ablation_sources"] if s != SALIENCY["source"]}}
+
+
+def saliency_shards(source, split):
+    return shard_files(f"results/saliency/{source}/{{split}}/{{shard}}.h5", split)
+
+
+rule saliency:
+    input:
+        lambda w: split_data(w.split),
+        manifest="results/manifest/{split}/{shard}.tsv",
+    output:
+        saliency="results/saliency/{source}/{split}/{shard}.h5",
+        problems="results/saliency/{source}/{split}/{shard}.problems.tsv",
+    wildcard_constraints:
+        source=SALIENCY_SOURCES,
+    params:
+        cfg=lambda w: {"source": w.source, w.source: SALIENCY[w.source]},
+        classes=CLASSES,
+        code=code_hash("pipeline.saliency"),
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=60,
+    log:
+        "results/logs/saliency/{source}/{split}/{shard}.log",
+    script:
+        "../scripts/saliency.py"
+
+
+rule evaluate_saliency:
+    input:
+        saliency=lambda w: saliency_shards(SALIENCY_ROWS[w.stage], EVAL_SPLIT),
+        manifests=lambda w: shard_files("results/manifest/{split}/{shard}.tsv", EVAL_SPLIT),
+    output:
+        metrics="results/metrics/{stage}.json",
+        problems="results/metrics/{stage}.problems.tsv",
+    wildcard_constraints:
+        stage="|".join(SALIENCY_ROWS),
+    params:
+        classes=CLASSES,
+        split=EVAL_SPLIT,
+        code=code_hash("pipeline.saliency"),
+    log:
+        "results/logs/evaluate/{stage}.log",
+    script:
+        "../scripts/evaluate_saliency.py"

@@ -1,0 +1,9 @@
+# Adapter: rule saliency -> pipeline.saliency.run
+from pipeline import saliency
+from pipeline.logs import stage_logging
+
+with stage_logging(snakemake.log[0]):
+    p, w = snakemake.params, snakemake.wildcards
+    saliency.run(manifest_path=snakemake.input.manifest, cfg=p.cfg, classes=p.classes, code_hash=p.code,
+                 split=w.split, shard=w.shard, out_path=snakemake.output.saliency,
+                 problems_path=snakemake.output.problems)
