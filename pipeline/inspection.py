@@ -109,6 +109,13 @@ def show(path, image_id: str, out_path, threshold: float = 0.15) -> Path:
         sal = np.clip(data["saliency"].astype(np.float32), 0, 1)
         panels.append((f"saliency (mean {sal.mean():.2f})", np.repeat((sal * 255).astype(np.uint8)[..., None], 3, 2)))
         panels.append(("saliency over the image", _heat(rgb, sal)))
+    if "superpixels" in data:  # region boundaries over the image
+        from skimage.segmentation import find_boundaries
+
+        edges = find_boundaries(data["superpixels"], mode="inner")
+        drawn = rgb.copy()
+        drawn[edges] = (255, 255, 0)
+        panels.append((f"{int(data['superpixels'].max()) + 1} superpixels", drawn))
     for name, arr in data.items():
         if arr.ndim == 2 and arr.dtype == np.uint8 and arr.shape == rgb.shape[:2]:
             label_maps.append((name, arr))

@@ -38,6 +38,7 @@ from .atomic import write_text
 from .imageio import IGNORE, ImageReadError, read_grey_map
 from .logs import progress
 from .problems import ProblemReport, readable_images
+from .superpixels import region_graph, region_means, superpixels
 
 log = logging.getLogger(__name__)
 
@@ -52,16 +53,6 @@ def _rescale(v: np.ndarray) -> np.ndarray:
     return (v - lo) / (hi - lo) if hi > lo else np.zeros_like(v)
 
 
-def superpixel_graph(segments: np.ndarray) -> np.ndarray:
-    """Symmetric bool adjacency [n, n] of the label map's regions (4-connectivity)."""
-    n = int(segments.max()) + 1
-    adj = np.zeros((n, n), bool)
-    for a, b in ((segments[:, :-1], segments[:, 1:]), (segments[:-1], segments[1:])):
-        diff = a != b
-        adj[a[diff], b[diff]] = True
-    return adj | adj.T
-
-
 def border_regions(segments: np.ndarray) -> dict[str, np.ndarray]:
     """The region indices touching each image side."""
     return {"top": np.unique(segments[0]), "bottom": np.unique(segments[-1]),
@@ -70,7 +61,7 @@ def border_regions(segments: np.ndarray) -> dict[str, np.ndarray]:
 
 def ranking_matrix(colours: np.ndarray, segments: np.ndarray, alpha: float, sigma2: float) -> np.ndarray:
     """GMR's A = (D - alpha W)^-1 with a zero diagonal, for regions with mean colours [n, 3]."""
-    adj = superpixel_graph(segments)
+    adj = region_graph(segments)
     edges = adj | (adj.astype(np.int32) @ adj.astype(np.int32) > 0)  # neighbours of neighbours too
     border = np.unique(np.concatenate(list(border_regions(segments).values())))
     edges[np.ix_(border, border)] = True  # the border closes into one loop of mutual neighbours
@@ -87,16 +78,12 @@ def manifold_ranking(rgb: np.ndarray, n_segments: int = 200, compactness: float 
                      sigma2: float = 0.1) -> np.ndarray:
     """float32 [H, W] saliency in 0..1 of a uint8 RGB image (see the module docstring)."""
     from skimage.color import rgb2lab
-    from skimage.segmentation import slic
 
-    segments = slic(rgb, n_segments=n_segments, compactness=compactness, start_label=0)
-    segments = np.unique(segments, return_inverse=True)[1].reshape(segments.shape)  # 0..n-1, no gaps
+    segments = superpixels(rgb, "slic", n_segments=n_segments, compactness=compactness)
     n = int(segments.max()) + 1
     if n < 2:
         return np.zeros(segments.shape, np.float32)
-    lab = rgb2lab(rgb).reshape(-1, 3)
-    counts = np.bincount(segments.ravel(), minlength=n)
-    colours = np.stack([np.bincount(segments.ravel(), lab[:, i], minlength=n) for i in range(3)], 1) / counts[:, None]
+    colours = region_means(rgb2lab(rgb).transpose(2, 0, 1), segments).T  # mean Lab colour per superpixel
     a = ranking_matrix(colours, segments, alpha, sigma2)
     background = np.ones(n)
     for side in border_regions(segments).values():

@@ -67,6 +67,20 @@ def test_show_draws_a_saliency_map(tmp_path):
     assert black > 0.05 and blue > 0.05
 
 
+def test_show_draws_superpixel_boundaries(tmp_path):
+    write_image(tmp_path / "img.png", np.full((40, 60, 3), 40, np.uint8))
+    seg = np.zeros((40, 60), np.int32)
+    seg[:, 30:] = 1
+    with ArtifactWriter(tmp_path / "sp.h5", stage="superpixels", split="train", shard="shard00", classes=["cat"],
+                        params={"method": "felzenszwalb"}, code_hash="abc") as w:
+        w.add("img", {"image_path": str(tmp_path / "img.png"), "height": 40, "width": 60}, superpixels=seg)
+    proc = cli("show", str(tmp_path / "sp.h5"), "img", "-o", str(tmp_path / "show.png"))
+    assert proc.returncode == 0, proc.stderr
+    png = read_image(tmp_path / "show.png").astype(int)
+    yellow = (png[..., 0] > 200) & (png[..., 1] > 200) & (png[..., 2] < 80)
+    assert yellow.sum() > 40  # the boundary between the two regions, drawn in yellow
+
+
 def test_cli_errors_name_the_file_and_image(artifact, tmp_path):
     proc = cli("show", str(artifact), "nope", "-o", str(tmp_path / "x.png"))
     assert proc.returncode == 1 and "a.h5: image nope: not in this artifact" in proc.stderr

@@ -10,7 +10,8 @@ from pipeline.imageio import ImageReadError, write_image, write_label_png
 from pipeline.manifest import Record, write_tsv
 from pipeline.problems import read_report
 from pipeline.saliency import (SaliencyScores, evaluate_saliency, f_measure, folder_map, frequency_tuned,
-                               manifold_ranking, ranking_matrix, run, superpixel_graph)
+                               manifold_ranking, ranking_matrix, run)
+from pipeline.superpixels import region_graph
 
 
 def scene(h=96, w=128, seed=0):
@@ -37,11 +38,11 @@ def test_built_in_detectors_find_the_object_without_any_training(detector):
     assert scores.result()["max_f"] > 0.9
 
 
-def test_superpixel_graph_and_ranking_matrix_on_a_hand_made_partition():
+def test_region_graph_and_ranking_matrix_on_a_hand_made_partition():
     # 0 | 1       regions 0-1, 0-2, 1-3, 2-3 touch; 0-3 and 1-2 only at a corner (not 4-connected)
     # 2 | 3
     seg = np.array([[0, 0, 1, 1], [0, 0, 1, 1], [2, 2, 3, 3], [2, 2, 3, 3]])
-    adj = superpixel_graph(seg)
+    adj = region_graph(seg)
     expected = np.zeros((4, 4), bool)
     for a, b in [(0, 1), (0, 2), (1, 3), (2, 3)]:
         expected[a, b] = expected[b, a] = True

@@ -70,7 +70,8 @@ def test_outputs_of_a_run(tiny_run):
 def test_random_walk_outputs_and_their_rows(tiny_run):
     work, _, _ = tiny_run
     rows = {r["stage"]: r for r in csv.DictReader((work / "results/metrics/summary.tsv").open(), delimiter="\t")}
-    assert list(rows) == ["cam", "sccam_r1", "sccam_r2", "eps", "affinity_labels", "rw", "sccam_rw", "eps_rw", "rw_crf",
+    assert list(rows) == ["cam", "sccam_r1", "sccam_r2", "eps", "affinity_labels", "mcof_seeds", "rw", "sccam_rw",
+                          "eps_rw", "rw_crf",
                           "segmenter_masks", "deeplab_aspp", "deeplab_aspp_crf", "fully_supervised"]
     assert rows["segmenter_masks"]["split"] == "train"  # the random walk of the training images
     assert rows["affinity_labels"]["split"] == "train" and rows["rw"]["split"] == "val"
@@ -218,6 +219,24 @@ def test_eps_tau_and_saliency_source_changes_redo_only_eps(tiny_run, tmp_path):
     assert not (tmp_path / "results").exists()
 
 
+def test_mcof_seeds_row_and_what_its_settings_rerun(tiny_run):
+    work, _, _ = tiny_run
+    m = json.loads((work / "results/metrics/mcof_seeds.json").read_text())
+    assert m["split"] == "train" and m["n_images"] == 24 and 0 < m["coverage"] < 1 and 0 < m["precision"] <= 1
+    with ArtifactReader(next((work / "results/superpixels/train").glob("*.h5")), stage="superpixels") as rd:
+        seg = rd.read(rd.image_ids()[0], "superpixels")["superpixels"]
+        assert seg.dtype == np.int32 and seg.max() + 1 == rd.image_attrs(rd.image_ids()[0])["n_regions"]
+    n_train = len(list((work / "results/cam/train").glob("*.h5")))
+    scale = write_config(work / "sp.yaml", {"superpixels": {"felzenszwalb": {"scale": 50}}})
+    assert planned_jobs(snakemake(work, scale, "--dry-run").stdout) == {
+        "superpixels": n_train, "mcof_seeds": n_train, "evaluate_masks": 1, "summary": 1, "all": 1}
+    seeds = write_config(work / "seeds.yaml", {"mcof": {"seeds": {"threshold": 0.6}}})
+    assert planned_jobs(snakemake(work, seeds, "--dry-run").stdout) == {
+        "mcof_seeds": n_train, "evaluate_masks": 1, "summary": 1, "all": 1}
+    off = write_config(work / "mcof_off.yaml", {"mcof": {"enabled": False}})
+    assert planned_jobs(snakemake(work, off, "--dry-run").stdout) == {"summary": 1, "all": 1}
+
+
 def test_unchanged_rerun_does_nothing(tiny_run):
     work, config, _ = tiny_run
     out = snakemake(work, config, "--dry-run").stdout
@@ -232,8 +251,9 @@ def test_cam_parameter_change_reruns_cams_and_what_follows_only(tiny_run):
     # the plain CAMs and what follows, and each SC-CAM round's and EPS's CAMs (their classifiers
     # do not depend on CAMs) with their rows and walks
     assert jobs == {"make_cams": 4 * n_val + n_train, "evaluate_cams": 4, "affinity_labels": n_train,
-                    "train_affinity": 1, "random_walk": 3 * n_val + n_train, "crf_masks": 2 * n_val,
-                    "train_segmenter": 1, "segment": n_val, "evaluate_masks": 8, "summary": 1, "all": 1}
+                    "mcof_seeds": n_train, "train_affinity": 1, "random_walk": 3 * n_val + n_train,
+                    "crf_masks": 2 * n_val, "train_segmenter": 1, "segment": n_val, "evaluate_masks": 9, "summary": 1,
+                    "all": 1}
 
 
 def test_classifier_change_reruns_training_not_the_data(tiny_run):
@@ -424,6 +444,9 @@ def test_bad_images_are_recorded_and_skipped_the_rest_is_processed(bad_input_run
     assert set(eps_problems) == {"train_00004"} and "no saliency map" in eps_problems["train_00004"]
     assert json.loads((res / "metrics/eps.json").read_text())["n_images"] == 6
     assert json.loads((res / "metrics/saliency.json").read_text())["n_skipped"] == 2
+    # MCOF's seeds: the unreadable training image has no superpixels and no CAM
+    seed_problems = {r[0]: r[2] for p in (res / "mcof_seeds/train").glob("*.problems.tsv") for r in read_report(p)}
+    assert set(seed_problems) == {"train_00004"} and "skipped upstream" in seed_problems["train_00004"]
 
 
 def test_new_images_rerun_only_the_shards_they_fall_in(bad_input_run):
@@ -498,8 +521,8 @@ def test_voc_sample_end_to_end(tmp_path, voc_root):
         assert cams.shape[1:] == (r.image_attrs(iid)["height"], r.image_attrs(iid)["width"])
         assert max(cams.shape[1:]) == 500  # CAMs at the full VOC resolution
     rows = [r["stage"] for r in csv.DictReader((tmp_path / "results/metrics/summary.tsv").open(), delimiter="\t")]
-    assert rows == ["cam", "affinity_labels", "rw", "rw_crf", "segmenter_masks", "deeplab_aspp", "deeplab_aspp_crf",
-                    "fully_supervised"]
+    assert rows == ["cam", "affinity_labels", "mcof_seeds", "rw", "rw_crf", "segmenter_masks", "deeplab_aspp",
+                    "deeplab_aspp_crf", "fully_supervised"]
     saliency = json.loads((tmp_path / "results/metrics/saliency.json").read_text())  # real photographs
     assert saliency["n_images"] == 8 and 0 < saliency["max_f"] <= 1 and 0 < saliency["mae"] < 0.5
     rw = json.loads((tmp_path / "results/metrics/rw_crf.json").read_text())

@@ -15,7 +15,10 @@ for _name, (_head, _source) in SEGMENTERS.items():
     if _source != GROUND_TRUTH:
         MASK_STAGES[f"{_name}_crf"] = (f"results/{_name}_crf/{{split}}/{{shard}}.h5", EVAL_SPLIT)
 if has_masks(TRAIN_SPLIT):
-    MASK_STAGES = {"affinity_labels": ("results/affinity_labels/{split}/{shard}.h5", TRAIN_SPLIT), **MASK_STAGES}
+    _train_rows = {"affinity_labels": ("results/affinity_labels/{split}/{shard}.h5", TRAIN_SPLIT)}
+    if MCOF["enabled"]:
+        _train_rows["mcof_seeds"] = ("results/mcof_seeds/{split}/{shard}.h5", TRAIN_SPLIT)
+    MASK_STAGES = {**_train_rows, **MASK_STAGES}
 # Stages evaluated as CAMs (best background threshold): row -> CAM directory under results/.
 CAM_ROWS = {"cam": "cam", **SCCAM_ROWS, **EPS_ROWS}
 ALL_CAM_ROWS = {**CAM_ROWS, **SCCAM_ABLATION_ROWS, **EPS_ABLATION_ROWS}  # the ablation's rows are built on request only

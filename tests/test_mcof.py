@@ -1,0 +1,74 @@
+"""MCOF groundwork: superpixels, per-superpixel averaging, the seed rule and the Bayesian
+combination on hand-made cases with known answers."""
+import numpy as np
+import pytest
+
+from pipeline.mcof import UNDECIDED, bayesian_refinement, initial_seeds
+from pipeline.superpixels import consecutive, region_graph, region_means, superpixels
+
+# 2 x 3 regions of 2 x 2 pixels:  0 1 2
+#                                 3 4 5
+SEGMENTS = np.kron(np.arange(6).reshape(2, 3), np.ones((2, 2), int))
+
+
+def test_region_means_and_graph_on_a_hand_made_partition():
+    cams = np.zeros((2, 4, 6))
+    cams[0, :2, :2] = 1.0  # class map 0: region 0 full
+    cams[0, 0, 2] = 1.0  # one pixel of region 1
+    cams[1] = np.arange(24).reshape(4, 6) / 23
+    means = region_means(cams, SEGMENTS)
+    assert means.shape == (2, 6)
+    np.testing.assert_allclose(means[0], [1, 0.25, 0, 0, 0, 0])
+    np.testing.assert_allclose(means[1, 0], np.mean([0, 1, 6, 7]) / 23)
+    adj = region_graph(SEGMENTS)
+    assert sorted(np.flatnonzero(adj[4])) == [1, 3, 5] and sorted(np.flatnonzero(adj[0])) == [1, 3]
+    assert (adj == adj.T).all() and not adj.diagonal().any()
+
+
+def test_seeds_are_local_maxima_or_above_the_threshold_of_present_classes_only():
+    adj = region_graph(SEGMENTS)
+    keys = np.array([3, 7])  # the image's classes
+    means = np.array([[0.9, 0.5, 0.2, 0.4, 0.3, 0.05],    # class 3: max at region 0, 0.5 > threshold .45
+                      [0.1, 0.3, 0.35, 0.02, 0.5, 0.6]])  # class 7: max at region 5 (0.6 > 0.5)
+    labels = initial_seeds(means, keys, adj, threshold=0.45, bg_threshold=0.1)
+    # region 0: class 3 (local max); 1: class 3 (above threshold, beats class 7's 0.3)
+    # 2: class 7's 0.35 is a local max among 1 (0.3) and 5 (0.6)? no -> undecided
+    # 3: class 3's 0.4 is a local max among 0 (0.9)? no; class 7 0.02 -> undecided
+    # 4: class 7's 0.5 > threshold; 5: class 7 local max and above threshold
+    assert labels.tolist() == [3, 3, UNDECIDED, UNDECIDED, 7, 7]
+    # background seeds where every present class is below bg_threshold
+    low = np.array([[0.9, 0.05, 0.05, 0.05, 0.05, 0.05]])
+    assert initial_seeds(low, np.array([2]), adj, 0.45, 0.1).tolist() == [2, 0, 0, 0, 0, 0]
+    # a flat zero map has no local maxima
+    assert (initial_seeds(np.zeros((1, 6)), np.array([2]), adj, 0.45, 0.1) == 0).all()
+    assert (initial_seeds(np.zeros((0, 6)), np.array([], int), adj, 0.45, 0.1) == UNDECIDED).all()
+
+
+def test_bayesian_refinement_on_a_known_case():
+    # the region is the left half; the saliency is 1 on the left 3/4 and 0 on the right 1/4
+    region = np.zeros((4, 8), bool)
+    region[:, :4] = True
+    sal = np.zeros((4, 8))
+    sal[:, :6] = 1.0
+    post = bayesian_refinement(np.full((4, 8), 0.5), region, sal, bins=2, eps=0.0)
+    # p(s=1 | obj) = 1, p(s=1 | bg) = 1/2 -> P(obj | s=1) = 0.5 / (0.5 + 0.25) = 2/3; p(s=0 | obj) = 0 -> 0
+    np.testing.assert_allclose(post[:, :6], 2 / 3, rtol=1e-6)
+    np.testing.assert_allclose(post[:, 6:], 0.0)
+    # a sure prior is kept; a missed salient part next to a confident region joins the object
+    prior = np.where(region, 0.9, 0.5)
+    post = bayesian_refinement(prior, region, sal, bins=2)
+    assert (post[:, :4] > 0.9).all() and (post[:, 4:6] > 0.5).all() and (post[:, 6:] < 0.01).all()
+
+
+@pytest.mark.parametrize("method, params", [("felzenszwalb", {"scale": 50, "sigma": 0.5, "min_size": 10}),
+                                            ("slic", {"n_segments": 20, "compactness": 10})])
+def test_superpixels_follow_colour_edges(method, params):
+    rgb = np.zeros((40, 40, 3), np.uint8)
+    rgb[:, 20:] = (200, 30, 30)
+    seg = superpixels(rgb, method, **params)
+    assert seg.dtype == np.int32 and seg.min() == 0 and set(np.unique(seg)) == set(range(seg.max() + 1))
+    # no superpixel straddles the edge
+    assert not set(np.unique(seg[:, :20])) & set(np.unique(seg[:, 20:]))
+    assert consecutive(np.array([[5, 5], [9, 2]])).tolist() == [[1, 1], [2, 0]]
+    with pytest.raises(ValueError, match="choose one of felzenszwalb, slic"):
+        superpixels(rgb, "watershed")
