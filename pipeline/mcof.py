@@ -9,6 +9,8 @@ leaves open is written here):
   or exceeds `threshold`. A superpixel seeded by several classes takes the one with the
   highest average. Superpixels where every present class averages below `bg_threshold` are
   background seeds; the rest stay undecided (255).
+- RegionNet's input (`pool_region_features`): the classifier's feature map averaged over each
+  superpixel's pixels (each pixel takes its grid cell's feature), one vector per superpixel.
 - Saliency-guided refinement (`bayesian_refinement`), round 1, single-class images: RegionNet's
   object probability of each pixel's superpixel is the prior P(obj); the saliency value s is
   the observation, with likelihoods p(s | obj) and p(s | bg) estimated per image as
@@ -95,3 +97,19 @@ def run_seeds(*, manifest_path, cam_path, superpixel_path, cfg: dict, code_hash:
                 out.add(r.image_id, {"image_path": r.image, "mask_path": r.mask},
                         mask=seed_mask(d["cams"], d["keys"], segments, cfg))
     problems.write()
+
+
+def pool_region_features(features: np.ndarray, segments: np.ndarray) -> np.ndarray:
+    """[n, D] mean feature of each superpixel: features [D, h, w] on a coarse grid, segments
+    [H, W] (0..n-1) at image size. Each image pixel falls in one grid cell (nearest, by
+    integer scaling), so a region's feature is the mean over its pixels of their cells'
+    features: RegionNet's input, without resizing the feature map to image size."""
+    d, h, w = features.shape
+    big_h, big_w = segments.shape
+    rows = (np.arange(big_h) * h // big_h)[:, None]
+    cols = (np.arange(big_w) * w // big_w)[None, :]
+    cell = (rows * w + cols).ravel()
+    n = int(segments.max()) + 1
+    counts = np.bincount(segments.ravel() * (h * w) + cell, minlength=n * h * w).reshape(n, h * w)
+    weights = counts / np.maximum(counts.sum(1, keepdims=True), 1)
+    return weights @ features.reshape(d, h * w).T

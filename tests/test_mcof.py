@@ -3,7 +3,7 @@ combination on hand-made cases with known answers."""
 import numpy as np
 import pytest
 
-from pipeline.mcof import UNDECIDED, bayesian_refinement, initial_seeds
+from pipeline.mcof import UNDECIDED, bayesian_refinement, initial_seeds, pool_region_features
 from pipeline.superpixels import consecutive, region_graph, region_means, superpixels
 
 # 2 x 3 regions of 2 x 2 pixels:  0 1 2
@@ -72,3 +72,16 @@ def test_superpixels_follow_colour_edges(method, params):
     assert consecutive(np.array([[5, 5], [9, 2]])).tolist() == [[1, 1], [2, 0]]
     with pytest.raises(ValueError, match="choose one of felzenszwalb, slic"):
         superpixels(rgb, "watershed")
+
+
+def test_region_features_are_pixel_weighted_means_of_the_grid_cells():
+    # a 2 x 2 feature grid over a 4 x 4 image; region 0 = the top-left cell plus one pixel of the
+    # top-right cell, region 1 = the rest
+    features = np.stack([np.array([[1.0, 2.0], [3.0, 4.0]]), np.array([[10.0, 0.0], [0.0, 0.0]])])
+    seg = np.ones((4, 4), int)
+    seg[:2, :2] = 0
+    seg[0, 2] = 0
+    pooled = pool_region_features(features, seg)
+    assert pooled.shape == (2, 2)
+    np.testing.assert_allclose(pooled[0], [(4 * 1 + 2) / 5, 40 / 5])
+    np.testing.assert_allclose(pooled[1], [(3 * 2 + 4 * 3 + 4 * 4) / 11, 0])
