@@ -33,10 +33,14 @@ log = logging.getLogger(__name__)
 PAD = 255  # the saliency crop is carried as uint8 0..254; 255 marks pixels outside the image
 
 
-def foreground_classes(probs: torch.Tensor, target: torch.Tensor, saliency: torch.Tensor, tau: float) -> torch.Tensor:
+def foreground_classes(probs: torch.Tensor, target: torch.Tensor, saliency: torch.Tensor, tau: float,
+                       inside: torch.Tensor | None = None) -> torch.Tensor:
     """bool [N, C]: present classes whose binarised map overlaps the binarised saliency by more
-    than tau (as a share of the class map's area). probs [N, C + 1, h, w], saliency [N, 1, h, w]."""
+    than tau (as a share of the class map's area). probs [N, C + 1, h, w], saliency [N, 1, h, w];
+    `inside` [N, 1, h, w] (bool) leaves the crop's padding out of both areas."""
     class_on = (probs[:, :-1] > 0.5).float()
+    if inside is not None:
+        class_on = class_on * inside.float()
     overlap = (class_on * (saliency > 0.5).float()).flatten(2).sum(-1) / (class_on.flatten(2).sum(-1) + 1e-4)
     return (overlap > tau) & (target > 0)
 
@@ -65,7 +69,7 @@ def eps_loss(maps: torch.Tensor, target: torch.Tensor, saliency: torch.Tensor, v
     cls_loss = F.multilabel_soft_margin_loss(maps[:, :-1].mean(dim=(2, 3)), target)
     sal, share = to_grid(saliency, valid, maps.shape[2:])
     probs = maps.softmax(dim=1)
-    fg = foreground_classes(probs.detach(), target, sal, tau)
+    fg = foreground_classes(probs.detach(), target, sal, tau, inside=share > 0)
     err = (estimated_saliency(probs, target, fg, lam) - sal) ** 2
     sal_loss = (err * share).sum() / share.sum().clamp_min(1e-6)
     n_present = (target > 0).sum().clamp_min(1)

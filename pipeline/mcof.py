@@ -33,9 +33,9 @@ def initial_seeds(means: np.ndarray, keys: np.ndarray, adjacency: np.ndarray, th
     """uint8 [n] label per superpixel: a class value of `keys` (seed), 0 (background seed) or
     255 (undecided). means [K, n]: each present class's CAM averaged per superpixel."""
     k, n = means.shape
+    if k == 0:  # an image without labels (dataset.on_empty_labels: keep) is background
+        return np.zeros(n, np.uint8)
     labels = np.full(n, UNDECIDED, np.uint8)
-    if k == 0:
-        return labels
     # the largest neighbour value of each superpixel, per class (-inf without neighbours)
     neighbour_max = np.where(adjacency[None], means[:, None, :], -np.inf).max(axis=2)
     seeded = ((means >= neighbour_max) & (means > bg_threshold)) | (means > threshold)
@@ -53,8 +53,9 @@ def bayesian_refinement(prior: np.ndarray, region: np.ndarray, saliency: np.ndar
     RegionNet's object region (bool [H, W], where the likelihoods are measured) and the
     saliency map [H, W] in 0..1 (see the module docstring). `eps` keeps empty bins finite."""
     level = np.minimum((np.clip(saliency, 0, 1) * bins).astype(np.int64), bins - 1).ravel()
-    inside = np.bincount(level[region.ravel()], minlength=bins) + eps
-    outside = np.bincount(level[~region.ravel()], minlength=bins) + eps
+    region = np.asarray(region, bool).ravel()
+    inside = np.bincount(level[region], minlength=bins) + eps
+    outside = np.bincount(level[~region], minlength=bins) + eps
     like_obj, like_bg = (inside / inside.sum())[level], (outside / outside.sum())[level]
     p = np.clip(prior.astype(np.float64), 0, 1).ravel()
     post = like_obj * p / np.maximum(like_obj * p + like_bg * (1 - p), 1e-12)

@@ -50,7 +50,9 @@ def region_means(maps: np.ndarray, segments: np.ndarray) -> np.ndarray:
     k = maps.shape[0]
     n = int(segments.max()) + 1
     flat = segments.ravel()
-    sums = np.stack([np.bincount(flat, maps[i].ravel().astype(np.float64), minlength=n) for i in range(k)])
+    sums = np.zeros((k, n))
+    for i in range(k):
+        sums[i] = np.bincount(flat, maps[i].ravel().astype(np.float64), minlength=n)
     return sums / np.maximum(region_sizes(segments), 1)[None]
 
 

@@ -39,6 +39,18 @@ def test_overlap_rule_assigns_present_maps_on_the_saliency_to_the_foreground():
     assert foreground_classes(probs, target, sal, tau=0.4)[0, 1] and not foreground_classes(probs, target, sal, 0.6)[0, 1]
 
 
+def test_overlap_leaves_the_padding_out():
+    probs = torch.full((1, 2, 4, 4), 0.1)
+    probs[0, 0] = 0.9  # class 0 fires everywhere, the padding (right half) included
+    sal = torch.zeros(1, 1, 4, 4)
+    sal[..., :2] = 1.0
+    inside = torch.zeros(1, 1, 4, 4, dtype=torch.bool)
+    inside[..., :2] = True
+    target = torch.tensor([[1.0]])
+    assert not foreground_classes(probs, target, sal, tau=0.6)[0, 0]  # overlap 0.5 with the padding
+    assert foreground_classes(probs, target, sal, tau=0.6, inside=inside)[0, 0]  # 1.0 without it
+
+
 def test_estimated_saliency_mixes_foreground_and_background_maps():
     probs, target, sal = half_maps()
     fg = torch.tensor([[True, False, False]])
@@ -82,9 +94,11 @@ def test_eps_loss_on_hand_made_maps():
     inverted = 1 - sal
     half = valid.clone()
     half[..., 2:] = False
-    a = eps_loss(logits.detach(), target, sal, half, 0.4, 0.5)[1]["saliency"]
     mixed = torch.where(half, sal, inverted)
-    assert eps_loss(logits.detach(), target, mixed, half, 0.4, 0.5)[1]["saliency"] == pytest.approx(a)
+    got = eps_loss(logits.detach(), target, mixed, half, 0.4, 0.5)[1]["saliency"]
+    masked = ((est.detach()[:, None] - sal) ** 2)[half].mean().item()  # over the valid cells only
+    assert got == pytest.approx(masked, rel=1e-5)
+    assert got != pytest.approx(F.mse_loss(est.detach()[:, None], mixed).item(), rel=0.1)  # not the plain MSE
 
 
 def test_saliency_classifier_cams_are_the_softmax_class_maps(tmp_path):

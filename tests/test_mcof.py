@@ -3,7 +3,7 @@ combination on hand-made cases with known answers."""
 import numpy as np
 import pytest
 
-from pipeline.mcof import UNDECIDED, bayesian_refinement, initial_seeds, pool_region_features
+from pipeline.mcof import UNDECIDED, bayesian_refinement, initial_seeds, pool_region_features, seed_mask
 from pipeline.superpixels import consecutive, region_graph, region_means, superpixels
 
 # 2 x 3 regions of 2 x 2 pixels:  0 1 2
@@ -41,7 +41,13 @@ def test_seeds_are_local_maxima_or_above_the_threshold_of_present_classes_only()
     assert initial_seeds(low, np.array([2]), adj, 0.45, 0.1).tolist() == [2, 0, 0, 0, 0, 0]
     # a flat zero map has no local maxima
     assert (initial_seeds(np.zeros((1, 6)), np.array([2]), adj, 0.45, 0.1) == 0).all()
-    assert (initial_seeds(np.zeros((0, 6)), np.array([], int), adj, 0.45, 0.1) == UNDECIDED).all()
+    assert (initial_seeds(np.zeros((0, 6)), np.array([], int), adj, 0.45, 0.1) == 0).all()  # no labels
+
+
+def test_seed_mask_of_an_image_without_labels_is_background():
+    mask = seed_mask(np.zeros((0, 4, 6), np.float16), np.array([], np.uint8), SEGMENTS, {"threshold": 0.5,
+                                                                                         "bg_threshold": 0.1})
+    assert mask.shape == (4, 6) and (mask == 0).all()
 
 
 def test_bayesian_refinement_on_a_known_case():

@@ -3,6 +3,9 @@
 # (`mask`: class values, 0 background, 255 undecided) under results/mcof_seeds/<split>/.
 
 MCOF = CFG["mcof"]
+if MCOF["seeds"]["threshold"] < MCOF["seeds"]["bg_threshold"]:
+    raise ValueError(f"mcof.seeds.threshold ({MCOF['seeds']['threshold']}) is below mcof.seeds.bg_threshold "
+                     f"({MCOF['seeds']['bg_threshold']}): seeds above the threshold would become background")
 
 
 rule mcof_seeds:
