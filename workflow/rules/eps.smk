@@ -6,10 +6,6 @@
 EPS = CFG["eps"]
 
 
-def eps_dir(source, tau):
-    return f"results/eps/{source}/tau{tau:g}"
-
-
 def eps_cams(source, tau):
     """The CAM directory (under results/) of an EPS model, as make_cams names it."""
     return f"eps/{source}/tau{tau:g}/cam"
@@ -18,7 +14,7 @@ def eps_cams(source, tau):
 EPS_ROWS = {"eps": eps_cams(SALIENCY["source"], EPS["tau"])} if EPS["enabled"] else {}
 EPS_ABLATION_ROWS = {f"eps_{SALIENCY['source']}_tau{t:g}": eps_cams(SALIENCY["source"], t) for t in EPS["ablation_tau"]}
 EPS_ABLATION_ROWS.update({f"eps_{s}_tau{EPS['tau']:g}": eps_cams(s, EPS["tau"]) for s in SALIENCY["ablation_sources"]})
-for _row, _cams in {**EPS_ROWS, **EPS_ABLATION_ROWS}.items():
+for _cams in {**EPS_ROWS, **EPS_ABLATION_ROWS}.values():
     CAM_MODELS[_cams] = f"results/{_cams.removesuffix('/cam')}/model.pt"
 
 
