@@ -183,7 +183,9 @@ def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: st
     Pixels a mask leaves undecided (255, as affinity labels and seeds do) are left out of the
     confusion matrix: the mIoU is then that of the decided pixels. `precision` (decided pixels
     whose label is right) and `coverage` (decided share of the labelled ground-truth pixels)
-    say how much of the image that is; a complete mask has coverage 1.
+    say how much of the image that is; a complete mask has coverage 1. `miou_full` counts the
+    undecided pixels as background instead, as a segmenter's output would be scored (MCOF
+    reports its seeds so).
 
     With `sweep` (a threshold grid spec) the stage's score maps (`scores`, `keys`, background
     first) are also evaluated at every constant background score, as the CAMs are; the row
@@ -191,6 +193,7 @@ def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: st
     """
     n = len(classes) + 1
     conf = np.zeros((n, n), np.int64)
+    conf_full = np.zeros((n, n), np.int64)
     problems = ProblemReport(problems_path)
     records = [r for p in manifest_paths for r in mf.read_tsv(p)]
     readers = [ArtifactReader(p, stage=artifact_stage) for p in mask_paths]
@@ -213,6 +216,7 @@ def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: st
             n_labelled += int((gt != IGNORE).sum())
             decided = mask != IGNORE
             conf += confusion_matrix(np.where(decided, gt, IGNORE), np.where(decided, mask, 0), n)
+            conf_full += confusion_matrix(gt, np.where(decided, mask, 0), n)
             n_images += 1
     finally:
         for rd in readers:
@@ -230,6 +234,6 @@ def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: st
                  "threshold_sweep": [{"threshold": float(t), "miou": m} for t, m in zip(grid, curve)]}
     metrics = metrics_dict(stage, split, classes, conf, n_images, len(problems),
                            precision=float(np.trace(conf) / decided) if decided else float("nan"),
-                           coverage=decided / n_labelled, **extra)
+                           coverage=decided / n_labelled, miou_full=mean_iou(conf_full), **extra)
     return _finish(metrics, stage, split, out_path, problems)
 

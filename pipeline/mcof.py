@@ -1,25 +1,16 @@
-"""MCOF (Wang et al., CVPR 2018): the array rules of its bottom-up / top-down loop.
+"""MCOF (Wang et al., CVPR 2018), its first step: initial seeds from CAMs and superpixels
+(stage mcof_seeds). The loop's other steps have their own modules: pipeline/regionnet.py
+(RegionNet), pipeline/mcof_saliency.py (the saliency-guided refinement); PixelNet is the
+DeepLab-LargeFOV segmenter (pipeline/train_segmenter.py). workflow/rules/mcof.smk wires the
+rounds. No public implementation exists; the choices the paper leaves open are written where
+they are made.
 
-Groundwork for the MCOF stages (no public implementation exists; every choice the paper
-leaves open is written here):
-
-- Initial seeds (`initial_seeds`): each present class's CAM is averaged inside each
-  superpixel; a superpixel seeds class c when its average is a local maximum among its
-  neighbouring superpixels (and above `bg_threshold`, so that flat zero areas are no maxima)
-  or exceeds `threshold`. A superpixel seeded by several classes takes the one with the
-  highest average. Superpixels where every present class averages below `bg_threshold` are
-  background seeds; the rest stay undecided (255).
-- RegionNet's input (`pool_region_features`): the classifier's feature map averaged over each
-  superpixel's pixels (each pixel takes its grid cell's feature), one vector per superpixel.
-- Saliency-guided refinement (`bayesian_refinement`), round 1, single-class images: RegionNet's
-  object probability of each pixel's superpixel is the prior P(obj); the saliency value s is
-  the observation, with likelihoods p(s | obj) and p(s | bg) estimated per image as
-  histograms of the saliency inside and outside RegionNet's object regions. The posterior is
-
-      P(obj | s) = p(s | obj) P(obj) / (p(s | obj) P(obj) + p(s | bg) (1 - P(obj)))
-
-  so salient pixels that look like the regions' inside join the object, and salient
-  clutter that RegionNet rejected stays out where the prior is low.
+Initial seeds (`initial_seeds`): each present class's CAM is averaged inside each
+superpixel; a superpixel seeds class c when its average is a local maximum among its
+neighbouring superpixels (and above `bg_threshold`, so that flat zero areas are no maxima)
+or exceeds `threshold`. A superpixel seeded by several classes takes the one with the
+highest average. Superpixels where every present class averages below `bg_threshold` are
+background seeds; the rest stay undecided (255).
 """
 from __future__ import annotations
 
@@ -45,21 +36,6 @@ def initial_seeds(means: np.ndarray, keys: np.ndarray, adjacency: np.ndarray, th
     labels[has_seed] = np.asarray(keys, np.uint8)[best[has_seed]]
     labels[means.max(axis=0) < bg_threshold] = 0
     return labels
-
-
-def bayesian_refinement(prior: np.ndarray, region: np.ndarray, saliency: np.ndarray, bins: int = 16,
-                        eps: float = 1e-3) -> np.ndarray:
-    """float32 [H, W] posterior P(obj | saliency) from the prior P(obj) [H, W] in 0..1,
-    RegionNet's object region (bool [H, W], where the likelihoods are measured) and the
-    saliency map [H, W] in 0..1 (see the module docstring). `eps` keeps empty bins finite."""
-    level = np.minimum((np.clip(saliency, 0, 1) * bins).astype(np.int64), bins - 1).ravel()
-    region = np.asarray(region, bool).ravel()
-    inside = np.bincount(level[region], minlength=bins) + eps
-    outside = np.bincount(level[~region], minlength=bins) + eps
-    like_obj, like_bg = (inside / inside.sum())[level], (outside / outside.sum())[level]
-    p = np.clip(prior.astype(np.float64), 0, 1).ravel()
-    post = like_obj * p / np.maximum(like_obj * p + like_bg * (1 - p), 1e-12)
-    return post.reshape(prior.shape).astype(np.float32)
 
 
 def seed_mask(cams: np.ndarray, keys: np.ndarray, segments: np.ndarray, cfg: dict) -> np.ndarray:
@@ -98,19 +74,3 @@ def run_seeds(*, manifest_path, cam_path, superpixel_path, cfg: dict, code_hash:
                 out.add(r.image_id, {"image_path": r.image, "mask_path": r.mask},
                         mask=seed_mask(d["cams"], d["keys"], segments, cfg))
     problems.write()
-
-
-def pool_region_features(features: np.ndarray, segments: np.ndarray) -> np.ndarray:
-    """[n, D] mean feature of each superpixel: features [D, h, w] on a coarse grid, segments
-    [H, W] (0..n-1) at image size. Each image pixel falls in one grid cell (nearest, by
-    integer scaling), so a region's feature is the mean over its pixels of their cells'
-    features: RegionNet's input, without resizing the feature map to image size."""
-    d, h, w = features.shape
-    big_h, big_w = segments.shape
-    rows = (np.arange(big_h) * h // big_h)[:, None]
-    cols = (np.arange(big_w) * w // big_w)[None, :]
-    cell = (rows * w + cols).ravel()
-    n = int(segments.max()) + 1
-    counts = np.bincount(segments.ravel() * (h * w) + cell, minlength=n * h * w).reshape(n, h * w)
-    weights = counts / np.maximum(counts.sum(1, keepdims=True), 1)
-    return weights @ features.reshape(d, h * w).T

@@ -29,6 +29,7 @@ TINY = {
     "sccam": {"k": 2, "rounds": 2, "epochs": 1, "init_from_previous": True, "n_init": 2, "embedding": "pca",
               "ablation_k": [1, 2]},
     "eps": {"epochs": 1, "init_from_classifier": True, "ablation_tau": [0.4, 0.6]},
+    "mcof": {"rounds": 1, "regionnet": {"epochs": 2}},
 }
 
 
@@ -67,6 +68,21 @@ def planned_jobs(output: str) -> dict[str, int]:
             break
         if m.group(1) != "total":
             jobs[m.group(1)] = int(m.group(2))
+    return jobs
+
+
+def planned_job_details(output: str) -> list[dict]:
+    """Every job of a dry run: {"rule", "input": [...], "output": [...], "wildcards": {...}}."""
+    jobs = []
+    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", output):
+        head = re.match(r"(?:local)?rule (\w+):\n", block)
+        if not head:
+            continue
+        job = {"rule": head.group(1), "input": [], "output": [], "wildcards": {}}
+        for key, value in re.findall(r"^    (input|output|wildcards): (.*)$", block, flags=re.M):
+            items = [v.strip() for v in value.split(", ")]
+            job[key] = dict(i.split("=", 1) for i in items) if key == "wildcards" else items
+        jobs.append(job)
     return jobs
 
 

@@ -3,7 +3,9 @@ combination on hand-made cases with known answers."""
 import numpy as np
 import pytest
 
-from pipeline.mcof import UNDECIDED, bayesian_refinement, initial_seeds, pool_region_features, seed_mask
+from pipeline.mcof import UNDECIDED, initial_seeds, seed_mask
+from pipeline.mcof_saliency import bayesian_refinement, refine_image
+from pipeline.regionnet import apply_regionnet, load_regionnet, pool_region_features, region_labels, train_regionnet
 from pipeline.superpixels import consecutive, region_graph, region_means, superpixels
 
 # 2 x 3 regions of 2 x 2 pixels:  0 1 2
@@ -91,3 +93,66 @@ def test_region_features_are_pixel_weighted_means_of_the_grid_cells():
     assert pooled.shape == (2, 2)
     np.testing.assert_allclose(pooled[0], [(4 * 1 + 2) / 5, 40 / 5])
     np.testing.assert_allclose(pooled[1], [(3 * 2 + 4 * 3 + 4 * 4) / 11, 0])
+
+
+def test_region_labels_take_the_majority_of_present_classes():
+    mask = np.zeros((4, 6), np.uint8)
+    mask[:2, :2] = 3              # region 0: all class 3
+    mask[0, 2:4] = 3              # region 1: 2 of 4 pixels class 3, 2 background -> tie, lowest label wins
+    mask[:2, 4:] = 255            # region 2: undecided
+    mask[2:, :2] = 5              # region 3: class 5, absent from the image label
+    mask[2:, 2:4] = [[3, 3], [3, 0]]  # region 4: 3 of 4 class 3
+    labels = region_labels(mask, SEGMENTS, keys=[3])
+    assert labels.tolist() == [3, 0, UNDECIDED, UNDECIDED, 3, 0]
+
+
+def test_regionnet_learns_separable_regions_and_keeps_to_the_image_label():
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (4, 8))  # background and 3 classes, well apart in feature space
+    y = np.repeat(np.arange(4), 60)
+    x = (centres[y] + rng.normal(0, 0.3, (len(y), 8))).astype(np.float32)
+    cfg = {"hidden": 16, "dropout": 0.0, "epochs": 30, "batch_size": 32, "lr": 0.01, "weight_decay": 0.0}
+    model, history = train_regionnet(x, y, n_classes=3, cfg=cfg, seed=0)
+    assert history[-1]["accuracy"] == 1.0 and history[-1]["loss"] < history[0]["loss"]
+    probe = centres[[0, 1, 2, 3]].astype(np.float32)
+    labels, probs = apply_regionnet(model, probe, keys=[1, 2, 3])
+    assert labels.tolist() == [0, 1, 2, 3] and probs.shape == (4, 4)
+    np.testing.assert_allclose(probs.sum(1), 1, rtol=1e-5)
+    # class 2 is not in this image's label: its region goes to the most probable of the others
+    labels, probs = apply_regionnet(model, probe, keys=[1, 3])
+    assert labels[2] in (0, 1, 3) and labels.tolist()[:2] == [0, 1] and labels[3] == 3 and probs.shape == (4, 3)
+    assert (apply_regionnet(model, probe, keys=[])[0] == 0).all()  # no labels: all background
+
+
+def test_regionnet_saves_and_loads(tmp_path):
+    from pipeline.nets import save_model
+
+    x = np.random.default_rng(1).normal(size=(20, 5)).astype(np.float32)
+    cfg = {"hidden": 4, "dropout": 0.5, "epochs": 1, "batch_size": 8, "lr": 0.01, "weight_decay": 0.0}
+    model, _ = train_regionnet(x, np.arange(20) % 3, n_classes=2, cfg=cfg, seed=0)
+    save_model(model, tmp_path / "regionnet.pt", {"classes": ["a", "b"], "source": "mcof_seeds"})
+    loaded, extra = load_regionnet(tmp_path / "regionnet.pt")
+    assert extra == {"classes": ["a", "b"], "source": "mcof_seeds"}
+    np.testing.assert_array_equal(apply_regionnet(loaded, x, [1, 2])[1], apply_regionnet(model, x, [1, 2])[1])
+    (tmp_path / "bad.pt").write_bytes(b"not a model")
+    with pytest.raises(ValueError, match="bad.pt: not a RegionNet"):
+        load_regionnet(tmp_path / "bad.pt")
+
+
+def test_saliency_refines_single_class_images_only():
+    # RegionNet found the left half (regions 0, 3) of a class-4 object; the saliency covers the
+    # left two thirds (regions 0, 1, 3, 4): the salient region 1 and 4 pixels join the object
+    mask = np.where(np.isin(SEGMENTS, [0, 3]), 4, 0).astype(np.uint8)
+    probs = np.array([[0.1, 0.9], [0.6, 0.4], [0.9, 0.1], [0.1, 0.9], [0.6, 0.4], [0.9, 0.1]])
+    sal = np.zeros((4, 6))
+    sal[:, :4] = 1.0
+    cfg = {"bins": 2, "threshold": 0.5}
+    refined = refine_image(mask, probs, np.array([0, 4]), SEGMENTS, sal, cfg)
+    assert refined.tolist() == np.where(np.isin(SEGMENTS, [0, 1, 3, 4]), 4, 0).tolist()
+    # two classes: the saliency cannot tell which object is which, RegionNet's map stays
+    two = np.where(SEGMENTS == 5, 2, mask).astype(np.uint8)
+    probs3 = np.concatenate([probs, np.zeros((6, 1))], 1)
+    np.testing.assert_array_equal(refine_image(two, probs3, np.array([0, 2, 4]), SEGMENTS, sal, cfg), two)
+    # no labels: unchanged (all background)
+    empty = np.zeros((4, 6), np.uint8)
+    np.testing.assert_array_equal(refine_image(empty, probs[:, :1], np.array([0]), SEGMENTS, sal, cfg), empty)

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import REPO, SNAKEMAKE, TINY, deep_update, planned_jobs, snakemake, write_config
+from conftest import REPO, SNAKEMAKE, TINY, deep_update, planned_job_details, planned_jobs, snakemake, write_config
 from pipeline.artifacts import ArtifactReader
 from pipeline.datasets import synthetic
 from pipeline.imageio import write_label_png
@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 def tiny_run(tmp_path_factory):
     work = tmp_path_factory.mktemp("run")
     config = write_config(work / "tiny.yaml")
-    proc = snakemake(work, config)
+    proc = snakemake(work, config, timeout=1500)  # ~7 min on 2 idle cores; the limit only guards against hangs
     return work, config, proc.stdout
 
 
@@ -70,9 +70,9 @@ def test_outputs_of_a_run(tiny_run):
 def test_random_walk_outputs_and_their_rows(tiny_run):
     work, _, _ = tiny_run
     rows = {r["stage"]: r for r in csv.DictReader((work / "results/metrics/summary.tsv").open(), delimiter="\t")}
-    assert list(rows) == ["cam", "sccam_r1", "sccam_r2", "eps", "affinity_labels", "mcof_seeds", "rw", "sccam_rw",
-                          "eps_rw", "rw_crf",
-                          "segmenter_masks", "deeplab_aspp", "deeplab_aspp_crf", "fully_supervised"]
+    assert list(rows) == ["cam", "sccam_r1", "sccam_r2", "eps", "affinity_labels", "mcof_seeds", "mcof_regionnet_r1",
+                          "mcof_saliency", "mcof_pixelnet_r1", "rw", "sccam_rw", "eps_rw", "rw_crf",
+                          "segmenter_masks", "deeplab_aspp", "deeplab_aspp_crf", "fully_supervised", "mcof"]
     assert rows["segmenter_masks"]["split"] == "train"  # the random walk of the training images
     assert rows["affinity_labels"]["split"] == "train" and rows["rw"]["split"] == "val"
     labels = json.loads((work / "results/metrics/affinity_labels.json").read_text())
@@ -210,9 +210,11 @@ def test_eps_tau_and_saliency_source_changes_redo_only_eps(tiny_run, tmp_path):
         "train_eps": 1, "make_cams": n_val, "evaluate_cams": 1, "random_walk": n_val, "evaluate_masks": 1,
         "summary": 1, "all": 1}
     source = write_config(work / "source_ft.yaml", {"saliency": {"source": "frequency_tuned"}})
+    # EPS and MCOF's saliency step (its PixelNet and the rows that follow)
     assert planned_jobs(snakemake(work, source, "--dry-run").stdout) == {
         "saliency": n_train + n_val, "evaluate_saliency": 1, "train_eps": 1, "make_cams": n_val, "evaluate_cams": 1,
-        "random_walk": n_val, "evaluate_masks": 1, "summary": 1, "all": 1}
+        "random_walk": n_val, "mcof_saliency": n_train, "train_segmenter": 1, "segment": n_train + n_val,
+        "evaluate_masks": 4, "summary": 1, "all": 1}
     folder = write_config(tmp_path / "folder.yaml", {"saliency": {"source": "folder"}})
     proc = snakemake(tmp_path, folder, check=False)
     assert proc.returncode != 0 and "saliency.folder.dir is not set" in proc.stdout
@@ -226,13 +228,22 @@ def test_mcof_seeds_row_and_what_its_settings_rerun(tiny_run):
     with ArtifactReader(next((work / "results/superpixels/train").glob("*.h5")), stage="superpixels") as rd:
         seg = rd.read(rd.image_ids()[0], "superpixels")["superpixels"]
         assert seg.dtype == np.int32 and seg.max() + 1 == rd.image_attrs(rd.image_ids()[0])["n_regions"]
-    n_train = len(list((work / "results/cam/train").glob("*.h5")))
+    n_train, n_val = (len(list((work / f"results/cam/{s}").glob("*.h5"))) for s in ("train", "val"))
     scale = write_config(work / "sp.yaml", {"superpixels": {"felzenszwalb": {"scale": 50}}})
+    # MCOF's chain from the seeds to the row mcof: seeds, RegionNet (its features), saliency, PixelNet
+    chain = {"train_regionnet": 1, "mcof_regionnet": n_train, "mcof_saliency": n_train, "train_segmenter": 1,
+             "segment": n_train + n_val, "evaluate_masks": 5, "summary": 1, "all": 1}
     assert planned_jobs(snakemake(work, scale, "--dry-run").stdout) == {
-        "superpixels": n_train, "mcof_seeds": n_train, "evaluate_masks": 1, "summary": 1, "all": 1}
+        "superpixels": n_train, "mcof_seeds": n_train, "mcof_features": n_train, **chain}
     seeds = write_config(work / "seeds.yaml", {"mcof": {"seeds": {"threshold": 0.6}}})
-    assert planned_jobs(snakemake(work, seeds, "--dry-run").stdout) == {
-        "mcof_seeds": n_train, "evaluate_masks": 1, "summary": 1, "all": 1}
+    assert planned_jobs(snakemake(work, seeds, "--dry-run").stdout) == {"mcof_seeds": n_train, **chain}
+    # a RegionNet setting: from RegionNet on; saliency.threshold: from the refinement on
+    hidden = write_config(work / "hidden.yaml", {"mcof": {"regionnet": {"hidden": 32}}})
+    assert planned_jobs(snakemake(work, hidden, "--dry-run").stdout) == {**chain, "evaluate_masks": 4}  # not the seeds
+    post = write_config(work / "post.yaml", {"mcof": {"saliency": {"threshold": 0.6}}})
+    assert planned_jobs(snakemake(work, post, "--dry-run").stdout) == {
+        "mcof_saliency": n_train, "train_segmenter": 1, "segment": n_train + n_val, "evaluate_masks": 3, "summary": 1,
+        "all": 1}
     off = write_config(work / "mcof_off.yaml", {"mcof": {"enabled": False}})
     assert planned_jobs(snakemake(work, off, "--dry-run").stdout) == {"summary": 1, "all": 1}
 
@@ -251,8 +262,9 @@ def test_cam_parameter_change_reruns_cams_and_what_follows_only(tiny_run):
     # the plain CAMs and what follows, and each SC-CAM round's and EPS's CAMs (their classifiers
     # do not depend on CAMs) with their rows and walks
     assert jobs == {"make_cams": 4 * n_val + n_train, "evaluate_cams": 4, "affinity_labels": n_train,
-                    "mcof_seeds": n_train, "train_affinity": 1, "random_walk": 3 * n_val + n_train,
-                    "crf_masks": 2 * n_val, "train_segmenter": 1, "segment": n_val, "evaluate_masks": 9, "summary": 1,
+                    "mcof_seeds": n_train, "train_regionnet": 1, "mcof_regionnet": n_train, "mcof_saliency": n_train,
+                    "train_affinity": 1, "random_walk": 3 * n_val + n_train, "crf_masks": 2 * n_val,
+                    "train_segmenter": 2, "segment": 2 * n_val + n_train, "evaluate_masks": 13, "summary": 1,
                     "all": 1}
 
 
@@ -447,6 +459,16 @@ def test_bad_images_are_recorded_and_skipped_the_rest_is_processed(bad_input_run
     # MCOF's seeds: the unreadable training image has no superpixels and no CAM
     seed_problems = {r[0]: r[2] for p in (res / "mcof_seeds/train").glob("*.problems.tsv") for r in read_report(p)}
     assert set(seed_problems) == {"train_00004"} and "skipped upstream" in seed_problems["train_00004"]
+    feature_problems = {r[0] for p in (res / "mcof/features/train").glob("*.problems.tsv") for r in read_report(p)}
+    assert feature_problems == {"train_00004"}
+    pixelnet_problems = {r[0]: r[2] for r in read_report(res / "segmenter/mcof_pixelnet_r1/problems.tsv")}
+    assert set(pixelnet_problems) == {"train_00004"} and "no mcof_saliency mask" in pixelnet_problems["train_00004"]
+    # RegionNet and the saliency step hold every training image but the unreadable one (and the
+    # label-free one the manifest left out): 16 - 2
+    for stage, pattern in (("mcof_regionnet_r1", "mcof/r1/regionnet/train"), ("mcof_saliency", "mcof/r1/saliency/train")):
+        ids = {i for p in (res / pattern).glob("*.h5") for i in ArtifactReader(p, stage=stage).image_ids()}
+        assert len(ids) == 14 and "train_00004" not in ids
+    assert json.loads((res / "metrics/mcof.json").read_text())["n_images"] == 6
 
 
 def test_new_images_rerun_only_the_shards_they_fall_in(bad_input_run):
@@ -460,7 +482,7 @@ def test_new_images_rerun_only_the_shards_they_fall_in(bad_input_run):
     # one val shard gets the new image: its manifest, saliency and CAMs are redone, the other
     # shard's are not (CAMs of the plain classifier, the SC-CAM round and EPS; their walks)
     assert jobs == {"manifest_shard": 1, "manifest": 1, "saliency": 1, "evaluate_saliency": 1, "make_cams": 3,
-                    "evaluate_cams": 3, "random_walk": 3, "segment": 2, "crf_masks": 2, "evaluate_masks": 7,
+                    "evaluate_cams": 3, "random_walk": 3, "segment": 3, "crf_masks": 2, "evaluate_masks": 8,
                     "summary": 1, "all": 1}
 
 
@@ -510,7 +532,7 @@ def test_voc_sample_end_to_end(tmp_path, voc_root):
         "classifier": {"crop_size": 64, "rescale": [0.15, 0.2], "color_jitter": {"hue": 0.1}},
         "cams": {"scales": [0.25]}, "sccam": {"enabled": False},  # SC-CAM and EPS run on the tiny synthetic data
         "eps": {"enabled": False}})
-    snakemake(tmp_path, config)
+    snakemake(tmp_path, config, timeout=1500)  # ~6 min on 2 idle cores; the limit only guards against hangs
     metrics = json.loads((tmp_path / "results/metrics/cam.json").read_text())
     assert metrics["split"] == "mini_val" and metrics["n_images"] == 8 and metrics["n_skipped"] == 0
     assert len(metrics["per_class_iou"]) == 21
@@ -521,9 +543,60 @@ def test_voc_sample_end_to_end(tmp_path, voc_root):
         assert cams.shape[1:] == (r.image_attrs(iid)["height"], r.image_attrs(iid)["width"])
         assert max(cams.shape[1:]) == 500  # CAMs at the full VOC resolution
     rows = [r["stage"] for r in csv.DictReader((tmp_path / "results/metrics/summary.tsv").open(), delimiter="\t")]
-    assert rows == ["cam", "affinity_labels", "mcof_seeds", "rw", "rw_crf", "segmenter_masks", "deeplab_aspp",
-                    "deeplab_aspp_crf", "fully_supervised"]
+    assert rows == ["cam", "affinity_labels", "mcof_seeds", "mcof_regionnet_r1", "mcof_saliency", "mcof_pixelnet_r1",
+                    "rw", "rw_crf", "segmenter_masks", "deeplab_aspp", "deeplab_aspp_crf", "fully_supervised", "mcof"]
     saliency = json.loads((tmp_path / "results/metrics/saliency.json").read_text())  # real photographs
     assert saliency["n_images"] == 8 and 0 < saliency["max_f"] <= 1 and 0 < saliency["mae"] < 0.5
     rw = json.loads((tmp_path / "results/metrics/rw_crf.json").read_text())
     assert rw["n_images"] == 8 and rw["n_skipped"] == 0 and len(rw["per_class_iou"]) == 21
+
+
+def test_mcof_rounds_are_wired_seed_to_regionnet_to_pixelnet_to_next_round(tmp_path):
+    """A dry run of three rounds and the self-training control: which masks each job learns from."""
+    config = write_config(tmp_path / "rounds.yaml", {"mcof": {"rounds": 3}})
+    jobs = planned_job_details(snakemake(tmp_path, config, "--dry-run", "all", "mcof_ablation").stdout)
+
+    def one(rule, **wildcards):
+        found = [j for j in jobs if j["rule"] == rule and all(j["wildcards"].get(k) == v for k, v in wildcards.items())]
+        assert len(found) == 1, (rule, wildcards, len(found))
+        return found[0]
+
+    def learns_from(job):
+        # the training-split mask shards among a job's inputs, by directory
+        dirs = {i.rsplit("/", 1)[0] for i in job["input"] if i.endswith(".h5") and "/train" in i
+                and not i.startswith(("results/mcof/features", "results/superpixels"))}
+        assert len(dirs) == 1, dirs
+        return dirs.pop()
+
+    assert learns_from(one("train_regionnet", round="1")) == "results/mcof_seeds/train"
+    assert learns_from(one("train_regionnet", round="2")) == "results/mcof_pixelnet_r1/train"
+    assert learns_from(one("train_regionnet", round="3")) == "results/mcof_pixelnet_r2/train"
+    # saliency refines round 1 only; PixelNet 1 learns from it, later PixelNets from RegionNet
+    assert {j["wildcards"]["split"] for j in jobs if j["rule"] == "mcof_saliency"} == {"train"}
+    assert all(o.startswith("results/mcof/r1/saliency/") for j in jobs if j["rule"] == "mcof_saliency"
+               for o in j["output"])
+    assert learns_from(one("train_segmenter", segmenter="mcof_pixelnet_r1")) == "results/mcof/r1/saliency/train"
+    assert learns_from(one("train_segmenter", segmenter="mcof_pixelnet_r2")) == "results/mcof/r2/regionnet/train"
+    assert learns_from(one("train_segmenter", segmenter="mcof_pixelnet_r3")) == "results/mcof/r3/regionnet/train"
+    # the control: the same segmenter on the seeds, then on its own predictions
+    assert learns_from(one("train_segmenter", segmenter="selftrain_r1")) == "results/mcof_seeds/train"
+    assert learns_from(one("train_segmenter", segmenter="selftrain_r2")) == "results/selftrain_r1/train"
+    assert learns_from(one("train_segmenter", segmenter="selftrain_r3")) == "results/selftrain_r2/train"
+    # every round predicts the training split; only the last PixelNet the evaluation split (row mcof)
+    segments = {(j["wildcards"]["segmenter"], j["wildcards"]["split"]) for j in jobs if j["rule"] == "segment"}
+    for r in (1, 2, 3):
+        assert (f"mcof_pixelnet_r{r}", "train") in segments and (f"selftrain_r{r}", "train") in segments
+    assert {s for s, split in segments if split == "val" and s.startswith(("mcof", "selftrain"))} == {"mcof_pixelnet_r3"}
+    rows = {o.split("/")[-1].removesuffix(".json") for j in jobs if j["rule"] == "evaluate_masks" for o in j["output"]
+            if o.endswith(".json")}
+    assert {"mcof_seeds", "mcof_saliency", "mcof", *(f"mcof_{s}_r{r}" for s in ("regionnet", "pixelnet")
+                                                     for r in (1, 2, 3)), "selftrain_r1", "selftrain_r3"} <= rows
+
+    # without the saliency step PixelNet 1 learns RegionNet's regions; MCOF off: none of it
+    plain = write_config(tmp_path / "nosal.yaml", {"mcof": {"rounds": 1, "saliency": {"enabled": False}}})
+    jobs = planned_job_details(snakemake(tmp_path, plain, "--dry-run").stdout)
+    assert not [j for j in jobs if j["rule"] == "mcof_saliency"]
+    assert learns_from(one("train_segmenter", segmenter="mcof_pixelnet_r1")) == "results/mcof/r1/regionnet/train"
+    off = write_config(tmp_path / "off.yaml", {"mcof": {"enabled": False}})
+    rules = {j["rule"] for j in planned_job_details(snakemake(tmp_path, off, "--dry-run").stdout)}
+    assert not rules & {"mcof_seeds", "mcof_features", "train_regionnet", "mcof_regionnet", "mcof_saliency"}

@@ -49,6 +49,13 @@ wildcard_constraints:
 CAM_MODELS = {}
 # CAM directory -> a method's report added to its CAM row's metrics (SC-CAM: clusters.json)
 CAM_REPORTS = {}
+# Segmenters trained inside a method's rounds (MCOF's PixelNet, its self-training control):
+# name -> {"source": the stage of the training-split masks it learns from, "train": overrides of
+# the segmenter settings, "predict": its inference settings on the training split, whose
+# predictions feed the next round}. segmenter.smk and segment.smk run them like the main ones.
+ROUND_SEGMENTERS = {}
+# masks a segmenter can learn from: stage -> artifact pattern (filled by the methods' rule files)
+MASK_SOURCES = {}
 
 
 def split_data(split):

@@ -14,17 +14,24 @@ for _name, (_head, _source) in SEGMENTERS.items():
     MASK_STAGES[_name] = (f"results/{_name}/{{split}}/{{shard}}.h5", EVAL_SPLIT)
     if _source != GROUND_TRUTH:
         MASK_STAGES[f"{_name}_crf"] = (f"results/{_name}_crf/{{split}}/{{shard}}.h5", EVAL_SPLIT)
+# MCOF: its last PixelNet on the evaluation split
+if MCOF_ROUNDS:
+    MASK_STAGES["mcof"] = (MCOF_TRAIN_ROWS[f"mcof_pixelnet_r{MCOF_ROUNDS[-1]}"], EVAL_SPLIT)
+# rows of the training split's pseudo masks: affinity labels, MCOF's chain
 if has_masks(TRAIN_SPLIT):
     _train_rows = {"affinity_labels": ("results/affinity_labels/{split}/{shard}.h5", TRAIN_SPLIT)}
-    if MCOF["enabled"]:
-        _train_rows["mcof_seeds"] = ("results/mcof_seeds/{split}/{shard}.h5", TRAIN_SPLIT)
+    _train_rows.update({row: (pattern, TRAIN_SPLIT) for row, pattern in MCOF_TRAIN_ROWS.items()})
     MASK_STAGES = {**_train_rows, **MASK_STAGES}
+# built on request only (target mcof_ablation)
+ALL_MASK_STAGES = {**MASK_STAGES, **{row: (pattern, TRAIN_SPLIT) for row, pattern in SELFTRAIN_ROWS.items()}}
 # Stages evaluated as CAMs (best background threshold): row -> CAM directory under results/.
 CAM_ROWS = {"cam": "cam", **SCCAM_ROWS, **EPS_ROWS}
 ALL_CAM_ROWS = {**CAM_ROWS, **SCCAM_ABLATION_ROWS, **EPS_ABLATION_ROWS}  # the ablation's rows are built on request only
 EVALUATED_STAGES = [*CAM_ROWS, *MASK_STAGES]
 # rows whose artifacts are another stage's: row -> the stage that wrote them
 ARTIFACT_STAGES = {"segmenter_masks": SEG["source"]}
+if MCOF_ROUNDS:
+    ARTIFACT_STAGES["mcof"] = f"mcof_pixelnet_r{MCOF_ROUNDS[-1]}"
 SCORE_STAGES = set(RW_ROWS)
 
 
@@ -56,16 +63,16 @@ rule evaluate_cams:
 
 rule evaluate_masks:
     input:
-        masks=lambda w: shard_files(MASK_STAGES[w.stage][0], MASK_STAGES[w.stage][1]),
-        manifests=lambda w: shard_files("results/manifest/{split}/{shard}.tsv", MASK_STAGES[w.stage][1]),
+        masks=lambda w: shard_files(ALL_MASK_STAGES[w.stage][0], ALL_MASK_STAGES[w.stage][1]),
+        manifests=lambda w: shard_files("results/manifest/{split}/{shard}.tsv", ALL_MASK_STAGES[w.stage][1]),
     output:
         metrics="results/metrics/{stage}.json",
         problems="results/metrics/{stage}.problems.tsv",
     wildcard_constraints:
-        stage="|".join(MASK_STAGES),
+        stage="|".join(ALL_MASK_STAGES),
     params:
         classes=CLASSES,
-        split=lambda w: MASK_STAGES[w.stage][1],
+        split=lambda w: ALL_MASK_STAGES[w.stage][1],
         artifact_stage=lambda w: ARTIFACT_STAGES.get(w.stage, w.stage),
         # stages that store score maps with a constant background score also get the sweep
         sweep=lambda w: CFG["evaluation"]["bg_threshold"] if w.stage in SCORE_STAGES else None,

@@ -1,6 +1,14 @@
 # Stage segment: a trained segmenter's multi-scale + flip predictions per shard
 # (pipeline/segment.py): probabilities on the stride-8 grid and label maps in HDF5, PNG label maps.
-# On the evaluation split by default; on the training split when a later stage asks for it.
+# On the evaluation split by default; on the training split when a later stage asks for it
+# (a round segmenter's predictions there, the next round's seeds, use its own `predict` settings).
+
+
+def segment_cfg(name, split):
+    if name in ROUND_SEGMENTERS and split == TRAIN_SPLIT:
+        return ROUND_SEGMENTERS[name]["predict"]
+    return {"scales": SEG["test_scales"], "flip": SEG["test_flip"]}
+
 
 
 rule segment:
@@ -13,9 +21,9 @@ rule segment:
         png=directory("results/{segmenter}/{split}/png/{shard}"),
         problems="results/{segmenter}/{split}/{shard}.problems.tsv",
     wildcard_constraints:
-        segmenter="|".join(SEGMENTERS),
+        segmenter="|".join(SEGMENTER_RUNS),
     params:
-        cfg={"scales": SEG["test_scales"], "flip": SEG["test_flip"]},
+        cfg=lambda w: segment_cfg(w.segmenter, w.split),
         code=code_hash("pipeline.segment"),
     threads: 4
     resources:

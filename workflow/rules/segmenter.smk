@@ -9,18 +9,21 @@ SEG = CFG["segmenter"]
 SEGMENTERS = {f"deeplab_{head}": (head, SEG["source"]) for head in SEG["heads"]}
 if SEG["fully_supervised"] and has_masks(TRAIN_SPLIT):
     SEGMENTERS["fully_supervised"] = (SEG["heads"][0], GROUND_TRUTH)
-# mask sources a segmenter can learn from: stage -> its artifact pattern
-MASK_SOURCES = {row: f"results/{row}/{{split}}/{{shard}}.h5" for row in [*RW_ROWS, "rw_crf"]}
+MASK_SOURCES.update({row: f"results/{row}/{{split}}/{{shard}}.h5" for row in [*RW_ROWS, "rw_crf"]})
 if SEG["source"] not in MASK_SOURCES:
     raise ValueError(f"segmenter.source: {SEG['source']} is not made by this configuration "
                      f"(choose one of {sorted(MASK_SOURCES)}; sccam_rw needs sccam.enabled, eps_rw eps.enabled)")
 # what defines the training (inference settings and the choice of rows do not)
 SEG_TRAINING = {k: v for k, v in SEG.items()
                 if k not in ("heads", "source", "fully_supervised", "test_scales", "test_flip", "crf_profile")}
+# every segmenter train_segmenter makes: name -> (training settings, the masks it learns from)
+SEGMENTER_RUNS = {name: ({**SEG_TRAINING, "head": head}, source) for name, (head, source) in SEGMENTERS.items()}
+SEGMENTER_RUNS.update({name: ({**SEG_TRAINING, **run["train"]}, run["source"])
+                       for name, run in ROUND_SEGMENTERS.items()})
 
 
 def segmenter_masks(name):
-    source = SEGMENTERS[name][1]
+    source = SEGMENTER_RUNS[name][1]
     return [] if source == GROUND_TRUTH else shard_files(MASK_SOURCES[source], TRAIN_SPLIT)
 
 
@@ -36,10 +39,10 @@ rule train_segmenter:
         history="results/segmenter/{segmenter}/history.json",
         problems="results/segmenter/{segmenter}/problems.tsv",
     wildcard_constraints:
-        segmenter="|".join(SEGMENTERS),
+        segmenter="|".join(SEGMENTER_RUNS),
     params:
-        cfg=lambda w: {**SEG_TRAINING, "head": SEGMENTERS[w.segmenter][0]},
-        source=lambda w: SEGMENTERS[w.segmenter][1],
+        cfg=lambda w: SEGMENTER_RUNS[w.segmenter][0],
+        source=lambda w: SEGMENTER_RUNS[w.segmenter][1],
         seed=CFG["seed"],
         classes=CLASSES,
         checkpoint=lambda w: f"results/checkpoints/{w.segmenter}.pt",
