@@ -56,15 +56,17 @@ def refine_image(mask: np.ndarray, probs: np.ndarray, keys: np.ndarray, segments
 def run(*, region_path, superpixel_path, saliency_path, cfg: dict, code_hash: str, split: str, shard: str,
         out_path) -> None:
     """Stage mcof_saliency: the refined label map `mask` of every image of a shard."""
-    refined = 0
+    refined, unrefined = 0, []
     with ArtifactReader(region_path) as r_in, ArtifactReader(superpixel_path, stage="superpixels") as s_in, \
             ArtifactReader(saliency_path, stage="saliency") as sal_in, \
             ArtifactWriter(out_path, stage="mcof_saliency", split=split, shard=shard, classes=r_in.classes(),
                            params=cfg, code_hash=code_hash) as out:
         for image_id in progress(r_in.image_ids(), desc=f"mcof_saliency {split}/{shard}", unit="img"):
             d = r_in.read(image_id, "mask", "probs", "keys")
-            if image_id not in sal_in:
-                sal_in.fail(image_id, "no saliency map (see the saliency stage's problems)")
+            if image_id not in sal_in:  # e.g. a folder source without this image's map
+                unrefined.append(image_id)
+                out.add(image_id, r_in.image_attrs(image_id), mask=d["mask"])
+                continue
             saliency = sal_in.read(image_id, "saliency")["saliency"].astype(np.float32)
             if saliency.shape != d["mask"].shape:
                 sal_in.fail(image_id, f"saliency {saliency.shape} and regions {d['mask'].shape} differ in size")
@@ -73,3 +75,6 @@ def run(*, region_path, superpixel_path, saliency_path, cfg: dict, code_hash: st
             refined += len(d["keys"]) == 2
             out.add(image_id, r_in.image_attrs(image_id), mask=mask)
     log.info("%s: %d single-class images refined with saliency", shard, refined)
+    if unrefined:
+        log.warning("%s: %d image(s) without a saliency map keep RegionNet's regions (see %s's problems): %s",
+                    shard, len(unrefined), saliency_path, ", ".join(unrefined[:5]))

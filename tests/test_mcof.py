@@ -156,3 +156,28 @@ def test_saliency_refines_single_class_images_only():
     # no labels: unchanged (all background)
     empty = np.zeros((4, 6), np.uint8)
     np.testing.assert_array_equal(refine_image(empty, probs[:, :1], np.array([0]), SEGMENTS, sal, cfg), empty)
+
+
+def test_refinement_stage_keeps_regionnet_where_the_saliency_map_is_missing(tmp_path):
+    from pipeline.artifacts import ArtifactReader, ArtifactWriter
+    from pipeline.mcof_saliency import run
+
+    mask = np.where(np.isin(SEGMENTS, [0, 3]), 4, 0).astype(np.uint8)
+    probs = np.array([[0.1, 0.9], [0.6, 0.4], [0.9, 0.1], [0.1, 0.9], [0.6, 0.4], [0.9, 0.1]], np.float16)
+    sal = np.zeros((4, 6), np.float16)
+    sal[:, :4] = 1.0
+    common = {"split": "train", "shard": "shard00", "classes": ["a"] * 8, "params": {}, "code_hash": "x"}
+    with ArtifactWriter(tmp_path / "regions.h5", stage="mcof_regionnet_r1", **common) as w:
+        for iid in ("with_map", "without_map"):
+            w.add(iid, {"image_path": f"{iid}.png"}, mask=mask, probs=probs, keys=np.array([0, 4], np.uint8))
+    with ArtifactWriter(tmp_path / "sp.h5", stage="superpixels", **common) as w:
+        for iid in ("with_map", "without_map"):
+            w.add(iid, {}, superpixels=SEGMENTS.astype(np.int32))
+    with ArtifactWriter(tmp_path / "sal.h5", stage="saliency", **common) as w:
+        w.add("with_map", {}, saliency=sal)
+    run(region_path=tmp_path / "regions.h5", superpixel_path=tmp_path / "sp.h5", saliency_path=tmp_path / "sal.h5",
+        cfg={"bins": 2, "threshold": 0.5}, code_hash="x", split="train", shard="shard00", out_path=tmp_path / "out.h5")
+    with ArtifactReader(tmp_path / "out.h5", stage="mcof_saliency") as rd:
+        assert rd.read("with_map", "mask")["mask"].tolist() == np.where(np.isin(SEGMENTS, [0, 1, 3, 4]), 4, 0).tolist()
+        np.testing.assert_array_equal(rd.read("without_map", "mask")["mask"], mask)
+        assert rd.image_attrs("with_map")["image_path"] == "with_map.png"
