@@ -10,7 +10,6 @@ def segment_cfg(name, split):
     return {"scales": SEG["test_scales"], "flip": SEG["test_flip"]}
 
 
-
 rule segment:
     input:
         lambda w: split_data(w.split),
