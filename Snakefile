@@ -13,6 +13,7 @@ include: "workflow/rules/eps.smk"
 include: "workflow/rules/cams.smk"  # after the methods that register CAM directories
 include: "workflow/rules/superpixels.smk"
 include: "workflow/rules/mcof.smk"
+include: "workflow/rules/prm.smk"
 include: "workflow/rules/affinity_labels.smk"
 include: "workflow/rules/affinity.smk"
 include: "workflow/rules/random_walk.smk"

@@ -80,6 +80,10 @@ def show(path, image_id: str, out_path, threshold: float = 0.15) -> Path:
         rgb = read_image(attrs["image_path"])
     except (KeyError, ImageReadError):
         rgb = np.full((h or 64, w or 64, 3), 128, np.uint8)
+    if h and w and rgb.shape[:2] != (h, w):
+        raise ValueError(f"{attrs['image_path']}: the image is {rgb.shape[0]} x {rgb.shape[1]}, the artifact's maps "
+                         f"{h} x {w}: another image (image paths are relative to the workflow's directory: run "
+                         f"show from there)")
 
     def name_of(v: int) -> str:
         return "background" if v == 0 else (names[v - 1] if v <= len(names) else f"class {v}")
@@ -116,6 +120,21 @@ def show(path, image_id: str, out_path, threshold: float = 0.15) -> Path:
         drawn = rgb.copy()
         drawn[edges] = (255, 255, 0)
         panels.append((f"{int(data['superpixels'].max()) + 1} superpixels", drawn))
+    if "prms" in data:  # PRM's peaks: one peak response map each, the peak marked
+        for prm, (py, px), c, score in zip(data["prms"].astype(np.float32), data["peaks"], data["peak_classes"],
+                                           data["peak_scores"]):
+            drawn = _heat(rgb, np.sqrt(np.clip(prm, 0, 1)))  # square root: the maps are peaky
+            drawn[max(py - 2, 0):py + 3, px] = drawn[py, max(px - 2, 0):px + 3] = (255, 255, 255)
+            panels.append((f"PRM {name_of(int(c))} (peak {score:.2f})", drawn))
+    if "instance_masks" in data:  # PRM's instances, one colour each
+        import matplotlib
+
+        drawn = rgb // 2
+        for i, m in enumerate(data["instance_masks"].astype(bool)):
+            colour = np.array(matplotlib.colormaps["tab10"](i % 10)[:3]) * 255
+            drawn[m] = (0.35 * rgb[m] + 0.65 * colour).astype(np.uint8)
+        listed = ", ".join(f"{name_of(int(c))} {s:.2f}" for c, s in zip(data["instance_classes"], data["instance_scores"]))
+        panels.append((f"{len(data['instance_masks'])} instances" + (f": {listed}" if listed else ""), drawn))
     for name, arr in data.items():
         if arr.ndim == 2 and arr.dtype == np.uint8 and arr.shape == rgb.shape[:2]:
             label_maps.append((name, arr))

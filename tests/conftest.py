@@ -30,6 +30,7 @@ TINY = {
               "ablation_k": [1, 2]},
     "eps": {"epochs": 1, "init_from_classifier": True, "ablation_tau": [0.4, 0.6]},
     "mcof": {"rounds": 1, "regionnet": {"epochs": 2}},
+    "prm": {"epochs": 1, "init_from_classifier": True},
 }
 
 

@@ -6,6 +6,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 
 import numpy as np
@@ -72,7 +73,7 @@ def test_random_walk_outputs_and_their_rows(tiny_run):
     rows = {r["stage"]: r for r in csv.DictReader((work / "results/metrics/summary.tsv").open(), delimiter="\t")}
     assert list(rows) == ["cam", "sccam_r1", "sccam_r2", "eps", "affinity_labels", "mcof_seeds", "mcof_regionnet_r1",
                           "mcof_saliency", "mcof_pixelnet_r1", "rw", "sccam_rw", "eps_rw", "rw_crf",
-                          "segmenter_masks", "deeplab_aspp", "deeplab_aspp_crf", "fully_supervised", "mcof"]
+                          "segmenter_masks", "deeplab_aspp", "deeplab_aspp_crf", "fully_supervised", "mcof", "prm"]
     assert rows["segmenter_masks"]["split"] == "train"  # the random walk of the training images
     assert rows["affinity_labels"]["split"] == "train" and rows["rw"]["split"] == "val"
     labels = json.loads((work / "results/metrics/affinity_labels.json").read_text())
@@ -233,8 +234,10 @@ def test_mcof_seeds_row_and_what_its_settings_rerun(tiny_run):
     # MCOF's chain from the seeds to the row mcof: seeds, RegionNet (its features), saliency, PixelNet
     chain = {"train_regionnet": 1, "mcof_regionnet": n_train, "mcof_saliency": n_train, "train_segmenter": 1,
              "segment": n_train + n_val, "evaluate_masks": 5, "summary": 1, "all": 1}
+    # and PRM's proposals on the evaluation split
     assert planned_jobs(snakemake(work, scale, "--dry-run").stdout) == {
-        "superpixels": n_train, "mcof_seeds": n_train, "mcof_features": n_train, **chain}
+        "superpixels": n_train + n_val, "mcof_seeds": n_train, "mcof_features": n_train, **chain,
+        "prm_instances": n_val, "evaluate_masks": 6, "evaluate_prm_instances": 1}
     seeds = write_config(work / "seeds.yaml", {"mcof": {"seeds": {"threshold": 0.6}}})
     assert planned_jobs(snakemake(work, seeds, "--dry-run").stdout) == {"mcof_seeds": n_train, **chain}
     # a RegionNet setting: from RegionNet on; saliency.threshold: from the refinement on
@@ -245,6 +248,50 @@ def test_mcof_seeds_row_and_what_its_settings_rerun(tiny_run):
         "mcof_saliency": n_train, "train_segmenter": 1, "segment": n_train + n_val, "evaluate_masks": 3, "summary": 1,
         "all": 1}
     off = write_config(work / "mcof_off.yaml", {"mcof": {"enabled": False}})
+    assert planned_jobs(snakemake(work, off, "--dry-run").stdout) == {"summary": 1, "all": 1}
+
+
+def test_prm_rows_artifacts_drawings_and_what_its_settings_rerun(tiny_run):
+    work, _, _ = tiny_run
+    inst = json.loads((work / "results/metrics/prm_instances.json").read_text())
+    assert inst["split"] == "val" and inst["n_images"] == 16 and inst["iou_threshold"] == 0.5
+    assert 0 <= inst["map_r"] <= 1 and set(inst["ap_per_class"]) == set(synthetic.CLASSES)
+    assert sum(inst["n_gt_instances"].values()) >= 16 and inst["same_class_pairs"]["images_classes"] >= 0
+    m = json.loads((work / "results/metrics/prm.json").read_text())
+    assert m["split"] == "val" and m["coverage"] == 1 and 0 < m["miou"] < 1
+    model, saved = load_classifier(work / "results/prm/model.pt")
+    assert saved["peak_stimulation"] == {"window": 3, "median_filter": True, "sub_pixel_factor": 8}
+    peaks_shard = next((work / "results/prm/peaks/val").glob("*.h5"))
+    with ArtifactReader(peaks_shard, stage="prm_peaks") as rd:
+        # every labelled image has a peak per class: the highest is kept even when weak
+        assert all(len(rd.read(i, "peaks")["peaks"]) >= len(rd.read(i, "keys")["keys"]) for i in rd.image_ids())
+        image_id = rd.image_ids()[0]
+        d = rd.read(image_id, "peaks", "peak_classes", "peak_scores", "prms", "keys")
+        a = rd.image_attrs(image_id)
+        assert d["prms"].shape == (len(d["peaks"]), a["height"], a["width"]) and d["prms"].dtype == np.float16
+        assert set(d["peak_classes"]) <= set(d["keys"]) and np.allclose(d["prms"].reshape(len(d["prms"]), -1).max(1), 1)
+    with ArtifactReader(work / f"results/prm/instances/val/{peaks_shard.name}", stage="prm") as rd:
+        d = rd.read(image_id, "mask", "instance_masks", "instance_classes", "instance_scores", "instance_peaks")
+        assert d["instance_masks"].shape[1:] == d["mask"].shape == (a["height"], a["width"])
+        assert len(d["instance_classes"]) == len(d["instance_scores"]) == len(d["instance_masks"]) >= 1
+        assert set(np.unique(d["mask"])) <= {0, *d["instance_classes"].tolist()}
+    for shard, name in ((peaks_shard, "peaks.png"), (work / f"results/prm/instances/val/{peaks_shard.name}", "inst.png")):
+        proc = subprocess.run([sys.executable, "-m", "pipeline", "show", str(shard), image_id, "-o",
+                               str(work / name)], capture_output=True, text=True, cwd=work)  # paths relative to it
+        assert proc.returncode == 0 and (work / name).stat().st_size > 1000, proc.stderr
+    n_val = len(list((work / "results/prm/peaks/val").glob("*.h5")))
+    threshold = write_config(work / "prm_peak.yaml", {"prm": {"peak_threshold": 0.8}})
+    assert planned_jobs(snakemake(work, threshold, "--dry-run").stdout) == {
+        "prm_peaks": n_val, "prm_instances": n_val, "evaluate_masks": 1, "evaluate_prm_instances": 1, "summary": 1,
+        "all": 1}
+    nms = write_config(work / "prm_nms.yaml", {"prm": {"instances": {"nms": 0.5}}})
+    assert planned_jobs(snakemake(work, nms, "--dry-run").stdout) == {
+        "prm_instances": n_val, "evaluate_masks": 1, "evaluate_prm_instances": 1, "summary": 1, "all": 1}
+    window = write_config(work / "prm_window.yaml", {"prm": {"window": 5}})
+    assert planned_jobs(snakemake(work, window, "--dry-run").stdout) == {
+        "train_prm": 1, "prm_peaks": n_val, "prm_instances": n_val, "evaluate_masks": 1, "evaluate_prm_instances": 1,
+        "summary": 1, "all": 1}
+    off = write_config(work / "prm_off.yaml", {"prm": {"enabled": False}})
     assert planned_jobs(snakemake(work, off, "--dry-run").stdout) == {"summary": 1, "all": 1}
 
 
@@ -482,8 +529,8 @@ def test_new_images_rerun_only_the_shards_they_fall_in(bad_input_run):
     # one val shard gets the new image: its manifest, saliency and CAMs are redone, the other
     # shard's are not (CAMs of the plain classifier, the SC-CAM round and EPS; their walks)
     assert jobs == {"manifest_shard": 1, "manifest": 1, "saliency": 1, "evaluate_saliency": 1, "make_cams": 3,
-                    "evaluate_cams": 3, "random_walk": 3, "segment": 3, "crf_masks": 2, "evaluate_masks": 8,
-                    "summary": 1, "all": 1}
+                    "evaluate_cams": 3, "random_walk": 3, "segment": 3, "crf_masks": 2, "superpixels": 1,
+                    "prm_peaks": 1, "prm_instances": 1, "evaluate_masks": 9, "summary": 1, "all": 1}
 
 
 @pytest.mark.parametrize("problem, message", [
@@ -544,7 +591,7 @@ def test_voc_sample_end_to_end(tmp_path, voc_root):
         assert max(cams.shape[1:]) == 500  # CAMs at the full VOC resolution
     rows = [r["stage"] for r in csv.DictReader((tmp_path / "results/metrics/summary.tsv").open(), delimiter="\t")]
     assert rows == ["cam", "affinity_labels", "mcof_seeds", "mcof_regionnet_r1", "mcof_saliency", "mcof_pixelnet_r1",
-                    "rw", "rw_crf", "segmenter_masks", "deeplab_aspp", "deeplab_aspp_crf", "fully_supervised", "mcof"]
+                    "rw", "rw_crf", "segmenter_masks", "deeplab_aspp", "deeplab_aspp_crf", "fully_supervised", "mcof", "prm"]
     saliency = json.loads((tmp_path / "results/metrics/saliency.json").read_text())  # real photographs
     assert saliency["n_images"] == 8 and 0 < saliency["max_f"] <= 1 and 0 < saliency["mae"] < 0.5
     rw = json.loads((tmp_path / "results/metrics/rw_crf.json").read_text())

@@ -17,6 +17,8 @@ for _name, (_head, _source) in SEGMENTERS.items():
 # MCOF: its last PixelNet on the evaluation split
 if MCOF_ROUNDS:
     MASK_STAGES["mcof"] = (MCOF_TRAIN_ROWS[f"mcof_pixelnet_r{MCOF_ROUNDS[-1]}"], EVAL_SPLIT)
+# PRM: its instances united per class, on the evaluation split
+MASK_STAGES.update({row: (pattern, EVAL_SPLIT) for row, pattern in PRM_ROWS.items()})
 # rows of the training split's pseudo masks: affinity labels, MCOF's chain
 if has_masks(TRAIN_SPLIT):
     _train_rows = {"affinity_labels": ("results/affinity_labels/{split}/{shard}.h5", TRAIN_SPLIT)}

@@ -1,0 +1,105 @@
+# PRM (Zhou et al., CVPR 2018): instance masks from peak response maps.
+#   train_prm      the CAM classifier retrained with peak stimulation (pipeline/prm.py)
+#                                                    -> results/prm/model.pt
+#   prm_peaks      peaks of the image's classes and their peak response maps (PRMs)
+#                                                    -> results/prm/peaks/<split>/<shard>.h5
+#   prm_instances  superpixel-merge proposals scored against each PRM, NMS; the semantic mask
+#                  is each class's instances united (pipeline/prm_instances.py)
+#                                                    -> results/prm/instances/<split>/<shard>.h5
+# Row `prm` (the semantic masks, evaluation split); results/metrics/prm_instances.json holds
+# mAP^r at mask IoU 0.5 (pipeline/evaluate_instances.py) where the split has instance maps.
+
+PRM = CFG["prm"]
+PRM_PEAK_CFG = {k: PRM[k] for k in ("window", "median_filter", "sub_pixel_factor", "peak_threshold", "backprop")}
+PRM_ROWS = {"prm": "results/prm/instances/{split}/{shard}.h5"} if PRM["enabled"] else {}
+# instance quality needs instance maps (the synthetic data has them)
+PRM_INSTANCE_METRICS = (["results/metrics/prm_instances.json"]
+                        if PRM["enabled"] and any(r.instances for r in MANIFESTS[EVAL_SPLIT]) else [])
+
+
+rule train_prm:
+    input:
+        split_data(TRAIN_SPLIT),
+        manifest=f"results/manifest/{TRAIN_SPLIT}.tsv",
+        init="results/classifier/model.pt" if PRM["init_from_classifier"] else [],
+        pretrained=[] if PRM["init_from_classifier"] else (CFG["classifier"]["pretrained"] or []),
+    output:
+        model="results/prm/model.pt",
+        history="results/prm/history.json",
+        problems="results/prm/problems.tsv",
+    params:
+        cfg={**CFG["classifier"], "epochs": PRM["epochs"] or CFG["classifier"]["epochs"]},
+        prm={k: PRM[k] for k in ("window", "median_filter", "sub_pixel_factor")},
+        seed=CFG["seed"],
+        classes=CLASSES,
+        checkpoint="results/checkpoints/prm.pt",
+        code=code_hash("pipeline.prm"),
+    threads: 8
+    resources:
+        gpu=1,
+        mem_mb=16000,
+        runtime=480,
+    log:
+        "results/logs/train_prm.log",
+    script:
+        "../scripts/train_prm.py"
+
+
+rule prm_peaks:
+    input:
+        lambda w: split_data(w.split),
+        manifest="results/manifest/{split}/{shard}.tsv",
+        model="results/prm/model.pt",
+    output:
+        peaks="results/prm/peaks/{split}/{shard}.h5",
+        problems="results/prm/peaks/{split}/{shard}.problems.tsv",
+    params:
+        cfg=PRM_PEAK_CFG,
+        code=code_hash("pipeline.prm"),
+    threads: 4
+    resources:
+        gpu=1,
+        mem_mb=8000,
+        runtime=120,
+    log:
+        "results/logs/prm_peaks/{split}/{shard}.log",
+    script:
+        "../scripts/prm_peaks.py"
+
+
+rule prm_instances:
+    input:
+        lambda w: split_data(w.split),
+        peaks="results/prm/peaks/{split}/{shard}.h5",
+        superpixels="results/superpixels/{split}/{shard}.h5",
+    output:
+        instances="results/prm/instances/{split}/{shard}.h5",
+    params:
+        cfg=PRM["instances"],
+        code=code_hash("pipeline.prm_instances"),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=120,
+    log:
+        "results/logs/prm_instances/{split}/{shard}.log",
+    script:
+        "../scripts/prm_instances.py"
+
+
+rule evaluate_prm_instances:
+    input:
+        instances=shard_files("results/prm/instances/{split}/{shard}.h5", EVAL_SPLIT),
+        manifests=shard_files("results/manifest/{split}/{shard}.tsv", EVAL_SPLIT),
+    output:
+        metrics="results/metrics/prm_instances.json",
+        problems="results/metrics/prm_instances.problems.tsv",
+    params:
+        classes=CLASSES,
+        split=EVAL_SPLIT,
+        threshold=PRM["instances"]["iou_threshold"],
+        code=code_hash("pipeline.evaluate_instances"),
+    log:
+        "results/logs/evaluate/prm_instances.log",
+    script:
+        "../scripts/evaluate_prm_instances.py"
