@@ -2,13 +2,14 @@
 # make test       set up .venv when missing, then run the test suite
 # make benchmark  time the default workflow, the CAM stage and segmenter inference, print the numbers
 # make benchmark-rw  sparse vs dense random walk (time, peak memory) and CRF speed
+# make benchmark-dag dry run of a VOC-sized (10,582-image) manifest: seconds and jobs per stage
 PYTHON ?= python3
 VENV ?= .venv
 CORES ?= all
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test benchmark benchmark-rw clean
+.PHONY: run test benchmark benchmark-rw benchmark-dag clean
 
 $(STAMP): pyproject.toml envs/requirements.txt envs/test.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +30,9 @@ benchmark: $(STAMP)
 
 benchmark-rw: $(STAMP)
 	$(BIN)/python -m pipeline benchmark-rw
+
+benchmark-dag: $(STAMP)
+	$(BIN)/python -m pipeline benchmark-dag
 
 clean:
 	rm -rf results/* .snakemake

@@ -1,4 +1,4 @@
-"""Command line: python -m pipeline {inspect,show,config,labels-csv,benchmark,benchmark-rw} ..."""
+"""Command line: python -m pipeline {inspect,show,config,labels-csv,benchmark,benchmark-rw,benchmark-dag} ..."""
 from __future__ import annotations
 
 import argparse
@@ -40,6 +40,10 @@ def main(argv=None) -> int:
     p.add_argument("--strides", type=int, nargs="+", default=[8, 4], help="feature strides to measure")
     p.add_argument("--crf-images", type=int, default=16, help="images timed for the CRF speed")
 
+    p = sub.add_parser("benchmark-dag", help="time the dry run of a 10,582-image VOC-sized manifest; jobs per stage")
+    p.add_argument("--shards", type=int, nargs="+", default=[16, 64], help="n_shards values to plan with")
+    p.add_argument("--workdir", help="an empty folder to build in and keep (default: a temporary one)")
+
     args = parser.parse_args(argv)
     try:
         if args.command == "inspect":
@@ -68,6 +72,10 @@ def main(argv=None) -> int:
             from .benchmark_rw import main as benchmark_rw
 
             benchmark_rw(args)
+        elif args.command == "benchmark-dag":
+            from .benchmark_dag import main as benchmark_dag
+
+            benchmark_dag(args)
     except (OSError, ValueError) as e:  # our errors name the file and the problem
         print(f"error: {e}", file=sys.stderr)
         return 1

@@ -16,10 +16,10 @@ import torch.nn.functional as F
 from . import manifest as mf
 from .artifacts import ArtifactWriter
 from .data import normalize, resize, to_tensor
+from .devices import pick_device
 from .logs import progress
 from .nets import Classifier, load_classifier
 from .problems import ProblemReport, readable_images
-from .training import pick_device
 
 log = logging.getLogger(__name__)
 

@@ -32,11 +32,12 @@ import torch.nn.functional as F
 from . import manifest as mf
 from .artifacts import ArtifactWriter
 from .data import LabelledImages, normalize, to_tensor, upsample_scores
+from .devices import pick_device
 from .logs import progress
 from .nets import Classifier, init_from_classifier, load_classifier
 from .problems import ProblemReport, readable_images
 from .provenance import file_id, params_hash
-from .training import pick_device, train_model
+from .training import train_model
 
 log = logging.getLogger(__name__)
 

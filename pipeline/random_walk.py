@@ -26,11 +26,11 @@ import torch.nn.functional as F
 from . import manifest as mf
 from .artifacts import ArtifactReader, ArtifactWriter
 from .data import normalize, to_tensor, upsample_scores
+from .devices import pick_device
 from .imageio import ImageReadError, read_image_sized, write_label_png
 from .logs import progress
 from .nets import load_affinity_net
 from .problems import ProblemReport, with_output
-from .training import pick_device
 
 log = logging.getLogger(__name__)
 

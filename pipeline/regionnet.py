@@ -32,10 +32,10 @@ from . import manifest as mf
 from .artifacts import ArtifactReader, ArtifactWriter
 from .atomic import write_text
 from .data import normalize, to_tensor
+from .devices import pick_device
 from .logs import progress
 from .nets import _load_saved, load_classifier, save_model
 from .problems import ProblemReport, readable_images, with_output
-from .training import pick_device
 
 log = logging.getLogger(__name__)
 

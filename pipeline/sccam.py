@@ -28,11 +28,11 @@ from . import manifest as mf
 from .artifacts import ArtifactReader, ArtifactWriter
 from .atomic import atomic_path, write_text
 from .data import normalize, to_tensor
+from .devices import pick_device
 from .logs import progress
 from .nets import load_classifier
 from .problems import ProblemReport, readable_images
 from .summary import aligned, percent, write_rows
-from .training import pick_device
 
 log = logging.getLogger(__name__)
 

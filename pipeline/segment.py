@@ -18,11 +18,11 @@ import torch.nn.functional as F
 from . import manifest as mf
 from .artifacts import ArtifactWriter
 from .data import normalize, resize, to_tensor
+from .devices import pick_device
 from .imageio import write_label_png
 from .logs import progress
 from .nets import load_segmenter
 from .problems import ProblemReport, readable_images
-from .training import pick_device
 
 log = logging.getLogger(__name__)
 

@@ -17,19 +17,11 @@ import torch
 
 from .atomic import atomic_path, write_text
 from .data import collate, epoch_batches
+from .devices import pick_device
 from .logs import progress
 from .nets import save_model
 
 log = logging.getLogger(__name__)
-
-
-def pick_device(preference: str = "auto") -> torch.device:
-    """cuda when asked for (or available under auto), else cpu; CUDA_VISIBLE_DEVICES picks the card."""
-    if preference == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("compute.device is cuda but no CUDA device is visible to this job")
-    if preference == "cpu" or not torch.cuda.is_available():
-        return torch.device("cpu")
-    return torch.device("cuda")
 
 
 def configure_threads(threads: int) -> None:

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 
 import h5py
 import numpy as np
@@ -89,6 +91,28 @@ def test_readers_see_the_complete_old_file_while_it_is_rewritten(tmp_path):
             assert r.image_ids() == ["img_1", "img_2"] and r.params() == PARAMS
     with ArtifactReader(path) as r:
         assert r.image_ids() == ["new"]
+
+
+def test_a_tool_holding_the_file_with_hdf5_locking_does_not_block_a_rerun(tmp_path):
+    """h5ls, HDFView or h5py.File(path) open with HDF5's own file lock; a job rewriting the
+    artifact meanwhile still succeeds, and the tool keeps its complete old view."""
+    path = write(tmp_path / "a.h5")
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time, h5py; f = h5py.File(sys.argv[1], 'r', locking=True); print(len(f['images']), flush=True);"
+        "sys.stdin.readline(); print(sorted(f['images']), flush=True)"), str(path)],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "2"
+        with ArtifactWriter(path, stage="cam", split="val", shard="shard00", classes=[], params={}, code_hash="y") as w:
+            w.add("new", keys=np.zeros(1))
+        with ArtifactReader(path) as r:
+            assert r.image_ids() == ["new"]
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline().strip() == "['img_1', 'img_2']"
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 def test_group_names_are_checked(tmp_path):

@@ -21,7 +21,7 @@ rule train_affinity:
         code=code_hash("pipeline.train_affinity"),
     threads: 8
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=16000,
         runtime=480,
     log:

@@ -19,7 +19,7 @@ rule make_cams:
         code=code_hash("pipeline.make_cams"),
     threads: 4
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=8000,
         runtime=120,
     log:

@@ -22,7 +22,7 @@ rule train_classifier:
         code=code_hash("pipeline.train_classifier"),
     threads: 8
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=16000,
         runtime=480,
     log:

@@ -30,6 +30,11 @@ for _split in datasets.splits(DS):
 SHARDS = {s: mf.split_into_shards(records, DS["n_shards"]) for s, records in MANIFESTS.items()}
 
 
+# GPUs a network's job asks for: SLURM's --gpus; locally `--resources gpu=N` caps how many run
+# at once. compute.device: cpu asks for none (CPU-only clusters and machines).
+GPU = 0 if CFG["compute"]["device"] == "cpu" else 1
+
+
 def has_masks(split):
     return any(r.mask for r in MANIFESTS[split])
 

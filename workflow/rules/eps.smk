@@ -41,7 +41,7 @@ rule train_eps:
         code=code_hash("pipeline.eps"),
     threads: 8
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=16000,
         runtime=480,
     log:

@@ -57,6 +57,10 @@ rule evaluate_cams:
         classes=CLASSES,
         split=EVAL_SPLIT,
         code=code_hash("pipeline.evaluate"),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
     log:
         "results/logs/evaluate/{stage}.log",
     script:
@@ -79,6 +83,10 @@ rule evaluate_masks:
         # stages that store score maps with a constant background score also get the sweep
         sweep=lambda w: CFG["evaluation"]["bg_threshold"] if w.stage in SCORE_STAGES else None,
         code=code_hash("pipeline.evaluate"),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
     log:
         "results/logs/evaluate/{stage}.log",
     script:

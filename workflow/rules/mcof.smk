@@ -100,7 +100,7 @@ rule mcof_features:
         code=code_hash("pipeline.regionnet"),
     threads: 4
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=8000,
         runtime=60,
     log:

@@ -36,7 +36,7 @@ rule train_prm:
         code=code_hash("pipeline.prm"),
     threads: 8
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=16000,
         runtime=480,
     log:
@@ -58,7 +58,7 @@ rule prm_peaks:
         code=code_hash("pipeline.prm"),
     threads: 4
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=8000,
         runtime=120,
     log:
@@ -99,6 +99,10 @@ rule evaluate_prm_instances:
         split=EVAL_SPLIT,
         threshold=PRM["instances"]["iou_threshold"],
         code=code_hash("pipeline.evaluate_instances"),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
     log:
         "results/logs/evaluate/prm_instances.log",
     script:

@@ -28,7 +28,7 @@ rule random_walk:
         code=code_hash("pipeline.random_walk"),
     threads: 4
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=8000,
         runtime=120,
     log:

@@ -52,6 +52,10 @@ rule evaluate_saliency:
         classes=CLASSES,
         split=EVAL_SPLIT,
         code=code_hash("pipeline.saliency"),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
     log:
         "results/logs/evaluate/{stage}.log",
     script:

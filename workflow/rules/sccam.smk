@@ -52,7 +52,7 @@ rule sccam_features:
         code=code_hash("pipeline.sccam"),
     threads: 4
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=8000,
         runtime=60,
     log:
@@ -106,7 +106,7 @@ rule train_sccam:
         code=code_hash("pipeline.train_sccam"),
     threads: 8
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=16000,
         runtime=480,
     log:

@@ -26,7 +26,7 @@ rule segment:
         code=code_hash("pipeline.segment"),
     threads: 4
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=8000,
         runtime=240,
     log:

@@ -49,7 +49,7 @@ rule train_segmenter:
         code=code_hash("pipeline.train_segmenter"),
     threads: 8
     resources:
-        gpu=1,
+        gpu=GPU,
         mem_mb=16000,
         runtime=720,
     log:
