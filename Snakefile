@@ -21,6 +21,9 @@ include: "workflow/rules/segmenter.smk"
 include: "workflow/rules/segment.smk"
 include: "workflow/rules/crf.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/report.smk"  # after evaluate: draws its rows
+
+report: "workflow/report/workflow.rst"
 
 
 rule all:

@@ -52,11 +52,23 @@ def describe(path, max_images: int | None = 5) -> str:
     return "\n".join(lines)
 
 
-def _heat(rgb: np.ndarray, cam: np.ndarray) -> np.ndarray:
+def heat_overlay(rgb: np.ndarray, cam: np.ndarray) -> np.ndarray:
+    """A map in [0, 1] as a jet heat map blended half and half with the image."""
     import matplotlib
 
     colours = matplotlib.colormaps["jet"](np.clip(cam, 0, 1))[..., :3] * 255
     return (0.5 * rgb + 0.5 * colours).astype(np.uint8)
+
+
+def instance_overlay(rgb: np.ndarray, masks: np.ndarray) -> np.ndarray:
+    """Instance masks [N, H, W] in one colour each over the darkened image."""
+    import matplotlib
+
+    drawn = rgb // 2
+    for i, m in enumerate(masks):
+        colour = np.array(matplotlib.colormaps["tab10"](i % 10)[:3]) * 255
+        drawn[m] = (0.35 * rgb[m] + 0.65 * colour).astype(np.uint8)
+    return drawn
 
 
 def show(path, image_id: str, out_path, threshold: float = 0.15) -> Path:
@@ -96,7 +108,7 @@ def show(path, image_id: str, out_path, threshold: float = 0.15) -> Path:
     if "cams" in data and "keys" in data:
         cams, keys = data["cams"].astype(np.float32), data["keys"]
         for k, v in enumerate(keys):
-            panels.append((f"CAM {name_of(int(v))} (max {cams[k].max():.2f})", _heat(rgb, cams[k])))
+            panels.append((f"CAM {name_of(int(v))} (max {cams[k].max():.2f})", heat_overlay(rgb, cams[k])))
         from .evaluate import cam_labels
 
         label_maps.append((f"CAM labels, background > {threshold:g}", cam_labels(cams, keys, threshold)))
@@ -108,11 +120,11 @@ def show(path, image_id: str, out_path, threshold: float = 0.15) -> Path:
             if v == 0:
                 continue
             score = scores[k]
-            panels.append((f"score {name_of(int(v))} (max {score.max():.2f})", _heat(rgb, score)))
+            panels.append((f"score {name_of(int(v))} (max {score.max():.2f})", heat_overlay(rgb, score)))
     if "saliency" in data:  # a saliency map: grey levels and over the image
         sal = np.clip(data["saliency"].astype(np.float32), 0, 1)
         panels.append((f"saliency (mean {sal.mean():.2f})", np.repeat((sal * 255).astype(np.uint8)[..., None], 3, 2)))
-        panels.append(("saliency over the image", _heat(rgb, sal)))
+        panels.append(("saliency over the image", heat_overlay(rgb, sal)))
     if "superpixels" in data:  # region boundaries over the image
         from skimage.segmentation import find_boundaries
 
@@ -123,16 +135,11 @@ def show(path, image_id: str, out_path, threshold: float = 0.15) -> Path:
     if "prms" in data:  # PRM's peaks: one peak response map each, the peak marked
         for prm, (py, px), c, score in zip(data["prms"].astype(np.float32), data["peaks"], data["peak_classes"],
                                            data["peak_scores"]):
-            drawn = _heat(rgb, np.sqrt(np.clip(prm, 0, 1)))  # square root: the maps are peaky
+            drawn = heat_overlay(rgb, np.sqrt(np.clip(prm, 0, 1)))  # square root: the maps are peaky
             drawn[max(py - 2, 0):py + 3, px] = drawn[py, max(px - 2, 0):px + 3] = (255, 255, 255)
             panels.append((f"PRM {name_of(int(c))} (peak {score:.2f})", drawn))
     if "instance_masks" in data:  # PRM's instances, one colour each
-        import matplotlib
-
-        drawn = rgb // 2
-        for i, m in enumerate(data["instance_masks"].astype(bool)):
-            colour = np.array(matplotlib.colormaps["tab10"](i % 10)[:3]) * 255
-            drawn[m] = (0.35 * rgb[m] + 0.65 * colour).astype(np.uint8)
+        drawn = instance_overlay(rgb, data["instance_masks"].astype(bool))
         listed = ", ".join(f"{name_of(int(c))} {s:.2f}" for c, s in zip(data["instance_classes"], data["instance_scores"]))
         panels.append((f"{len(data['instance_masks'])} instances" + (f": {listed}" if listed else ""), drawn))
     for name, arr in data.items():
@@ -168,4 +175,4 @@ def show(path, image_id: str, out_path, threshold: float = 0.15) -> Path:
     return out_path
 
 
-__all__ = ["describe", "show", "ArtifactError"]
+__all__ = ["describe", "show", "heat_overlay", "instance_overlay", "ArtifactError"]

@@ -8,6 +8,8 @@ import signal
 import subprocess
 import sys
 import time
+import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -112,7 +114,7 @@ def test_random_walk_change_reruns_the_walk_and_what_follows_only(tiny_run):
     # the walk of both splits (the segmenter learns from the training split's), SC-CAM's and EPS's
     # walks, the segmenter trained on it and what follows; not the ground-truth trained one
     assert jobs == {"random_walk": 3 * n_val + n_train, "crf_masks": 2 * n_val, "train_segmenter": 1,
-                    "segment": n_val, "evaluate_masks": 7, "summary": 1, "all": 1}
+                    "segment": n_val, "evaluate_masks": 7, "summary": 1, "report_figures": 1, "all": 1}
 
 
 def test_mask_source_change_retrains_only_the_segmenter_and_what_follows(tiny_run):
@@ -122,7 +124,7 @@ def test_mask_source_change_retrains_only_the_segmenter_and_what_follows(tiny_ru
     n_val, n_train = (len(list((work / f"results/rw/{s}").glob("*.h5"))) for s in ("val", "train"))
     # the new source (the CRF on the training split's walk) is made, nothing upstream is redone
     assert jobs == {"crf_masks": n_train + n_val, "train_segmenter": 1, "segment": n_val, "evaluate_masks": 3,
-                    "summary": 1, "all": 1}
+                    "summary": 1, "report_figures": 1, "all": 1}
 
 
 def test_crf_profile_change_reruns_only_the_stages_that_use_it(tiny_run):
@@ -130,10 +132,10 @@ def test_crf_profile_change_reruns_only_the_stages_that_use_it(tiny_run):
     changed = write_config(work / "crf.yaml", {"random_walk": {"crf_profile": "irn"}})
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
     n = len(list((work / "results/rw/val").glob("*.h5")))
-    assert jobs == {"crf_masks": n, "evaluate_masks": 1, "summary": 1, "all": 1}
+    assert jobs == {"crf_masks": n, "evaluate_masks": 1, "summary": 1, "report_figures": 1, "all": 1}
     deeplab = write_config(work / "crf2.yaml", {"crf": {"profiles": {"deeplab": {"iterations": 5}}}})
     assert planned_jobs(snakemake(work, deeplab, "--dry-run").stdout) == {
-        "crf_masks": n, "evaluate_masks": 1, "summary": 1, "all": 1}  # deeplab_aspp_crf only
+        "crf_masks": n, "evaluate_masks": 1, "summary": 1, "report_figures": 1, "all": 1}  # deeplab_aspp_crf only
     unused = write_config(work / "crf3.yaml", {"crf": {"profiles": {"irn": {"iterations": 5}}}})
     assert planned_jobs(snakemake(work, unused, "--dry-run").stdout) == {}
 
@@ -165,7 +167,7 @@ def test_sccam_round_r_starts_from_round_r_minus_1(tiny_run):
     n_train, n_val = (len(list((work / f"results/cam/{s}").glob("*.h5"))) for s in ("train", "val"))
     # one more round: its features from round 2's classifier, and the walk moves to round 3
     assert planned_jobs(out) == {"sccam_features": n_train, "sccam_clusters": 1, "train_sccam": 1, "make_cams": n_val,
-                                 "evaluate_cams": 1, "random_walk": n_val, "evaluate_masks": 1, "summary": 1, "all": 1}
+                                 "evaluate_cams": 1, "random_walk": n_val, "evaluate_masks": 1, "summary": 1, "report_figures": 1, "all": 1}
     features_job = re.search(r"rule sccam_features:\n\s+input: ([^\n]+)", out).group(1)
     assert "results/sccam/k2/r2/model.pt" in features_job
     assert re.search(r"rule random_walk:\n\s+input: [^\n]*results/sccam/k2/r3/cam/val/", out)
@@ -178,9 +180,9 @@ def test_sccam_k_change_redoes_only_the_rounds_and_what_follows(tiny_run):
     n_train, n_val = (len(list((work / f"results/cam/{s}").glob("*.h5"))) for s in ("train", "val"))
     # neither the classifier, its CAMs, AffinityNet nor the segmenters
     assert jobs == {"sccam_features": 2 * n_train, "sccam_clusters": 2, "train_sccam": 2, "make_cams": 2 * n_val,
-                    "evaluate_cams": 2, "random_walk": n_val, "evaluate_masks": 1, "summary": 1, "all": 1}
+                    "evaluate_cams": 2, "random_walk": n_val, "evaluate_masks": 1, "summary": 1, "report_figures": 1, "all": 1}
     off = write_config(work / "off.yaml", {"sccam": {"enabled": False}})
-    assert planned_jobs(snakemake(work, off, "--dry-run").stdout) == {"summary": 1, "all": 1}
+    assert planned_jobs(snakemake(work, off, "--dry-run").stdout) == {"summary": 1, "report_figures": 1, "all": 1}
 
 
 def test_eps_and_saliency_rows_and_their_artifacts(tiny_run):
@@ -209,13 +211,13 @@ def test_eps_tau_and_saliency_source_changes_redo_only_eps(tiny_run, tmp_path):
     tau = write_config(work / "tau.yaml", {"eps": {"tau": 0.6}})
     assert planned_jobs(snakemake(work, tau, "--dry-run").stdout) == {
         "train_eps": 1, "make_cams": n_val, "evaluate_cams": 1, "random_walk": n_val, "evaluate_masks": 1,
-        "summary": 1, "all": 1}
+        "summary": 1, "report_figures": 1, "all": 1}
     source = write_config(work / "source_ft.yaml", {"saliency": {"source": "frequency_tuned"}})
     # EPS and MCOF's saliency step (its PixelNet and the rows that follow)
     assert planned_jobs(snakemake(work, source, "--dry-run").stdout) == {
         "saliency": n_train + n_val, "evaluate_saliency": 1, "train_eps": 1, "make_cams": n_val, "evaluate_cams": 1,
         "random_walk": n_val, "mcof_saliency": n_train, "train_segmenter": 1, "segment": n_train + n_val,
-        "evaluate_masks": 4, "summary": 1, "all": 1}
+        "evaluate_masks": 4, "summary": 1, "report_figures": 1, "all": 1}
     folder = write_config(tmp_path / "folder.yaml", {"saliency": {"source": "folder"}})
     proc = snakemake(tmp_path, folder, check=False)
     assert proc.returncode != 0 and "saliency.folder.dir is not set" in proc.stdout
@@ -233,7 +235,7 @@ def test_mcof_seeds_row_and_what_its_settings_rerun(tiny_run):
     scale = write_config(work / "sp.yaml", {"superpixels": {"felzenszwalb": {"scale": 50}}})
     # MCOF's chain from the seeds to the row mcof: seeds, RegionNet (its features), saliency, PixelNet
     chain = {"train_regionnet": 1, "mcof_regionnet": n_train, "mcof_saliency": n_train, "train_segmenter": 1,
-             "segment": n_train + n_val, "evaluate_masks": 5, "summary": 1, "all": 1}
+             "segment": n_train + n_val, "evaluate_masks": 5, "summary": 1, "report_figures": 1, "all": 1}
     # and PRM's proposals on the evaluation split
     assert planned_jobs(snakemake(work, scale, "--dry-run").stdout) == {
         "superpixels": n_train + n_val, "mcof_seeds": n_train, "mcof_features": n_train, **chain,
@@ -245,10 +247,10 @@ def test_mcof_seeds_row_and_what_its_settings_rerun(tiny_run):
     assert planned_jobs(snakemake(work, hidden, "--dry-run").stdout) == {**chain, "evaluate_masks": 4}  # not the seeds
     post = write_config(work / "post.yaml", {"mcof": {"saliency": {"threshold": 0.6}}})
     assert planned_jobs(snakemake(work, post, "--dry-run").stdout) == {
-        "mcof_saliency": n_train, "train_segmenter": 1, "segment": n_train + n_val, "evaluate_masks": 3, "summary": 1,
+        "mcof_saliency": n_train, "train_segmenter": 1, "segment": n_train + n_val, "evaluate_masks": 3, "summary": 1, "report_figures": 1,
         "all": 1}
     off = write_config(work / "mcof_off.yaml", {"mcof": {"enabled": False}})
-    assert planned_jobs(snakemake(work, off, "--dry-run").stdout) == {"summary": 1, "all": 1}
+    assert planned_jobs(snakemake(work, off, "--dry-run").stdout) == {"summary": 1, "report_figures": 1, "all": 1}
 
 
 def test_prm_rows_artifacts_drawings_and_what_its_settings_rerun(tiny_run):
@@ -282,17 +284,46 @@ def test_prm_rows_artifacts_drawings_and_what_its_settings_rerun(tiny_run):
     n_val = len(list((work / "results/prm/peaks/val").glob("*.h5")))
     threshold = write_config(work / "prm_peak.yaml", {"prm": {"peak_threshold": 0.8}})
     assert planned_jobs(snakemake(work, threshold, "--dry-run").stdout) == {
-        "prm_peaks": n_val, "prm_instances": n_val, "evaluate_masks": 1, "evaluate_prm_instances": 1, "summary": 1,
+        "prm_peaks": n_val, "prm_instances": n_val, "evaluate_masks": 1, "evaluate_prm_instances": 1, "summary": 1, "report_figures": 1,
         "all": 1}
     nms = write_config(work / "prm_nms.yaml", {"prm": {"instances": {"nms": 0.5}}})
     assert planned_jobs(snakemake(work, nms, "--dry-run").stdout) == {
-        "prm_instances": n_val, "evaluate_masks": 1, "evaluate_prm_instances": 1, "summary": 1, "all": 1}
+        "prm_instances": n_val, "evaluate_masks": 1, "evaluate_prm_instances": 1, "summary": 1, "report_figures": 1, "all": 1}
     window = write_config(work / "prm_window.yaml", {"prm": {"window": 5}})
     assert planned_jobs(snakemake(work, window, "--dry-run").stdout) == {
         "train_prm": 1, "prm_peaks": n_val, "prm_instances": n_val, "evaluate_masks": 1, "evaluate_prm_instances": 1,
-        "summary": 1, "all": 1}
+        "summary": 1, "report_figures": 1, "all": 1}
     off = write_config(work / "prm_off.yaml", {"prm": {"enabled": False}})
-    assert planned_jobs(snakemake(work, off, "--dry-run").stdout) == {"summary": 1, "all": 1}
+    assert planned_jobs(snakemake(work, off, "--dry-run").stdout) == {"summary": 1, "report_figures": 1, "all": 1}
+
+
+def test_report_holds_every_declared_item(tiny_run):
+    work, config, _ = tiny_run
+    snakemake(work, config, "--report", str(work / "report.zip"))
+    with zipfile.ZipFile(work / "report.zip") as z:
+        items = [n for n in z.namelist() if "/data/raw/" in n]
+    in_report = sorted(Path(n).name for n in items)
+    made = work / "results/report"
+    rows = [line.split("\t")[0] for line in (work / "results/metrics/summary.tsv").read_text().splitlines()[1:]]
+    # a montage per results row, one per split with every stage, a curve per trained model
+    assert sorted(p.stem for p in (made / "montages").glob("*.png")) == sorted([*rows, "all_stages_train", "all_stages_val"])
+    assert {p.stem for p in (made / "curves").glob("*.png")} == {
+        "classifier", "sccam_r1", "sccam_r2", "eps", "affinity", "deeplab_aspp", "fully_supervised",
+        "mcof_pixelnet_r1", "mcof_regionnet_r1", "prm"}
+    files = sorted(p.name for p in made.rglob("*") if p.is_file())
+    assert {"results.html", "prm_instances.png", "config.yaml", "versions.tsv"} <= set(files)
+    # every one of them is in the report, plus SC-CAM's embedding picture of each round
+    assert in_report == sorted(files + ["embedding.png", "embedding.png"])
+    assert "<table>" in (made / "results.html").read_text() and "torch\t" in (made / "versions.tsv").read_text()
+
+
+def test_montage_images_come_from_config(tiny_run):
+    work, config, _ = tiny_run
+    chosen = write_config(work / "montage.yaml", {"report": {"montage": {"ids": {"val": ["val_00003", "val_00001"]}}}})
+    assert planned_jobs(snakemake(work, chosen, "--dry-run").stdout) == {"report_figures": 1, "all": 1}
+    unknown = write_config(work / "unknown.yaml", {"report": {"montage": {"ids": {"val": ["val_99999"]}}}})
+    proc = snakemake(work, unknown, "--dry-run", check=False)
+    assert proc.returncode != 0 and "report.montage.ids: val_99999 not in the manifest of split 'val'" in proc.stdout
 
 
 def test_unchanged_rerun_does_nothing(tiny_run):
@@ -311,7 +342,7 @@ def test_cam_parameter_change_reruns_cams_and_what_follows_only(tiny_run):
     assert jobs == {"make_cams": 4 * n_val + n_train, "evaluate_cams": 4, "affinity_labels": n_train,
                     "mcof_seeds": n_train, "train_regionnet": 1, "mcof_regionnet": n_train, "mcof_saliency": n_train,
                     "train_affinity": 1, "random_walk": 3 * n_val + n_train, "crf_masks": 2 * n_val,
-                    "train_segmenter": 2, "segment": 2 * n_val + n_train, "evaluate_masks": 13, "summary": 1,
+                    "train_segmenter": 2, "segment": 2 * n_val + n_train, "evaluate_masks": 13, "summary": 1, "report_figures": 1,
                     "all": 1}
 
 
@@ -364,7 +395,7 @@ def test_evaluation_change_reruns_evaluation_only(tiny_run):
     changed = write_config(work / "eval.yaml", {"evaluation": {"bg_threshold": {"step": 0.05}}})
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
     # the CAM rows (cam, sccam_r1, sccam_r2, eps) and the walks' sweeps (rw, sccam_rw, eps_rw)
-    assert jobs == {"evaluate_cams": 4, "evaluate_masks": 3, "summary": 1, "all": 1}
+    assert jobs == {"evaluate_cams": 4, "evaluate_masks": 3, "summary": 1, "report_figures": 1, "all": 1}
 
 
 def test_invalid_config_stops_before_any_job(tmp_path):
@@ -530,7 +561,7 @@ def test_new_images_rerun_only_the_shards_they_fall_in(bad_input_run):
     # shard's are not (CAMs of the plain classifier, the SC-CAM round and EPS; their walks)
     assert jobs == {"manifest_shard": 1, "manifest": 1, "saliency": 1, "evaluate_saliency": 1, "make_cams": 3,
                     "evaluate_cams": 3, "random_walk": 3, "segment": 3, "crf_masks": 2, "superpixels": 1,
-                    "prm_peaks": 1, "prm_instances": 1, "evaluate_masks": 9, "summary": 1, "all": 1}
+                    "prm_peaks": 1, "prm_instances": 1, "evaluate_masks": 9, "summary": 1, "report_figures": 1, "all": 1}
 
 
 @pytest.mark.parametrize("problem, message", [

@@ -85,7 +85,8 @@ def affinity_labels_profile():
 def default_targets():
     manifests = expand("results/manifest/{split}.tsv", split=MANIFESTS)
     if CAN_EVALUATE:
-        return manifests + ["results/metrics/summary.tsv", "results/metrics/saliency.json", *PRM_INSTANCE_METRICS]
+        return manifests + ["results/metrics/summary.tsv", "results/metrics/saliency.json", *PRM_INSTANCE_METRICS,
+                            *rules.report_figures.output]
     # without ground truth to evaluate on: the first segmenter's CRF-refined predictions
     return manifests + shard_files(f"results/{next(iter(SEGMENTERS))}_crf/{{split}}/{{shard}}.h5", EVAL_SPLIT)
 

@@ -69,7 +69,8 @@ rule sccam_clusters:
     output:
         clusters="results/sccam/k{k}/r{round}/clusters.h5",
         report="results/sccam/k{k}/r{round}/clusters.json",
-        picture="results/sccam/k{k}/r{round}/embedding.png",
+        picture=report("results/sccam/k{k}/r{round}/embedding.png", category="4. Methods", subcategory="SC-CAM",
+                       labels={"figure": "embedding", "k": "{k}", "round": "{round}"}, caption="../report/sccam.rst"),
     params:
         cfg=lambda w: {"k": int(w.k), **{key: SCCAM[key] for key in ("max_iter", "n_init", "embedding")}},
         seed=CFG["seed"],

@@ -1,0 +1,277 @@
+"""Stage report: the figures and tables that `snakemake --report report.html` shows.
+
+- The results table as HTML: each stage's mIoU and IoU per class, the best value of every
+  column highlighted.
+- A montage per stage: the same images in every one (report.montage: listed ids, or a seeded
+  sample in which every class of the split appears), one row each: image, ground truth and
+  the stage's output side by side (a CAM stage: its heat map and its label map at the stage's
+  best background threshold), in the VOC palette with a legend of class names. Per split, one
+  more montage puts every stage's output side by side.
+- Training curves: loss (and mIoU where a history has it) per epoch of each trained model.
+- PRM's instances on the montage images, when PRM ran.
+- The completed config and the library versions of the run.
+
+Drawing uses matplotlib's Agg backend: nothing needs a display.
+"""
+from __future__ import annotations
+
+import html
+import json
+import logging
+import math
+from pathlib import Path
+
+import numpy as np
+
+from . import manifest as mf
+from .artifacts import ArtifactReader
+from .atomic import atomic_path, write_text
+from .evaluate import cam_labels
+from .imageio import IGNORE, ImageReadError, colorize, read_image, read_label_map
+from .inspection import heat_overlay, instance_overlay
+
+log = logging.getLogger(__name__)
+
+PANEL_INCHES = 1.9
+
+
+def montage_ids(records: list[mf.Record], n_images: int, seed: int) -> list[str]:
+    """A fixed sample: in a seeded order, first the images that show a class not shown yet
+    (until every class of the split is shown), then the next ones up to n_images."""
+    order = np.random.default_rng(seed).permutation(len(records))
+    present = {c for r in records for c in r.labels}
+    chosen, shown = [], set()
+    for i in order:
+        if shown >= present:
+            break
+        if set(records[i].labels) - shown:
+            chosen.append(i)
+            shown |= set(records[i].labels)
+    for i in order:
+        if len(chosen) >= n_images:
+            break
+        if i not in chosen:
+            chosen.append(i)
+    return sorted(records[i].image_id for i in chosen)
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, out_path) -> None:
+    plt = _plt()
+    out_path = Path(out_path)
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out_path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def draw_montage(rows: list[tuple[str, list]], columns: list[str], class_names, title: str, out_path) -> int:
+    """One row per image (its id, one picture per column; None draws an empty panel),
+    a legend of the classes seen in the label maps; returns the panels holding a picture."""
+    from matplotlib.patches import Patch
+
+    plt = _plt()
+    seen = set().union(*(p.get("classes", set()) for _, pictures in rows for p in pictures if p is not None))
+    names = ["background", *class_names]
+    palette = colorize(np.arange(256, dtype=np.uint8)) / 255.0
+    handles = [Patch(color=palette[v], label=names[v] if v < len(names) else "undecided / ignored")
+               for v in sorted(seen)]
+    per_line = max(2, int(PANEL_INCHES * len(columns) / 1.2))  # legend entries that fit the width
+    legend_inches = 0.25 * math.ceil(len(handles) / per_line)
+    height = PANEL_INCHES * len(rows) + 0.5 + legend_inches
+    fig, axes = plt.subplots(len(rows), len(columns), squeeze=False, figsize=(PANEL_INCHES * len(columns), height))
+    for r, (image_id, pictures) in enumerate(rows):
+        for c, picture in enumerate(pictures):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if picture is None:
+                ax.text(0.5, 0.5, "missing", ha="center", va="center", fontsize=8, color="grey")
+            else:
+                ax.imshow(picture["rgb"])
+            if r == 0:
+                ax.set_title(columns[c], fontsize=8)
+            if c == 0:
+                ax.set_ylabel(image_id, fontsize=7)
+    if handles:
+        fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), per_line), fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout(rect=(0, legend_inches / height, 1, 1 - 0.3 / height))
+    drawn = sum(bool(ax.images) for ax in axes.flat)
+    _save(fig, out_path)
+    return drawn
+
+
+def label_picture(labels: np.ndarray) -> dict:
+    """A label map in the VOC palette (undecided / ignored pixels cream white)."""
+    return {"rgb": colorize(labels), "classes": {int(v) for v in np.unique(labels)}}
+
+
+def _reader_index(shard_paths, stage: str) -> dict[str, str]:
+    where = {}
+    for path in shard_paths:
+        with ArtifactReader(path, stage=stage) as rd:
+            where.update(dict.fromkeys(rd.image_ids(), str(path)))
+    return where
+
+
+def stage_pictures(kind: str, shard_paths, stage: str, images: dict[str, np.ndarray], threshold: float | None):
+    """image id -> the stage's pictures: [heat map, label map] for CAMs, [label map] for masks."""
+    where = _reader_index(shard_paths, stage)
+    out = {}
+    for image_id, rgb in images.items():
+        if image_id not in where:
+            out[image_id] = [None, None] if kind == "cam" else [None]
+            continue
+        with ArtifactReader(where[image_id], stage=stage) as rd:
+            if kind == "cam":
+                data = rd.read(image_id, "cams", "keys")
+                cams = data["cams"].astype(np.float32)
+                heat = heat_overlay(rgb, cams.max(0) if len(cams) else np.zeros(rgb.shape[:2], np.float32))
+                out[image_id] = [{"rgb": heat}, label_picture(cam_labels(cams, data["keys"], threshold))]
+            else:
+                out[image_id] = [label_picture(rd.read(image_id, "mask")["mask"])]
+    return out
+
+
+def _images(records: list[mf.Record]) -> tuple[dict, dict]:
+    images, truths = {}, {}
+    for r in records:
+        try:
+            images[r.image_id] = read_image(r.image)
+        except ImageReadError as e:
+            log.warning("montage: %s", e)
+            continue
+        truths[r.image_id] = label_picture(read_label_map(r.mask)) if r.mask else None
+    return images, truths
+
+
+def results_table_html(metric_paths, class_names) -> str:
+    """Every stage's mIoU and IoU per class (%), the best of each column in bold on green."""
+    rows = [json.loads(Path(p).read_text()) for p in metric_paths]
+    columns = ["miou", "background", *class_names]
+    values = [[r["miou"] if c == "miou" else r.get("per_class_iou", {}).get(c) for c in columns] for r in rows]
+    best = [max((v[i] for v in values if v[i] is not None), default=None) for i in range(len(columns))]
+    head = "".join(f"<th>{html.escape(c if c != 'miou' else 'mIoU')}</th>" for c in ["stage", "split", *columns])
+    body = []
+    for r, vals in zip(rows, values):
+        cells = [f"<td>{html.escape(r['stage'])}</td>", f"<td>{html.escape(r['split'])}</td>"]
+        for v, b in zip(vals, best):
+            text = "" if v is None else f"{100 * v:.1f}"
+            style = ' class="best"' if v is not None and v == b else ""
+            cells.append(f"<td{style}>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Results</title><style>"
+            "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
+            "th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child,td:nth-child(2){text-align:left}"
+            "th{background:#f0f0f0;writing-mode:vertical-rl;transform:rotate(180deg);white-space:nowrap}"
+            ".best{font-weight:bold;background:#c8f0c8}</style></head><body>"
+            "<p>IoU in % on each stage's split; the best value of each column is highlighted "
+            "(rows of the training split's pseudo masks included).</p>"
+            f"<table><tr>{head}</tr>{''.join(body)}</table></body></html>\n")
+
+
+def plot_history(history_path, title: str, out_path) -> None:
+    """Loss per epoch (and mIoU where the history holds it) of one trained model."""
+    from matplotlib.ticker import MaxNLocator
+
+    plt = _plt()
+    epochs = json.loads(Path(history_path).read_text())["epochs"]
+    x = [e["epoch"] for e in epochs]
+    has_miou = any("miou" in e for e in epochs)
+    fig, axes = plt.subplots(1, 2 if has_miou else 1, squeeze=False, figsize=(7 if has_miou else 4, 2.8))
+    ax = axes[0, 0]
+    ax.plot(x, [e["loss"] for e in epochs], marker="o")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("training loss")
+    ax.grid(alpha=0.3)
+    if has_miou:
+        ax = axes[0, 1]
+        ax.plot([e["epoch"] for e in epochs if "miou" in e], [100 * e["miou"] for e in epochs if "miou" in e],
+                marker="o", color="tab:green")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlabel("epoch")
+        ax.set_ylabel("mIoU (%)")
+        ax.grid(alpha=0.3)
+    fig.suptitle(f"{title}: {len(epochs)} epochs, {sum(e.get('seconds', 0) for e in epochs) / 60:.1f} min", fontsize=9)
+    fig.tight_layout()
+    _save(fig, out_path)
+
+
+def draw_instances(shard_paths, records: list[mf.Record], images: dict, truths: dict, class_names, out_path) -> int:
+    where = _reader_index(shard_paths, "prm")
+    rows = []
+    for r in records:
+        if r.image_id not in images:
+            continue
+        rgb, picture = images[r.image_id], None
+        if r.image_id in where:
+            with ArtifactReader(where[r.image_id], stage="prm") as rd:
+                data = rd.read(r.image_id, "instance_masks", "instance_classes", "instance_scores")
+            picture = {"rgb": instance_overlay(rgb, data["instance_masks"].astype(bool))}
+            found = ", ".join(class_names[int(c) - 1] for c in data["instance_classes"])
+            label = f"{r.image_id}\n{found or 'no instance'}"
+        else:
+            label = r.image_id
+        rows.append((label, [{"rgb": rgb}, truths[r.image_id], picture]))
+    return draw_montage(rows, ["image", "ground truth", "PRM instances"], class_names,
+                        "PRM: instance masks (one colour each)", out_path)
+
+
+def versions_text() -> str:
+    import platform
+
+    from .provenance import library_versions
+
+    lines = [f"python\t{platform.python_version()}"]
+    lines += [f"{name}\t{version}" for name, version in sorted(library_versions().items())]
+    return "\n".join(lines) + "\n"
+
+
+def run(*, records: dict[str, list[mf.Record]], montage_ids_by_split: dict[str, list[str]], stages: dict,
+        metric_paths: dict[str, str], histories: dict[str, str], prm: dict | None, class_names, config: dict,
+        outputs: dict) -> dict:
+    """`stages`: row -> {"kind": cam | mask, "split", "shards", "stage" (the artifacts' stage
+    attribute)}; `prm`: {"split", "shards"} of PRM's instances or None; `outputs`: table,
+    montages {row: png}, overviews {split: png}, curves {model: png}, instances (png, when
+    prm), config, versions. Returns row -> panels drawn in its montage."""
+    import yaml
+
+    write_text(outputs["table"], results_table_html([metric_paths[row] for row in stages], class_names))
+    counts = {}
+    for split, ids in montage_ids_by_split.items():
+        chosen = [r for r in records[split] if r.image_id in set(ids)]
+        images, truths = _images(chosen)
+        rows_of_split = {row: s for row, s in stages.items() if s["split"] == split}
+        overview_columns, overview = ["image", "ground truth"], {i: [{"rgb": images[i]}, truths[i]] for i in images}
+        for row, s in rows_of_split.items():
+            threshold = json.loads(Path(metric_paths[row]).read_text()).get("best_threshold") if s["kind"] == "cam" else None
+            pictures = stage_pictures(s["kind"], s["shards"], s["stage"], images, threshold)
+            columns = ["image", "ground truth"]
+            columns += [f"{row} heat map", f"{row} labels (bg > {threshold:.2f})"] if s["kind"] == "cam" else [row]
+            rows = [(i, [{"rgb": images[i]}, truths[i], *pictures[i]]) for i in sorted(images)]
+            counts[row] = draw_montage(rows, columns, class_names, f"{row} on {split}", outputs["montages"][row])
+            overview_columns.append(row)
+            for i in images:
+                overview[i].append(pictures[i][-1])
+        if split in outputs["overviews"]:
+            draw_montage([(i, overview[i]) for i in sorted(overview)], overview_columns, class_names,
+                         f"every stage on {split}, side by side", outputs["overviews"][split])
+    for model, path in histories.items():
+        plot_history(path, model, outputs["curves"][model])
+    if prm:
+        chosen = [r for r in records[prm["split"]] if r.image_id in set(montage_ids_by_split[prm["split"]])]
+        images, truths = _images(chosen)
+        draw_instances(prm["shards"], chosen, images, truths, class_names, outputs["instances"])
+    write_text(outputs["config"], yaml.safe_dump(config, sort_keys=False))
+    write_text(outputs["versions"], versions_text())
+    return counts
