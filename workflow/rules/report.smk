@@ -40,9 +40,9 @@ rule report_figures:
     input:
         manifests=lambda w: [f for split in MONTAGE_IDS for f in shard_files("results/manifest/{split}/{shard}.tsv", split)],
         metrics=expand("results/metrics/{stage}.json", stage=REPORT_STAGES),
+        # the stages' artifacts (PRM's instances among them: row prm)
         artifacts=lambda w: [f for s in REPORT_STAGES.values() for f in shard_files(s["pattern"], s["split"])],
         histories=list(HISTORIES.values()),
-        prm=lambda w: shard_files("results/prm/instances/{split}/{shard}.h5", EVAL_SPLIT) if PRM_ROWS else [],
     output:
         table=report(f"{REPORT_DIR}/results.html", category="1. Results", caption="../report/results.rst"),
         montages=[report(f"{REPORT_DIR}/montages/{row}.png", category="2. Montages", subcategory=s["split"],
