@@ -10,7 +10,7 @@ with stage_logging(snakemake.log[0]):
         split = path.split("/")[-2]  # results/manifest/<split>/<shard>.tsv
         records[split] += mf.read_tsv(path)
     report.run(records=records, montage_ids_by_split=p.ids, stages=p.stages,
-               metric_paths={row: f"results/metrics/{row}.json" for row in p.stages}, histories=p.histories,
+               metric_paths=dict(zip(p.stages, snakemake.input.metrics)), histories=p.histories,
                prm=p.prm, class_names=p.classes, config=snakemake.config,
                outputs={"table": out.table, "montages": dict(zip(p.stages, out.montages)),
                         "overviews": dict(zip(p.ids, out.overviews)), "curves": dict(zip(p.histories, out.curves)),
