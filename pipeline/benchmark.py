@@ -9,9 +9,11 @@
    segmenters in iterations per second too), the CAM mIoU with its best background threshold,
    and the rows of the later stages (from results/metrics).
 4. Segmenter inference: images per second of multi-scale + flip prediction (stage segment).
+5. Each backbone's training and CAM speed at VOC size (pipeline/benchmark_backbones.py).
 """
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
@@ -185,5 +187,10 @@ def main(args) -> dict:
         print(f"  {name.ljust(width)}  {value}")
     if "warning" in out:
         print(f"  WARNING: {out['warning']}")
+    if not args.skip_backbones:
+        from .benchmark_backbones import DEFAULT_BACKBONES, main as backbone_speeds
+
+        print()
+        out["backbones"] = backbone_speeds(argparse.Namespace(cores=args.cores, backbones=DEFAULT_BACKBONES, seconds=5.0))
     (workdir / "benchmark.json").write_text(json.dumps(out, indent=1))
     return out

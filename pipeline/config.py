@@ -14,6 +14,10 @@ import yaml
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "workflow" / "schemas" / "config.schema.yaml"
 
 
+# the config blocks of the networks with a backbone (the others train as `classifier` does)
+BACKBONE_NETWORKS = ("classifier", "affinity", "segmenter")
+
+
 class ConfigError(ValueError):
     """A configuration value is unknown, of the wrong type or inconsistent."""
 
@@ -112,6 +116,8 @@ def resolve(user_config: dict | None, sources: list[str] | tuple[str, ...] = ())
     if problems:
         origin = f" (from {', '.join(map(str, sources))})" if sources else ""
         raise ConfigError(f"invalid configuration{origin}:\n  " + "\n  ".join(problems))
+    for network in BACKBONE_NETWORKS:  # each network's backbone: the shared block, then its own keys
+        cfg[network]["backbone"] = {**cfg["backbone"], **cfg[network]["backbone"]}
     return _canonical(cfg, schema)
 
 

@@ -15,20 +15,13 @@ from torchvision.transforms.v2 import functional as TF
 
 from .imageio import ImageReadError, read_image, read_label_map
 from .manifest import Record
-from .nets import IMAGENET_MEAN, IMAGENET_STD
 
 GROUND_TRUTH = "ground_truth"  # the name of the ground-truth masks where a mask source is named
-_MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
-_STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     """uint8 [H, W, 3] -> float [3, H, W] in 0..1."""
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
-
-
-def normalize(x: torch.Tensor) -> torch.Tensor:
-    return (x - _MEAN.to(x.device)) / _STD.to(x.device)
 
 
 def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
@@ -64,11 +57,13 @@ def color_jitter(x: torch.Tensor, rng: np.random.Generator, brightness: float, c
     return x.clamp_(0.0, 1.0)
 
 
-def random_crop(x: torch.Tensor, size: int, rng: np.random.Generator, label: torch.Tensor | None = None):
-    """A size x size window; sides shorter than `size` are zero-padded (the mean after
-    normalisation). A label map [H, W] gets the same window, padded with 255 (ignore)."""
+def random_crop(x: torch.Tensor, size: int, rng: np.random.Generator, label: torch.Tensor | None = None,
+                fill=(0.0, 0.0, 0.0)):
+    """A size x size window; sides shorter than `size` are padded with the colour `fill` (the
+    network's normalisation mean, which it sees as zero). A label map [H, W] gets the same
+    window, padded with 255 (ignore)."""
     _, h, w = x.shape
-    out = x.new_zeros((x.shape[0], size, size))
+    out = torch.as_tensor(fill, dtype=x.dtype).view(-1, 1, 1).repeat(1, size, size)
     ch, cw = min(h, size), min(w, size)
     ys, xs = rng.integers(0, h - ch + 1), rng.integers(0, w - cw + 1)  # window in the image
     yd, xd = rng.integers(0, size - ch + 1), rng.integers(0, size - cw + 1)  # place in the crop
@@ -80,9 +75,11 @@ def random_crop(x: torch.Tensor, size: int, rng: np.random.Generator, label: tor
     return out, lab
 
 
-def augment(rgb: np.ndarray, cfg: dict, rng: np.random.Generator, label: np.ndarray | None = None):
-    """Random rescale, flip, colour jitter, normalisation and crop of one training image; a
-    label map [H, W] (uint8) given too is rescaled (nearest), flipped and cropped alike."""
+def augment(rgb: np.ndarray, cfg: dict, rng: np.random.Generator, label: np.ndarray | None = None,
+            fill=(0.0, 0.0, 0.0)):
+    """Random rescale, flip, colour jitter and crop (padded with `fill`) of one training image,
+    RGB in 0..1; a label map [H, W] (uint8) given too is rescaled (nearest), flipped and
+    cropped alike."""
     x = to_tensor(rgb)
     s = rng.uniform(*cfg["rescale"])
     h, w = x.shape[1:]
@@ -96,19 +93,19 @@ def augment(rgb: np.ndarray, cfg: dict, rng: np.random.Generator, label: np.ndar
         x = x.flip(-1)
         lab = None if lab is None else lab.flip(-1)
     x = color_jitter(x, rng, **cfg["color_jitter"])
-    return random_crop(normalize(x), cfg["crop_size"], rng, lab)
+    return random_crop(x, cfg["crop_size"], rng, lab, fill)
 
 
 class LabelledImages(torch.utils.data.Dataset):
     """(augmented image, multi-hot label vector) per record; unreadable images come back as errors.
 
     `sub_targets` (image id -> vector), when given, adds a second target per image (SC-CAM's
-    sub-category labels)."""
+    sub-category labels). `fill` pads crops: the network's normalisation mean."""
 
     def __init__(self, records: list[Record], n_classes: int, cfg: dict, seed: int,
-                 sub_targets: dict[str, np.ndarray] | None = None):
+                 sub_targets: dict[str, np.ndarray] | None = None, fill=(0.0, 0.0, 0.0)):
         self.records, self.n_classes, self.cfg, self.seed = records, n_classes, cfg, seed
-        self.sub_targets = sub_targets
+        self.sub_targets, self.fill = sub_targets, tuple(fill)
         self.epoch = 0
 
     def __len__(self):
@@ -130,7 +127,7 @@ class LabelledImages(torch.utils.data.Dataset):
         if isinstance(loaded, dict):
             return loaded
         r, rgb, rng, target = loaded
-        item = {"image": augment(rgb, self.cfg, rng), "target": target, "index": index}
+        item = {"image": augment(rgb, self.cfg, rng, fill=self.fill), "target": target, "index": index}
         if self.sub_targets is not None:
             item["sub_target"] = torch.as_tensor(self.sub_targets[r.image_id], dtype=torch.float32)
         return item
@@ -169,11 +166,13 @@ class MaskedCrops(torch.utils.data.Dataset):
     """(augmented image, label map cropped alike) per record, for pixel-level training.
 
     `mask_paths` maps an image id to its label map: an artifact (.h5, dataset `mask` of the
-    given `stage`) or a PNG label map. Artifacts are opened lazily in each loader process."""
+    given `stage`) or a PNG label map. Artifacts are opened lazily in each loader process.
+    `fill` pads crops: the network's normalisation mean."""
 
     def __init__(self, records: list[Record], mask_paths: dict[str, str], cfg: dict, seed: int,
-                 stage: str | None = None):
+                 stage: str | None = None, fill=(0.0, 0.0, 0.0)):
         self.records, self.mask_paths, self.cfg, self.seed = records, mask_paths, cfg, seed
+        self.fill = tuple(fill)
         self.epoch = 0
         self._masks = ArtifactArrays(mask_paths, stage, "mask")
 
@@ -195,7 +194,7 @@ class MaskedCrops(torch.utils.data.Dataset):
             return {"error": (r.image_id, r.image, f"image size {rgb.shape[:2]} differs from its label map size "
                                                    f"{label.shape} ({self.mask_paths[r.image_id]})")}
         rng = np.random.default_rng([self.seed, self.epoch, index])
-        image, lab = augment(rgb, self.cfg, rng, label)
+        image, lab = augment(rgb, self.cfg, rng, label, self.fill)
         return {"image": image, "label": lab, "index": index}
 
 

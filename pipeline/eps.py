@@ -23,6 +23,7 @@ import torch.nn.functional as F
 
 from . import manifest as mf
 from .data import ArtifactArrays, LabelledImages, augment
+from .backbones import build_backbone
 from .nets import SaliencyClassifier, init_from_classifier
 from .problems import ProblemReport
 from .provenance import file_id, params_hash
@@ -84,8 +85,8 @@ class SalientImages(LabelledImages):
     the image augmentation as a uint8 label map (0..254, nearest resampling), so the crop's
     padding is known exactly."""
 
-    def __init__(self, records, n_classes: int, saliency: ArtifactArrays, cfg: dict, seed: int):
-        super().__init__(records, n_classes, cfg, seed)
+    def __init__(self, records, n_classes: int, saliency: ArtifactArrays, cfg: dict, seed: int, fill):
+        super().__init__(records, n_classes, cfg, seed, fill=fill)
         self.saliency = saliency
 
     def __getitem__(self, index: int):
@@ -98,7 +99,7 @@ class SalientImages(LabelledImages):
             return {"error": (r.image_id, r.image, f"image size {rgb.shape[:2]} differs from its saliency map's "
                                                    f"{sal.shape} ({self.saliency.where[r.image_id]})")}
         level = np.rint(np.clip(sal, 0, 1) * (PAD - 1)).astype(np.uint8)
-        image, lab = augment(rgb, self.cfg, rng, level)
+        image, lab = augment(rgb, self.cfg, rng, level, self.fill)
         valid = lab != PAD
         return {"image": image, "target": target, "saliency": (lab.float() / (PAD - 1) * valid)[None],
                 "valid": valid[None], "index": index}
@@ -119,12 +120,12 @@ def run(*, manifest_path, saliency_paths, classifier_path, classes, cfg: dict, e
                             "data": mf.digest(records), "saliency": [file_id(p) for p in saliency_paths],
                             "init": file_id(classifier_path) if classifier_path else None})
     torch.manual_seed(seed)
-    model = SaliencyClassifier(len(classes), cfg["depth"], cfg["output_stride"],
-                               None if classifier_path else cfg["pretrained"])
+    model = SaliencyClassifier(len(classes), build_backbone(cfg["backbone"], cfg["output_stride"],
+                                                            load_weights=not classifier_path))
     if classifier_path:
         # the class maps start as the classifier's CAMs and the background map at 0, so that
         # class maps pass the 0.5 binarisation of the overlap rule from the first step
-        classifier = init_from_classifier(model, classifier_path, cfg["depth"], "eps")
+        classifier = init_from_classifier(model, classifier_path, "eps")
         with torch.no_grad():
             model.head.weight[:-1].copy_(classifier.head.weight)
             model.head.weight[-1].zero_()
@@ -134,7 +135,8 @@ def run(*, manifest_path, saliency_paths, classifier_path, classes, cfg: dict, e
         return eps_loss(model.maps(batch["image"]), batch["target"], batch["saliency"], batch["valid"],
                         eps["tau"], eps["lam"])
 
-    train_model(model, SalientImages(records, len(classes), saliency, cfg, seed), step_loss, cfg=cfg, seed=seed,
+    train_model(model, SalientImages(records, len(classes), saliency, cfg, seed, model.backbone.normalization["mean"]),
+                step_loss, cfg=cfg, seed=seed,
                 compute=compute, run_hash=run_hash, problems=problems, model_path=model_path,
                 history_path=history_path, checkpoint_path=checkpoint_path, desc="train_eps",
                 lr_config="classifier.lr", extra={"classes": list(classes), "tau": eps["tau"], "lam": eps["lam"]})

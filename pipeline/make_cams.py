@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from . import manifest as mf
 from .artifacts import ArtifactWriter
-from .data import normalize, resize, to_tensor
+from .data import resize, to_tensor
 from .devices import pick_device
 from .logs import progress
 from .nets import Classifier, load_classifier
@@ -31,7 +31,7 @@ def multiscale_cams(model: Classifier, rgb: np.ndarray, class_index: list[int], 
     h, w = rgb.shape[:2]
     if not class_index:
         return np.zeros((0, h, w), np.float32)
-    x = normalize(to_tensor(rgb).to(device))
+    x = to_tensor(rgb).to(device)
     keys = torch.as_tensor(class_index, device=device)
     total = torch.zeros((len(class_index), h, w), device=device)
     for s in scales:

@@ -1,83 +1,26 @@
-"""Networks: a torchvision ResNet made dilated, and the multi-label CAM classifier.
-
-torchvision's `replace_stride_with_dilation` refuses BasicBlock (ResNet-18/34), so the
-dilation is applied here to any depth: the strided stages beyond the output stride get
-stride 1, and their 3x3 convolutions a dilation that keeps the receptive field (the first
-block of a stage keeps the previous dilation, as DeepLab and torchvision do).
+"""Networks: the multi-label CAM classifier and its SC-CAM / EPS variants, AffinityNet and
+DeepLab, each on a backbone from the registry (pipeline/backbones.py). Every network takes RGB
+images in 0..1: its backbone normalises them as its weights were trained.
 """
 from __future__ import annotations
-
-from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-import torchvision
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-
-
-def _set_stride_dilation(layer: nn.Sequential, dilation: int, previous: int) -> None:
-    for b, block in enumerate(layer):
-        d = previous if b == 0 else dilation
-        for m in block.modules():
-            if isinstance(m, nn.Conv2d):
-                if m.stride == (2, 2):
-                    m.stride = (1, 1)
-                if m.kernel_size == (3, 3):
-                    m.dilation, m.padding = (d, d), (d, d)
-
-
-def resnet_features(depth: int, output_stride: int = 16, pretrained: str | None = None) -> nn.Module:
-    """ResNet stem + layer1..layer4 (no pooling, no fc), at the requested output stride."""
-    if output_stride not in (8, 16, 32):
-        raise ValueError(f"output_stride must be 8, 16 or 32, got {output_stride}")
-    net = getattr(torchvision.models, f"resnet{depth}")(weights=None)
-    if pretrained:
-        load_backbone_weights(net, pretrained)
-    if output_stride <= 16:
-        _set_stride_dilation(net.layer4, 2 if output_stride == 16 else 4, 1 if output_stride == 16 else 2)
-    if output_stride == 8:
-        _set_stride_dilation(net.layer3, 2, 1)
-    features = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool, net.layer1, net.layer2, net.layer3, net.layer4)
-    features.out_channels = net.fc.in_features
-    features.output_stride = output_stride
-    return features
-
-
-def load_backbone_weights(net: nn.Module, path: str | Path) -> None:
-    """Load a local torchvision ResNet state dict (fc ignored); errors name the file."""
-    path = Path(path)
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # torch.load fails in many ways on a bad file; all mean the same
-        raise ValueError(f"{path}: cannot load pretrained weights ({type(e).__name__}: {e})") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path}: expected a state dict, found {type(state).__name__}")
-    state = {k.removeprefix("module."): v for k, v in state.items() if not k.removeprefix("module.").startswith("fc.")}
-    own = {k: v for k, v in net.state_dict().items() if not k.startswith("fc.")}
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
-    if missing or unexpected or wrong:
-        raise ValueError(f"{path}: not a state dict of this ResNet: {len(missing)} missing keys {missing[:3]}, "
-                         f"{len(unexpected)} unexpected {unexpected[:3]}, shape mismatches {wrong[:3]}")
-    net.load_state_dict(state, strict=False)
+from .backbones import Backbone, from_arch
 
 
 class Classifier(nn.Module):
-    """ResNet features -> global average pooling -> 1x1 conv (no bias) to class scores.
+    """Backbone features -> global average pooling -> 1x1 conv (no bias) to class scores.
 
     The CAM of class c is ReLU(w_c . f(x, y)): the head applied before pooling.
     """
 
-    def __init__(self, n_classes: int, depth: int = 50, output_stride: int = 16, pretrained: str | None = None):
+    def __init__(self, n_classes: int, backbone: Backbone):
         super().__init__()
-        self.arch = {"n_classes": n_classes, "depth": depth, "output_stride": output_stride}
-        self.backbone = resnet_features(depth, output_stride, pretrained)
+        self.arch = {"n_classes": n_classes, "backbone": backbone.arch}
+        self.backbone = backbone
         self.head = nn.Conv2d(self.backbone.out_channels, n_classes, 1, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -102,9 +45,8 @@ class SubCategoryClassifier(Classifier):
     sub-category scores (sub-category j of class c at index c * k + j), with dropout on the
     pooled features before both heads. CAMs come from the parent head, as in Classifier."""
 
-    def __init__(self, n_classes: int, k: int, depth: int = 50, output_stride: int = 16,
-                 pretrained: str | None = None, dropout: float = 0.5):
-        super().__init__(n_classes, depth, output_stride, pretrained)
+    def __init__(self, n_classes: int, k: int, backbone: Backbone, dropout: float = 0.5):
+        super().__init__(n_classes, backbone)
         self.arch.update(k=k, dropout=dropout)
         self.dropout = nn.Dropout(dropout)
         self.sub_head = nn.Conv2d(self.backbone.out_channels, n_classes * k, 1, bias=False)
@@ -127,8 +69,8 @@ class SaliencyClassifier(Classifier):
     the spatial means of the class maps (the background map has no image label); the CAMs are
     the softmax over all C + 1 maps, so foreground and background compete per pixel."""
 
-    def __init__(self, n_classes: int, depth: int = 50, output_stride: int = 16, pretrained: str | None = None):
-        super().__init__(n_classes, depth, output_stride, pretrained)
+    def __init__(self, n_classes: int, backbone: Backbone):
+        super().__init__(n_classes, backbone)
         self.arch.update(background_map=True)
         self.head = nn.Conv2d(self.backbone.out_channels, n_classes + 1, 1, bias=False)
 
@@ -146,18 +88,19 @@ class SaliencyClassifier(Classifier):
 
 
 class AffinityNet(nn.Module):
-    """PSA's AffinityNet on a ResNet at output stride 8: 1x1 convolutions of the last three
-    stages (64, 128 and 256 channels, ELU) concatenated and mixed by a 1x1 convolution into
+    """PSA's AffinityNet on a backbone at output stride 8: 1x1 convolutions of its last three
+    stages (to 64, 128 and 256 channels, ELU) concatenated and mixed by a 1x1 convolution into
     448-channel features f; the affinity of cells i and j is exp(-mean_c |f_i - f_j|) (PSA's
     code averages the L1 distance over channels)."""
 
-    def __init__(self, depth: int = 50, pretrained: str | None = None):
+    def __init__(self, backbone: Backbone):
         super().__init__()
-        self.arch = {"depth": depth}
-        self.backbone = resnet_features(depth, 8, pretrained)
-        expansion = self.backbone.out_channels // 512
-        self.reduce = nn.ModuleList(nn.Conv2d(c * expansion, k, 1, bias=False)
-                                    for c, k in ((128, 64), (256, 128), (512, 256)))
+        if backbone.output_stride != 8:
+            raise ValueError(f"AffinityNet needs a backbone at output stride 8, got {backbone.output_stride}")
+        self.arch = {"backbone": backbone.arch}
+        self.backbone = backbone
+        self.reduce = nn.ModuleList(nn.Conv2d(c, k, 1, bias=False)
+                                    for c, k in zip(backbone.stage_channels[1:], (64, 128, 256)))
         self.mix = nn.Conv2d(448, 448, 1, bias=False)
         for conv in self.reduce:
             nn.init.kaiming_normal_(conv.weight)
@@ -179,11 +122,7 @@ class AffinityNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Features [N, 448, h, w] at stride 8."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_backbone):
-            x = self.backbone[:5](x)  # stem and layer1
-            stages = []
-            for layer in self.backbone[5:]:
-                x = layer(x)
-                stages.append(x)
+            stages = self.backbone.stages(x)[1:]
         reduced = [F.elu(conv(f)) for conv, f in zip(self.reduce, stages)]
         return F.elu(self.mix(torch.cat(reduced, dim=1)))
 
@@ -194,7 +133,7 @@ class AffinityNet(nn.Module):
 
 
 class DeepLab(nn.Module):
-    """A segmenter on a ResNet dilated to output stride 8, with one of DeepLab's heads:
+    """A segmenter on a backbone dilated to output stride 8, with one of DeepLab's heads:
 
     largefov  DeepLab v1 LargeFOV: 3x3 convolution with dilation 12 to 1024 channels, 1x1 to
               1024, ReLU and dropout after each, then 1x1 to the classes
@@ -205,13 +144,15 @@ class DeepLab(nn.Module):
 
     HEADS = ("largefov", "aspp")
 
-    def __init__(self, n_classes: int, head: str = "largefov", depth: int = 50, pretrained: str | None = None,
-                 rates=(6, 12, 18, 24), dropout: float = 0.5):
+    def __init__(self, n_classes: int, head: str, backbone: Backbone, rates=(6, 12, 18, 24), dropout: float = 0.5):
         super().__init__()
         if head not in self.HEADS:
             raise ValueError(f"unknown segmenter head {head!r}; choose one of {self.HEADS}")
-        self.arch = {"n_classes": n_classes, "head": head, "depth": depth, "rates": list(rates), "dropout": dropout}
-        self.backbone = resnet_features(depth, 8, pretrained)
+        if backbone.output_stride != 8:
+            raise ValueError(f"DeepLab needs a backbone at output stride 8, got {backbone.output_stride}")
+        self.arch = {"n_classes": n_classes, "head": head, "backbone": backbone.arch, "rates": list(rates),
+                     "dropout": dropout}
+        self.backbone = backbone
         c = self.backbone.out_channels
         if head == "largefov":
             self.head = nn.Sequential(nn.Conv2d(c, 1024, 3, padding=12, dilation=12), nn.ReLU(inplace=True),
@@ -244,7 +185,7 @@ def save_model(model: nn.Module, path, extra: dict | None = None) -> None:
     atomic_torch_save({"arch": model.arch, "state_dict": model.state_dict(), **(extra or {})}, path)
 
 
-def _load_saved(path, build, what: str, device):
+def load_saved(path, build, what: str, device):
     """Rebuild a model saved by save_model with build(arch), in eval mode; errors name the file."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
@@ -256,39 +197,40 @@ def _load_saved(path, build, what: str, device):
     return model, {k: v for k, v in saved.items() if k not in ("arch", "state_dict")}
 
 
-def init_from_classifier(model: nn.Module, classifier_path, depth: int, config_key: str) -> Classifier:
+def init_from_classifier(model: nn.Module, classifier_path, config_key: str) -> Classifier:
     """Start `model`'s backbone from the trained CAM classifier's (a stand-in for ImageNet
     weights when none are available); dilation is structure, not weights, so strides may differ.
     Returns the classifier, for callers that take more of it."""
     classifier, _ = load_classifier(classifier_path)
-    if classifier.arch["depth"] != depth:
-        raise ValueError(f"{config_key}.init_from_classifier: the classifier is a ResNet-{classifier.arch['depth']}, "
-                         f"{config_key}.depth is {depth}")
+    theirs, ours = classifier.arch["backbone"]["name"], model.arch["backbone"]["name"]
+    if theirs != ours:
+        raise ValueError(f"{config_key}.init_from_classifier: the classifier's backbone is {theirs}, "
+                         f"{config_key}.backbone.name is {ours}")
     model.backbone.load_state_dict(classifier.backbone.state_dict())
     return classifier
 
 
 def _build_classifier(arch: dict) -> Classifier:
+    backbone = from_arch(arch["backbone"])
     if arch.get("background_map"):
-        return SaliencyClassifier(arch["n_classes"], arch["depth"], arch["output_stride"])
+        return SaliencyClassifier(arch["n_classes"], backbone)
     if "k" in arch:
-        return SubCategoryClassifier(arch["n_classes"], arch["k"], arch["depth"], arch["output_stride"],
-                                     dropout=arch["dropout"])
-    return Classifier(arch["n_classes"], arch["depth"], arch["output_stride"])
+        return SubCategoryClassifier(arch["n_classes"], arch["k"], backbone, dropout=arch["dropout"])
+    return Classifier(arch["n_classes"], backbone)
 
 
 def load_classifier(path, device="cpu") -> tuple[Classifier, dict]:
     """A classifier saved by train_classifier (or an SC-CAM round's, with its sub-category
     head, or EPS's, with its background map), in eval mode, and the saved dict's extras."""
-    return _load_saved(path, _build_classifier, "a classifier", device)
+    return load_saved(path, _build_classifier, "a classifier", device)
 
 
 def load_affinity_net(path, device="cpu") -> tuple[AffinityNet, dict]:
     """The AffinityNet saved by train_affinity, in eval mode, and the saved dict's extras."""
-    return _load_saved(path, lambda a: AffinityNet(a["depth"]), "an AffinityNet", device)
+    return load_saved(path, lambda a: AffinityNet(from_arch(a["backbone"])), "an AffinityNet", device)
 
 
 def load_segmenter(path, device="cpu") -> tuple[DeepLab, dict]:
     """A saved DeepLab segmenter, in eval mode, and the saved dict's extras."""
-    return _load_saved(path, lambda a: DeepLab(a["n_classes"], a["head"], a["depth"], rates=a["rates"],
-                                               dropout=a["dropout"]), "a segmenter", device)
+    return load_saved(path, lambda a: DeepLab(a["n_classes"], a["head"], from_arch(a["backbone"]), rates=a["rates"],
+                                              dropout=a["dropout"]), "a segmenter", device)

@@ -31,9 +31,10 @@ import torch.nn.functional as F
 
 from . import manifest as mf
 from .artifacts import ArtifactWriter
-from .data import LabelledImages, normalize, to_tensor, upsample_scores
+from .data import LabelledImages, to_tensor, upsample_scores
 from .devices import pick_device
 from .logs import progress
+from .backbones import build_backbone
 from .nets import Classifier, init_from_classifier, load_classifier
 from .problems import ProblemReport, readable_images
 from .provenance import file_id, params_hash
@@ -66,9 +67,11 @@ def peak_stimulation(maps: torch.Tensor, window: int = 3, median_filter: bool = 
     return (maps * peaks).flatten(2).sum(2) / peaks.flatten(2).sum(2).clamp_min(1)
 
 
-def response_maps(model: Classifier, x: torch.Tensor, sub_pixel_factor: int = 1) -> torch.Tensor:
-    """Class response maps [N, C, h*f, w*f] of a classifier: its head before pooling."""
-    maps = model.head(model.backbone(x))
+def response_maps(model: Classifier, x: torch.Tensor, sub_pixel_factor: int = 1,
+                  normalized: bool = False) -> torch.Tensor:
+    """Class response maps [N, C, h*f, w*f] of a classifier: its head before pooling. `x` is
+    RGB in 0..1, or the backbone's input already when `normalized`."""
+    maps = model.head(model.backbone.features(x) if normalized else model.backbone(x))
     if sub_pixel_factor > 1:
         maps = F.interpolate(maps, scale_factor=sub_pixel_factor, mode="bilinear", align_corners=True)
     return maps
@@ -149,11 +152,12 @@ def peak_response_maps(model: Classifier, rgb: np.ndarray, class_index: list[int
     all 0 when nothing reaches the input), responses float32 [K, H, W] (the present classes'
     response maps at image size, for the proposal scores' background term)."""
     h, w = rgb.shape[:2]
-    x = normalize(to_tensor(rgb).to(device))[None].requires_grad_(True)
+    # the peaks are back-propagated to the network's (normalised) input, as in the paper
+    x = model.backbone.normalize(to_tensor(rgb).to(device)[None]).detach().requires_grad_(True)
     model.eval()
     with torch.enable_grad(), (excitation_convolutions(model) if cfg["backprop"] == "excitation"
                                else _nothing(model)):
-        maps = response_maps(model, x, cfg["sub_pixel_factor"])
+        maps = response_maps(model, x, cfg["sub_pixel_factor"], normalized=True)
         peaks = select_peaks(maps, class_index, cfg["window"], cfg["median_filter"], cfg["peak_threshold"])
         prms = np.zeros((len(peaks), h, w), np.float32)
         for i, (k, py, px, _) in enumerate(peaks):
@@ -189,12 +193,13 @@ def train(*, manifest_path, classifier_path, classes, cfg: dict, prm: dict, seed
     run_hash = params_hash({"cfg": cfg, "peaks": peak_cfg, "seed": seed, "code": code_hash, "classes": list(classes),
                             "data": mf.digest(records), "init": file_id(classifier_path) if classifier_path else None})
     torch.manual_seed(seed)
-    model = Classifier(len(classes), cfg["depth"], cfg["output_stride"], None if classifier_path else cfg["pretrained"])
+    model = Classifier(len(classes), build_backbone(cfg["backbone"], cfg["output_stride"],
+                                                    load_weights=not classifier_path))
     if classifier_path:
-        classifier = init_from_classifier(model, classifier_path, cfg["depth"], "prm")
+        classifier = init_from_classifier(model, classifier_path, "prm")
         model.head.load_state_dict(classifier.head.state_dict())
         log.info("backbone and head start from %s", classifier_path)
-    train_model(model, LabelledImages(records, len(classes), cfg, seed),
+    train_model(model, LabelledImages(records, len(classes), cfg, seed, fill=model.backbone.normalization["mean"]),
                 lambda m, batch: peak_loss(m, batch["image"], batch["target"], peak_cfg), cfg=cfg, seed=seed,
                 compute=compute, run_hash=run_hash, problems=ProblemReport(problems_path), model_path=model_path,
                 history_path=history_path, checkpoint_path=checkpoint_path, desc="train_prm",

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 
 from . import manifest as mf
 from .artifacts import ArtifactReader, ArtifactWriter
-from .data import normalize, to_tensor, upsample_scores
+from .data import to_tensor, upsample_scores
 from .devices import pick_device
 from .imageio import ImageReadError, read_image_sized, write_label_png
 from .logs import progress
@@ -125,7 +125,7 @@ def normalise_max(maps: torch.Tensor) -> torch.Tensor:
 def walk_image(model, rgb: np.ndarray, cams: np.ndarray, keys, cfg: dict, radius: int, device):
     """(scores [K+1, h, w] on the feature grid: the constant background, then the walked CAMs
     each divided by its max; mask uint8 [H, W] = keys[argmax] of the scores upsampled)."""
-    features = model(normalize(to_tensor(rgb).to(device))[None])[0]
+    features = model(to_tensor(rgb).to(device)[None])[0]
     grid = features.shape[1:]
     cam = torch.from_numpy(cams.astype(np.float32)).to(device)
     small = F.adaptive_avg_pool2d(cam[None], grid)[0] if len(cam) else cam.new_zeros((0, *grid))

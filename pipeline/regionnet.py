@@ -31,10 +31,10 @@ import torch.nn.functional as F
 from . import manifest as mf
 from .artifacts import ArtifactReader, ArtifactWriter
 from .atomic import write_text
-from .data import normalize, to_tensor
+from .data import to_tensor
 from .devices import pick_device
 from .logs import progress
-from .nets import _load_saved, load_classifier, save_model
+from .nets import load_saved, load_classifier, save_model
 from .problems import ProblemReport, readable_images, with_output
 
 log = logging.getLogger(__name__)
@@ -86,7 +86,7 @@ class RegionNet(nn.Module):
 
 
 def load_regionnet(path, device="cpu") -> tuple[RegionNet, dict]:
-    return _load_saved(path, lambda a: RegionNet(**a), "a RegionNet", device)
+    return load_saved(path, lambda a: RegionNet(**a), "a RegionNet", device)
 
 
 def apply_regionnet(model: RegionNet, features: np.ndarray, keys) -> tuple[np.ndarray, np.ndarray]:
@@ -107,7 +107,7 @@ def apply_regionnet(model: RegionNet, features: np.ndarray, keys) -> tuple[np.nd
 @torch.no_grad()
 def image_features(classifier, rgb: np.ndarray, segments: np.ndarray, device="cpu") -> np.ndarray:
     """float32 [n, D]: the classifier's backbone features of the whole image per superpixel."""
-    x = normalize(to_tensor(rgb).to(device))[None]
+    x = to_tensor(rgb).to(device)[None]
     fmap = classifier.backbone(x)[0].float().cpu().numpy()
     return pool_region_features(fmap, segments).astype(np.float32)
 

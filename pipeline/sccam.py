@@ -27,7 +27,7 @@ import torch
 from . import manifest as mf
 from .artifacts import ArtifactReader, ArtifactWriter
 from .atomic import atomic_path, write_text
-from .data import normalize, to_tensor
+from .data import to_tensor
 from .devices import pick_device
 from .logs import progress
 from .nets import load_classifier
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 @torch.no_grad()
 def pooled_feature(model, rgb: np.ndarray, device="cpu") -> np.ndarray:
     """float32 [D] global-average-pooled backbone feature of the whole image."""
-    x = normalize(to_tensor(rgb).to(device))[None]
+    x = to_tensor(rgb).to(device)[None]
     return model.pooled_features(x)[0].float().cpu().numpy()
 
 

@@ -17,7 +17,7 @@ import torch.nn.functional as F
 
 from . import manifest as mf
 from .artifacts import ArtifactWriter
-from .data import normalize, resize, to_tensor
+from .data import resize, to_tensor
 from .devices import pick_device
 from .imageio import write_label_png
 from .logs import progress
@@ -33,7 +33,7 @@ STRIDE = 8
 def multiscale_probs(model, rgb: np.ndarray, scales, flip: bool, device="cpu") -> torch.Tensor:
     """Class probabilities [C, H, W] averaged over scales (and mirrored images)."""
     h, w = rgb.shape[:2]
-    x = normalize(to_tensor(rgb).to(device))
+    x = to_tensor(rgb).to(device)
     total, count = None, 0
     for s in scales:
         xs = resize(x, (max(8, round(h * s)), max(8, round(w * s))))[None]

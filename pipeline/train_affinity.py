@@ -18,6 +18,7 @@ import torch
 from . import manifest as mf
 from .data import MaskedCrops, mask_locations
 from .imageio import IGNORE
+from .backbones import build_backbone
 from .nets import AffinityNet, init_from_classifier
 from .problems import ProblemReport
 from .provenance import file_id, params_hash
@@ -87,9 +88,9 @@ def run(*, manifest_path, label_paths, classes, cfg: dict, seed: int, compute: d
     run_hash = params_hash({"cfg": cfg, "seed": seed, "code": code_hash, "data": mf.digest(records),
                             "init": file_id(classifier_path) if cfg["init_from_classifier"] else None})
     torch.manual_seed(seed)
-    model = AffinityNet(cfg["depth"], cfg["pretrained"])
+    model = AffinityNet(build_backbone(cfg["backbone"], 8, load_weights=not cfg["init_from_classifier"]))
     if cfg["init_from_classifier"]:
-        init_from_classifier(model, classifier_path, cfg["depth"], "affinity")
+        init_from_classifier(model, classifier_path, "affinity")
     if cfg["freeze_backbone"]:
         model.freeze_backbone()
     offsets = pair_offsets(cfg["radius"])
@@ -98,7 +99,8 @@ def run(*, manifest_path, label_paths, classes, cfg: dict, seed: int, compute: d
         aff = pair_affinities(model(batch["image"]), offsets)
         return affinity_loss(aff, pair_labels(cell_labels(batch["label"]), offsets))
 
-    train_model(model, MaskedCrops(records, where, cfg, seed, stage="affinity_labels"), step_loss, cfg=cfg,
+    train_model(model, MaskedCrops(records, where, cfg, seed, stage="affinity_labels",
+                                   fill=model.backbone.normalization["mean"]), step_loss, cfg=cfg,
                 seed=seed, compute=compute, run_hash=run_hash, problems=problems, model_path=model_path,
                 history_path=history_path, checkpoint_path=checkpoint_path, desc="train_affinity",
                 lr_config="affinity.lr", extra={"classes": list(classes), "radius": cfg["radius"]})

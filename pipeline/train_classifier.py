@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from . import manifest as mf
 from .data import LabelledImages
+from .backbones import build_backbone
 from .nets import Classifier
 from .problems import ProblemReport
 from .provenance import params_hash
@@ -30,12 +31,13 @@ def run(*, manifest_path, classes, cfg: dict, seed: int, compute: dict, code_has
     run_hash = params_hash({"cfg": cfg, "seed": seed, "code": code_hash, "classes": list(classes),
                             "data": mf.digest(records)})
     torch.manual_seed(seed)
-    model = Classifier(len(classes), cfg["depth"], cfg["output_stride"], cfg["pretrained"])
+    model = Classifier(len(classes), build_backbone(cfg["backbone"], cfg["output_stride"]))
 
     def step_loss(model, batch):
         return F.multilabel_soft_margin_loss(model(batch["image"]), batch["target"]), {}
 
-    train_model(model, LabelledImages(records, len(classes), cfg, seed), step_loss, cfg=cfg, seed=seed,
+    train_model(model, LabelledImages(records, len(classes), cfg, seed, fill=model.backbone.normalization["mean"]),
+                step_loss, cfg=cfg, seed=seed,
                 compute=compute, run_hash=run_hash, problems=ProblemReport(problems_path), model_path=model_path,
                 history_path=history_path, checkpoint_path=checkpoint_path, desc="train_classifier",
                 lr_config="classifier.lr", extra={"classes": list(classes)})

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 
 from . import manifest as mf
 from .data import LabelledImages
+from .backbones import build_backbone
 from .nets import SubCategoryClassifier, load_classifier
 from .problems import ProblemReport
 from .provenance import file_id, params_hash
@@ -48,12 +49,13 @@ def run(*, manifest_path, clusters_path, previous_model, classes, cfg: dict, scc
                             "classes": list(classes), "data": mf.digest(records), "clusters": file_id(clusters_path),
                             "previous": file_id(previous_model) if previous_model else None})
     torch.manual_seed(seed + round_)
-    model = SubCategoryClassifier(len(classes), k, cfg["depth"], cfg["output_stride"],
-                                  None if previous_model else cfg["pretrained"], sccam["dropout"])
+    model = SubCategoryClassifier(len(classes), k, build_backbone(cfg["backbone"], cfg["output_stride"],
+                                                                  load_weights=not previous_model), sccam["dropout"])
     if previous_model:
         previous, _ = load_classifier(previous_model)
-        if previous.arch["depth"] != cfg["depth"]:
-            raise ValueError(f"{previous_model}: a ResNet-{previous.arch['depth']}, classifier.depth is {cfg['depth']}")
+        theirs, ours = previous.arch["backbone"]["name"], cfg["backbone"]["name"]
+        if theirs != ours:
+            raise ValueError(f"{previous_model}: a {theirs} classifier, classifier.backbone.name is {ours}")
         model.backbone.load_state_dict(previous.backbone.state_dict())
         model.head.load_state_dict(previous.head.state_dict())
         log.info("round %d starts from %s", round_, previous_model)
@@ -62,7 +64,8 @@ def run(*, manifest_path, clusters_path, previous_model, classes, cfg: dict, scc
         parent, sub = model.both_heads(batch["image"])
         return sccam_loss(parent, sub, batch["target"], batch["sub_target"], sccam["sub_weight"])
 
-    train_model(model, LabelledImages(records, len(classes), cfg, seed + round_, sub_targets), step_loss, cfg=cfg,
+    train_model(model, LabelledImages(records, len(classes), cfg, seed + round_, sub_targets,
+                                      fill=model.backbone.normalization["mean"]), step_loss, cfg=cfg,
                 seed=seed + round_, compute=compute, run_hash=run_hash, problems=problems, model_path=model_path,
                 history_path=history_path, checkpoint_path=checkpoint_path, desc=f"train_sccam r{round_}",
                 lr_config="classifier.lr", extra={"classes": list(classes), "round": round_})

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 from . import manifest as mf
 from .data import GROUND_TRUTH, MaskedCrops, mask_locations
 from .imageio import IGNORE
+from .backbones import build_backbone
 from .nets import DeepLab, init_from_classifier
 from .problems import ProblemReport
 from .provenance import file_id, params_hash
@@ -50,17 +51,20 @@ def run(*, manifest_path, mask_paths, source: str, classes, cfg: dict, seed: int
                             "data": mf.digest(records), "masks": sorted(file_id(p) for p in set(where.values())),
                             "init": file_id(classifier_path) if cfg["init_from_classifier"] else None})
     torch.manual_seed(seed)
-    model = DeepLab(len(classes) + 1, cfg["head"], cfg["depth"], cfg["pretrained"], dropout=cfg["dropout"])
+    model = DeepLab(len(classes) + 1, cfg["head"],
+                    build_backbone(cfg["backbone"], 8, load_weights=not cfg["init_from_classifier"]),
+                    dropout=cfg["dropout"])
     if cfg["init_from_classifier"]:
-        init_from_classifier(model, classifier_path, cfg["depth"], "segmenter")
+        init_from_classifier(model, classifier_path, "segmenter")
 
     def step_loss(model, batch):
         return segmentation_loss(model(batch["image"]), batch["label"], cfg["balanced"]), {}
 
     stage = None if source == GROUND_TRUTH else source
-    log.info("training DeepLab-%s (ResNet-%d) on the %s masks of %d images", cfg["head"], cfg["depth"], source,
+    log.info("training DeepLab-%s (%s) on the %s masks of %d images", cfg["head"], cfg["backbone"]["name"], source,
              len(records))
-    train_model(model, MaskedCrops(records, where, cfg, seed, stage=stage), step_loss, cfg=cfg, seed=seed,
+    train_model(model, MaskedCrops(records, where, cfg, seed, stage=stage, fill=model.backbone.normalization["mean"]),
+                step_loss, cfg=cfg, seed=seed,
                 compute=compute, run_hash=run_hash, problems=problems, model_path=model_path,
                 history_path=history_path, checkpoint_path=checkpoint_path, desc=f"train_segmenter {cfg['head']}",
                 lr_config="segmenter.lr", extra={"classes": list(classes), "source": source})

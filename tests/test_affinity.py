@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.backbones import Backbone
 from pipeline.artifacts import ArtifactWriter
 from pipeline.config import resolve
 from pipeline.manifest import read_tsv
@@ -70,7 +71,7 @@ def test_cell_labels_sample_each_stride_8_cell_centre():
 
 def test_affinity_net_features_at_stride_8_and_a_frozen_backbone_gets_no_gradient():
     torch.manual_seed(0)
-    net = AffinityNet(18)
+    net = AffinityNet(Backbone("resnet18", 8))
     f = net(torch.randn(2, 3, 64, 48))
     assert f.shape == (2, 448, 8, 6)
     net.freeze_backbone()
@@ -94,7 +95,7 @@ def test_training_learns_affinities_that_separate_the_labels(tmp_path, tiny_data
                         params={}, code_hash="x") as w:
         for r in records:
             w.add(r.image_id, mask=load_ground_truth(r, 9))
-    cfg = resolve({"affinity": {"depth": 18, "epochs": 16, "batch_size": 8, "crop_size": 48, "lr": 0.1,
+    cfg = resolve({"backbone": {"name": "resnet18", "weights": "none"}, "affinity": {"epochs": 16, "batch_size": 8, "crop_size": 48, "lr": 0.1,
                                 "rescale": [0.9, 1.1]}})["affinity"]
     compute = {"device": "cpu", "num_workers": 0, "checkpoint_minutes": 10}
     torch.set_num_threads(2)
@@ -107,7 +108,7 @@ def test_training_learns_affinities_that_separate_the_labels(tmp_path, tiny_data
     assert {"bg", "fg", "neg"} <= set(history[0])
     model, saved = load_affinity_net(tmp_path / "aff.pt")
     assert saved["radius"] == 5 and not (tmp_path / "ckpt.pt").exists()
-    from pipeline.data import normalize, to_tensor
+    from pipeline.data import to_tensor
     from pipeline.imageio import read_image
 
     same, diff = [], []
@@ -116,7 +117,7 @@ def test_training_learns_affinities_that_separate_the_labels(tmp_path, tiny_data
             rgb = read_image(r.image)
             h, w = (rgb.shape[0] // 8) * 8, (rgb.shape[1] // 8) * 8
             gt = torch.from_numpy(load_ground_truth(r, 9)[:h, :w])
-            aff = pair_affinities(model(normalize(to_tensor(rgb[:h, :w]))[None]), pair_offsets(5))
+            aff = pair_affinities(model(to_tensor(rgb[:h, :w])[None]), pair_offsets(5))
             kinds = pair_labels(cell_labels(gt)[None], pair_offsets(5))
             same.append(aff[kinds["bg"] | kinds["fg"]])
             diff.append(aff[kinds["neg"]])

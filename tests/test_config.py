@@ -8,14 +8,20 @@ from conftest import REPO
 def test_defaults_are_the_schema_defaults():
     cfg = resolve({})
     assert cfg["dataset"]["name"] == "synthetic"
-    assert cfg["classifier"]["depth"] == 50 and cfg["classifier"]["momentum"] == 0.9
+    assert cfg["classifier"]["backbone"] == {"name": "resnet50", "weights": "imagenet", "freeze_bn": "auto", "frozen_stages": 0}
+    assert cfg["classifier"]["momentum"] == 0.9
     assert cfg["cams"]["scales"] == [1.0, 0.5, 1.5, 2.0]
     assert cfg["classifier"]["color_jitter"] == {"brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.1}
 
 
 def test_user_values_override_defaults_and_keep_siblings():
-    cfg = resolve({"classifier": {"depth": 18, "color_jitter": {"hue": 0.0}}})
-    assert cfg["classifier"]["depth"] == 18
+    cfg = resolve({"backbone": {"name": "mobilenet_v2"}, "segmenter": {"backbone": {"weights": "none"}},
+                   "classifier": {"backbone": {"name": "resnet18"}, "color_jitter": {"hue": 0.0}}})
+    # the shared block, then each network's own keys
+    assert cfg["classifier"]["backbone"] == {"name": "resnet18", "weights": "imagenet", "freeze_bn": "auto", "frozen_stages": 0}
+    assert cfg["affinity"]["backbone"] == {"name": "mobilenet_v2", "weights": "imagenet", "freeze_bn": "auto", "frozen_stages": 0}
+    assert cfg["segmenter"]["backbone"] == {"name": "mobilenet_v2", "weights": "none", "freeze_bn": "auto", "frozen_stages": 0}
+    assert resolve(cfg) == cfg  # resolving twice changes nothing
     assert cfg["classifier"]["color_jitter"]["hue"] == 0.0
     assert cfg["classifier"]["color_jitter"]["brightness"] == 0.3
     assert cfg["classifier"]["epochs"] == 5
@@ -26,10 +32,12 @@ def test_every_schema_property_has_a_default():
 
     def walk(schema, where):
         for key, sub in schema.get("properties", {}).items():
+            override = sub.get("$ref") == "#/$defs/backbone_override"
             if "$ref" in sub:
                 sub = {**root["$defs"][sub["$ref"].rsplit("/", 1)[1]], **sub}
             assert "default" in sub, f"{where}.{key} has no default"
-            if sub["default"] == {}:  # filled from its children's defaults
+            if sub["default"] == {} and not override:  # filled from its children's defaults (an
+                # override's keys have none of their own: they default to the shared backbone block's)
                 walk(sub, f"{where}.{key}")
     walk(root, "config")
     profiles = resolve({})["crf"]["profiles"]
@@ -51,8 +59,8 @@ def test_unknown_key_names_key_and_allowed_keys():
 def test_wrong_type_and_enum_are_errors():
     with pytest.raises(ConfigError, match=r"classifier.epochs: 'five' should be of type integer"):
         resolve({"classifier": {"epochs": "five"}})
-    with pytest.raises(ConfigError, match=r"classifier.depth: 19 is not one of"):
-        resolve({"classifier": {"depth": 19}})
+    with pytest.raises(ConfigError, match=r"classifier.backbone.name: 'resnet19' is not one of"):
+        resolve({"classifier": {"backbone": {"name": "resnet19"}}})
     with pytest.raises(ConfigError, match=r"dataset.n_shards"):
         resolve({"dataset": {"n_shards": 0}})
 
@@ -78,8 +86,8 @@ def test_load_file_errors_name_the_file(tmp_path):
 
 
 def test_resolved_config_prints_the_same_whatever_the_key_order():
-    a = resolve({"classifier": {"epochs": 5, "depth": 18}, "seed": 0})
-    b = resolve({"seed": 0, "classifier": {"depth": 18}})
+    a = resolve({"classifier": {"epochs": 5, "output_stride": 8}, "seed": 0})
+    b = resolve({"seed": 0, "classifier": {"output_stride": 8}})
     # Snakemake compares params by their printed form: equal configs must print equally
     assert repr(a) == repr(b)
     assert list(resolve({"dataset": {"synthetic": {"n_images": {"val": 2, "train": 3}}}})

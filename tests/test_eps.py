@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.backbones import Backbone
 from pipeline.artifacts import ArtifactWriter
 from pipeline.data import ArtifactArrays
 from pipeline.eps import (PAD, SalientImages, estimated_saliency, eps_loss, foreground_classes, to_grid,
@@ -103,7 +104,7 @@ def test_eps_loss_on_hand_made_maps():
 
 def test_saliency_classifier_cams_are_the_softmax_class_maps(tmp_path):
     torch.manual_seed(0)
-    net = SaliencyClassifier(3, depth=18, output_stride=16).eval()
+    net = SaliencyClassifier(3, Backbone("resnet18", 16)).eval()
     x = torch.randn(2, 3, 64, 64)
     with torch.no_grad():
         maps = net.maps(x)
@@ -129,15 +130,16 @@ def test_salient_images_crop_the_saliency_with_the_image(tmp_path):
     cfg = {"rescale": [1.0, 1.0], "flip": True, "color_jitter": {"brightness": 0, "contrast": 0, "saturation": 0,
                                                                   "hue": 0}, "crop_size": 64}
     ds = SalientImages([Record("a", str(tmp_path / "a.png"), (2,))], 2,
-                       ArtifactArrays.from_shards([tmp_path / "s.h5"], stage="saliency", name="saliency"), cfg, seed=0)
+                       ArtifactArrays.from_shards([tmp_path / "s.h5"], stage="saliency", name="saliency"), cfg, seed=0,
+                       fill=(0.485, 0.456, 0.406))
     for epoch in range(3):
         ds.epoch = epoch
         item = ds[0]
         assert item["target"].tolist() == [0.0, 1.0]
         valid = item["valid"][0]
         assert valid.sum() == 40 * 50  # the 64 x 64 crop pads the 40 x 50 image
-        # undo the normalisation of the red channel where the image is
-        red = item["image"][0] * 0.229 + 0.485
+        red = item["image"][0]  # RGB in 0..1: the network normalises it
+        assert (red[~valid] == 0.485).all()  # the padding is the fill colour
         np.testing.assert_allclose(item["saliency"][0][valid], red[valid], atol=1 / (PAD - 1) + 1e-3)
         assert (item["saliency"][0][~valid] == 0).all()
 

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 from pipeline import make_cams
+from pipeline.backbones import Backbone
 from pipeline.artifacts import ArtifactReader
 from pipeline.datasets.synthetic import CLASSES
 from pipeline.make_cams import multiscale_cams
@@ -14,7 +15,7 @@ from pipeline.problems import read_report
 @pytest.fixture(scope="module")
 def model():
     torch.manual_seed(0)
-    return Classifier(len(CLASSES), depth=18, output_stride=16).eval()
+    return Classifier(len(CLASSES), Backbone("resnet18", 16)).eval()
 
 
 def test_cams_have_image_size_and_unit_max(model):
@@ -37,7 +38,7 @@ def test_scales_sum_before_normalisation(model):
     rgb = np.random.default_rng(2).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     one = multiscale_cams(model, rgb, [0], [1.0], flip=False)
     with torch.no_grad():
-        x = make_cams.normalize(make_cams.to_tensor(rgb))[None]
+        x = make_cams.to_tensor(rgb)[None]
         raw = model.cams(x, torch.tensor([0]))
         up = torch.nn.functional.interpolate(raw, size=(32, 32), mode="bilinear", align_corners=False)[0]
     np.testing.assert_allclose(one, (up / up.max()).numpy(), rtol=1e-4, atol=1e-6)

@@ -2,61 +2,127 @@ import pytest
 import torch
 import torchvision
 
-from pipeline.nets import Classifier, load_classifier, resnet_features, save_model
+from pipeline.backbones import BACKBONES, Backbone, build_backbone, imagenet_network
+from pipeline.nets import AffinityNet, Classifier, DeepLab, init_from_classifier, load_classifier, save_model
+from pipeline.weights import WeightFileError
 
 
-@pytest.mark.parametrize("depth", [18, 50])
+@pytest.mark.parametrize("name", ["resnet18", "resnet50", "mobilenet_v2", "efficientnet_lite0", "efficientnet_lite2"])
 @pytest.mark.parametrize("stride", [8, 16, 32])
-def test_output_stride_by_dilation(depth, stride):
-    net = resnet_features(depth, stride).eval()
+def test_output_stride_by_dilation(name, stride):
+    net = Backbone(name, stride).eval()
     with torch.no_grad():
+        stages = net.stages(torch.zeros(1, 3, 64, 96))
         f = net(torch.zeros(1, 3, 64, 96))
-    assert f.shape[1] == (512 if depth == 18 else 2048)
+    assert f.shape[1] == net.out_channels == {"resnet18": 512, "resnet50": 2048}.get(name, 1280)
     assert f.shape[2:] == (64 // stride, 96 // stride)
+    # stage ends at strides 4, 8, 16, 32, none finer than the output stride
+    assert [s.shape[2:] for s in stages] == [(64 // min(s, stride), 96 // min(s, stride)) for s in (4, 8, 16, 32)]
+    assert [s.shape[1] for s in stages] == net.stage_channels
 
 
 @pytest.mark.parametrize("stride, dilate", [(16, [False, False, True]), (8, [False, True, True])])
 def test_dilation_matches_torchvision_for_bottleneck_resnets(stride, dilate):
     torch.manual_seed(0)
     ref = torchvision.models.resnet50(weights=None, replace_stride_with_dilation=dilate).eval()
-    ours = resnet_features(50, stride).eval()
-    # the same parameters in the same order, under Sequential names
+    ours = Backbone("resnet50", stride).eval()
+    # the same parameters in the same order, under the backbone's names
     ref_weights = [v for k, v in ref.state_dict().items() if not k.startswith("fc.")]
     ours.load_state_dict(dict(zip(ours.state_dict(), ref_weights)))
-    x = torch.randn(1, 3, 64, 64)
+    x = torch.rand(1, 3, 64, 64)
     with torch.no_grad():
-        expected = torch.nn.Sequential(*list(ref.children())[:-2])(x)
+        expected = torch.nn.Sequential(*list(ref.children())[:-2])(ours.normalize(x))
         torch.testing.assert_close(ours(x), expected)
 
 
 def test_dilation_keeps_the_weights_shapes():
     plain = torchvision.models.resnet18(weights=None).state_dict()
-    dilated = resnet_features(18, 8).state_dict()
+    dilated = Backbone("resnet18", 8).state_dict()
     # same parameters, in the same order: a torchvision checkpoint loads into the dilated net
     assert [v.shape for k, v in plain.items() if not k.startswith("fc.")] == [v.shape for v in dilated.values()]
 
 
-def test_pretrained_weights_are_loaded_from_a_local_file(tmp_path):
+def test_each_backbone_normalises_as_its_weights_were_trained():
+    x = torch.full((1, 3, 2, 2), 127 / 255)
+    torch.testing.assert_close(Backbone("efficientnet_lite0", 32).normalize(x), torch.zeros(1, 3, 2, 2))
+    r = Backbone("resnet18", 32)
+    torch.testing.assert_close(r.normalize(torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)), torch.zeros(1, 3, 1, 1))
+    # the saved arch carries the normalisation, and a rebuilt model uses the saved one
+    model = Classifier(2, Backbone("efficientnet_lite0", 16))
+    assert model.arch["backbone"]["normalization"]["std"] == [128 / 255] * 3
+
+
+def test_local_weight_files_load_strictly(tmp_path):
     ref = torchvision.models.resnet18(weights=None)
     torch.save(ref.state_dict(), tmp_path / "resnet18.pth")
-    model = Classifier(5, depth=18, output_stride=16, pretrained=str(tmp_path / "resnet18.pth"))
-    torch.testing.assert_close(model.backbone[0].weight, ref.conv1.weight)
-    torch.testing.assert_close(model.backbone[7][1].conv2.weight, ref.layer4[1].conv2.weight)
+    model = Classifier(5, Backbone("resnet18", 16, str(tmp_path / "resnet18.pth")))
+    torch.testing.assert_close(model.backbone.stem[0].weight, ref.conv1.weight)
+    torch.testing.assert_close(model.backbone.blocks[-1].conv2.weight, ref.layer4[1].conv2.weight)
+    # without the ImageNet classifier layer too
+    torch.save({k: v for k, v in ref.state_dict().items() if not k.startswith("fc.")}, tmp_path / "nofc.pth")
+    Backbone("resnet18", 16, str(tmp_path / "nofc.pth"))
 
 
-def test_bad_pretrained_files_name_the_file(tmp_path):
+def test_bad_weight_files_name_the_file_and_the_reason(tmp_path):
     torch.save(torchvision.models.resnet34(weights=None).state_dict(), tmp_path / "r34.pth")
-    with pytest.raises(ValueError, match="r34.pth: not a state dict of this ResNet"):
-        Classifier(5, depth=18, pretrained=str(tmp_path / "r34.pth"))
+    with pytest.raises(WeightFileError, match="r34.pth: not a state dict of resnet18"):
+        Backbone("resnet18", 16, str(tmp_path / "r34.pth"))
     (tmp_path / "junk.pth").write_bytes(b"junk")
-    with pytest.raises(ValueError, match="junk.pth: cannot load pretrained weights"):
-        Classifier(5, depth=18, pretrained=str(tmp_path / "junk.pth"))
+    with pytest.raises(WeightFileError, match="junk.pth: not a file torch.save wrote"):
+        Backbone("resnet18", 16, str(tmp_path / "junk.pth"))
+    (tmp_path / "cut.pth").write_bytes((tmp_path / "r34.pth").read_bytes()[:100_000])  # a truncated download
+    with pytest.raises(WeightFileError, match="cut.pth: cannot load the weights of resnet18"):
+        Backbone("resnet18", 16, str(tmp_path / "cut.pth"))
+    with pytest.raises(WeightFileError, match="absent.pth: backbone weights of resnet18 not found"):
+        Backbone("resnet18", 16, str(tmp_path / "absent.pth"))
+    with pytest.raises(ValueError, match="unknown backbone 'vgg16'"):
+        Backbone("vgg16", 16)
+
+
+def test_frozen_batch_norm_keeps_its_statistics_in_training():
+    torch.manual_seed(0)
+    for freeze in (True, False):
+        net = build_backbone({"name": "resnet18", "weights": "none", "freeze_bn": freeze, "frozen_stages": 0}, 16).train()
+        before = net.stem[1].running_mean.clone()
+        net(torch.rand(2, 3, 32, 32)).sum().backward()
+        assert torch.equal(net.stem[1].running_mean, before) == freeze
+        assert net.stem[1].weight.grad is not None  # the affine parameters learn either way
+    auto = {"name": "efficientnet_lite0", "freeze_bn": "auto", "frozen_stages": 0}
+    assert build_backbone({**auto, "weights": "imagenet"}, 16).freeze_bn
+    assert not build_backbone({**auto, "weights": "none"}, 16).freeze_bn
+    # starting from a trained classifier of an ImageNet config: no weights loaded, BN still fixed
+    assert build_backbone({**auto, "weights": "imagenet"}, 16, load_weights=False).freeze_bn
+
+
+@pytest.mark.parametrize("frozen", [0, 2, 4])
+def test_frozen_stages_keep_their_weights_and_still_pass_gradients_to_the_input(frozen):
+    torch.manual_seed(0)
+    net = Backbone("mobilenet_v2", 16, frozen_stages=frozen).train()
+    first_trained = net.blocks[net.n_frozen] if frozen < 4 else None
+    out = net(torch.rand(2, 3, 64, 64))
+    assert out.requires_grad == (frozen < 4)  # all of it fixed: no graph at all
+    if frozen < 4:
+        out.sum().backward()
+    assert all(p.grad is None and not p.requires_grad for p in net.stem.parameters()) == (frozen > 0)
+    assert all(p.grad is None for p in net.blocks[:net.n_frozen].parameters())
+    if first_trained is not None:
+        assert all(p.grad is not None for p in first_trained.parameters())
+    assert net.n_frozen == {0: 0, 2: 6, 4: len(net.blocks)}[frozen]  # MobileNetV2's stride-8 stage ends at block 6
+    # in eval mode the input still gets a gradient through the frozen part (PRM needs it)
+    x = torch.rand(1, 3, 64, 64, requires_grad=True)
+    net.eval()(x).sum().backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_every_registered_backbone_builds_its_imagenet_network():
+    for name in BACKBONES:
+        assert isinstance(imagenet_network(name), torch.nn.Module)
 
 
 def test_cam_is_the_head_before_pooling():
     torch.manual_seed(0)
-    model = Classifier(4, depth=18, output_stride=16).eval()
-    x = torch.randn(2, 3, 64, 64)
+    model = Classifier(4, Backbone("resnet18", 16)).eval()
+    x = torch.rand(2, 3, 64, 64)
     with torch.no_grad():
         logits = model(x)
         f = model.backbone(x)
@@ -66,14 +132,30 @@ def test_cam_is_the_head_before_pooling():
     torch.testing.assert_close(cams, raw[:, [2, 0]].clamp_min(0))
 
 
-def test_save_and_load_classifier(tmp_path):
-    model = Classifier(3, depth=18, output_stride=8)
+@pytest.mark.parametrize("name", ["resnet18", "efficientnet_lite0"])
+def test_save_and_load_classifier(tmp_path, name):
+    model = Classifier(3, Backbone(name, 8))
     save_model(model, tmp_path / "m.pt", {"classes": ["a", "b", "c"]})
     loaded, extra = load_classifier(tmp_path / "m.pt")
     assert extra == {"classes": ["a", "b", "c"]} and not loaded.training
-    assert loaded.arch == {"n_classes": 3, "depth": 18, "output_stride": 8}
+    assert loaded.arch == model.arch and loaded.arch["backbone"]["name"] == name
+    assert loaded.arch["backbone"]["output_stride"] == 8
     for a, b in zip(model.state_dict().values(), loaded.state_dict().values()):
         torch.testing.assert_close(a, b)
     (tmp_path / "bad.pt").write_bytes(b"x")
     with pytest.raises(ValueError, match="bad.pt: not a classifier"):
         load_classifier(tmp_path / "bad.pt")
+
+
+def test_networks_on_other_backbones_start_from_the_classifier(tmp_path):
+    classifier = Classifier(3, Backbone("mobilenet_v2", 16))
+    save_model(classifier, tmp_path / "c.pt", {"classes": ["a", "b", "c"]})
+    aff = AffinityNet(Backbone("mobilenet_v2", 8))
+    init_from_classifier(aff, tmp_path / "c.pt", "affinity")
+    torch.testing.assert_close(aff.backbone.blocks[3].conv[1][0].weight, classifier.backbone.blocks[3].conv[1][0].weight)
+    with torch.no_grad():
+        assert aff(torch.rand(1, 3, 64, 64)).shape == (1, 448, 8, 8)
+    with pytest.raises(ValueError, match="the classifier's backbone is mobilenet_v2, segmenter.backbone.name is resnet18"):
+        init_from_classifier(DeepLab(3, "aspp", Backbone("resnet18", 8)), tmp_path / "c.pt", "segmenter")
+    with pytest.raises(ValueError, match="output stride 8"):
+        DeepLab(3, "aspp", Backbone("resnet18", 16))

@@ -7,6 +7,7 @@ import torch
 from pipeline import evaluate_instances as ei
 from pipeline import prm
 from pipeline import prm_instances as pi
+from pipeline.backbones import Backbone
 from pipeline.nets import Classifier
 
 INSTANCE_CFG = {"strategies": ["colour", "size"], "contour_width": 3, "size_limit": [0.0, 0.85], "bg_factor": 0.95,
@@ -40,12 +41,12 @@ def test_peak_stimulation_averages_the_peaks_and_passes_gradient_only_through_th
 
 def test_peak_loss_trains_the_whole_network():
     torch.manual_seed(0)
-    model = Classifier(3, depth=18, output_stride=16)
+    model = Classifier(3, Backbone("resnet18", 16))
     loss, _ = prm.peak_loss(model, torch.randn(2, 3, 64, 64), torch.tensor([[1.0, 0, 0], [0, 1, 1]]),
                             {"window": 3, "median_filter": True, "sub_pixel_factor": 4})
     loss.backward()
     assert torch.isfinite(loss) and model.head.weight.grad.abs().sum() > 0
-    assert model.backbone[0].weight.grad.abs().sum() > 0
+    assert model.backbone.stem[0].weight.grad.abs().sum() > 0
 
 
 def test_excitation_backprop_follows_the_rule_by_hand():
@@ -79,7 +80,7 @@ def test_excitation_backprop_follows_the_rule_by_hand():
 @pytest.mark.parametrize("mode", prm.BACKPROP)
 def test_peak_response_maps_are_normalised_and_local(mode):
     torch.manual_seed(0)
-    model = Classifier(2, depth=18, output_stride=16).eval()
+    model = Classifier(2, Backbone("resnet18", 16)).eval()
     rgb = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
     cfg = {"window": 3, "median_filter": True, "sub_pixel_factor": 4, "peak_threshold": 0.0, "backprop": mode}
     found = prm.peak_response_maps(model, rgb, [1], cfg)

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from pipeline.backbones import Backbone
 from pipeline.artifacts import ArtifactReader, ArtifactWriter
 from pipeline.manifest import Record, write_tsv
 from pipeline.nets import Classifier, SubCategoryClassifier, load_classifier, save_model
@@ -105,11 +106,11 @@ def test_two_head_loss_is_parent_plus_weighted_sub_category_loss():
 
 def test_two_head_classifier_cams_come_from_the_parent_head(tmp_path):
     torch.manual_seed(0)
-    net = SubCategoryClassifier(3, k=4, depth=18, output_stride=16, dropout=0.5).eval()
+    net = SubCategoryClassifier(3, 4, Backbone("resnet18", 16), dropout=0.5).eval()
     x = torch.randn(2, 3, 64, 64)
     parent, sub = net.both_heads(x)
     assert parent.shape == (2, 3) and sub.shape == (2, 12)
-    plain = Classifier(3, depth=18, output_stride=16).eval()
+    plain = Classifier(3, Backbone("resnet18", 16)).eval()
     plain.load_state_dict({k: v for k, v in net.state_dict().items() if not k.startswith("sub_head")})
     with torch.no_grad():
         np.testing.assert_allclose(net.cams(x, torch.tensor([0, 2])), plain.cams(x, torch.tensor([0, 2])), rtol=1e-5)

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from pipeline import segment, train_segmenter
+from pipeline.backbones import Backbone
 from pipeline.artifacts import ArtifactReader, ArtifactWriter
 from pipeline.config import resolve
 from pipeline.datasets.synthetic import CLASSES
@@ -20,7 +21,7 @@ from pipeline.train_segmenter import segmentation_loss
 @pytest.mark.parametrize("head", ["largefov", "aspp"])
 def test_heads_give_stride_8_logits_and_full_size_outputs(head):
     torch.manual_seed(0)
-    net = DeepLab(9, head, depth=18).eval()
+    net = DeepLab(9, head, Backbone("resnet18", 8)).eval()
     x = torch.randn(2, 3, 72, 56)
     assert net.logits(x).shape == (2, 9, 9, 7)
     assert net(x).shape == (2, 9, 72, 56)
@@ -29,10 +30,10 @@ def test_heads_give_stride_8_logits_and_full_size_outputs(head):
 
 
 def test_aspp_has_the_four_rates_and_unknown_heads_are_refused():
-    net = DeepLab(3, "aspp", depth=18)
+    net = DeepLab(3, "aspp", Backbone("resnet18", 8))
     assert [b.dilation for b in net.head] == [(6, 6), (12, 12), (18, 18), (24, 24)]
     with pytest.raises(ValueError, match="unknown segmenter head"):
-        DeepLab(3, "fcn", depth=18)
+        DeepLab(3, "fcn", Backbone("resnet18", 8))
 
 
 def test_ignored_pixels_do_not_count():
@@ -60,7 +61,7 @@ def test_balanced_loss_weighs_each_present_class_the_same():
 
 def test_multiscale_inference_averages_probabilities_and_respects_the_mirror():
     torch.manual_seed(0)
-    net = DeepLab(4, "largefov", depth=18).eval()
+    net = DeepLab(4, "largefov", Backbone("resnet18", 8)).eval()
     rgb = np.random.default_rng(0).integers(0, 256, (40, 52, 3), dtype=np.uint8)
     p = multiscale_probs(net, rgb, [1.0, 0.5, 1.5], flip=True)
     assert p.shape == (4, 40, 52) and torch.allclose(p.sum(0), torch.ones(40, 52), atol=1e-5)
@@ -71,7 +72,7 @@ def test_multiscale_inference_averages_probabilities_and_respects_the_mirror():
 
 
 def segmenter_cfg(**extra):
-    return resolve({"segmenter": {"depth": 18, "crop_size": 48, "batch_size": 8, "lr": 0.01, "rescale": [0.9, 1.1],
+    return resolve({"backbone": {"name": "resnet18", "weights": "none"}, "segmenter": {"crop_size": 48, "batch_size": 8, "lr": 0.01, "rescale": [0.9, 1.1],
                                   "test_scales": [1.0], **extra}})["segmenter"]
 
 
@@ -113,7 +114,7 @@ def test_training_on_a_stage_s_masks_records_the_images_it_lacks(tmp_path, tiny_
 
 def test_segment_stores_probabilities_on_the_stride_8_grid_and_the_argmax_mask(tmp_path, tiny_dataset):
     torch.manual_seed(0)
-    net = DeepLab(len(CLASSES) + 1, "aspp", depth=18)
+    net = DeepLab(len(CLASSES) + 1, "aspp", Backbone("resnet18", 8))
     save_model(net, tmp_path / "model.pt", {"classes": list(CLASSES), "source": "rw"})
     segment.run(manifest_path=tiny_dataset["val"], model_path=tmp_path / "model.pt",
                 cfg={"scales": [1.0, 0.75], "flip": True}, device="cpu", code_hash="t", stage="deeplab_aspp",

@@ -382,11 +382,15 @@ def test_more_validation_images_do_not_retrain(tiny_run):
     assert jobs["synthetic_data"] == 1 and "train_classifier" not in jobs and "make_cams" in jobs
 
 
-def test_missing_pretrained_file_stops_before_any_job(tiny_run, tmp_path):
-    work, _, _ = tiny_run
-    changed = write_config(tmp_path / "p.yaml", {"classifier": {"pretrained": str(tmp_path / "resnet18.pth")}})
+def test_missing_or_bad_weight_files_stop_before_any_job(tiny_run, tmp_path):
+    changed = write_config(tmp_path / "p.yaml", {"classifier": {"backbone": {"weights": str(tmp_path / "resnet18.pth")}}})
     proc = snakemake(tmp_path, changed, check=False)
-    assert proc.returncode != 0 and "resnet18.pth" in proc.stdout and "Missing input files" in proc.stdout
+    assert proc.returncode != 0 and "resnet18.pth: backbone weights of resnet18 not found" in proc.stdout
+    (tmp_path / "notes.txt").write_text("not weights")
+    changed = write_config(tmp_path / "p.yaml", {"affinity": {"init_from_classifier": False,
+                                                              "backbone": {"weights": str(tmp_path / "notes.txt")}}})
+    proc = snakemake(tmp_path, changed, check=False)
+    assert proc.returncode != 0 and "notes.txt: not a file torch.save wrote" in proc.stdout
     assert not (tmp_path / "results").exists()
 
 
@@ -610,7 +614,9 @@ def test_voc_sample_end_to_end(tmp_path, voc_root):
         "classifier": {"crop_size": 64, "rescale": [0.15, 0.2], "color_jitter": {"hue": 0.1}},
         "cams": {"scales": [0.25]}, "sccam": {"enabled": False},  # SC-CAM and EPS run on the tiny synthetic data
         "eps": {"enabled": False}})
-    snakemake(tmp_path, config, timeout=1500)  # ~6 min on 2 idle cores; the limit only guards against hangs
+    proc = snakemake(tmp_path, config, timeout=1500)  # ~6 min on 2 idle cores; the limit only guards against hangs
+    # the tiny config's networks start from scratch: on photos that is worth a warning
+    assert "classifier.backbone: resnet18 trains from scratch on the voc photos" in proc.stdout
     metrics = json.loads((tmp_path / "results/metrics/cam.json").read_text())
     assert metrics["split"] == "mini_val" and metrics["n_images"] == 8 and metrics["n_skipped"] == 0
     assert len(metrics["per_class_iou"]) == 21

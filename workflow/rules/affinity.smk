@@ -8,7 +8,7 @@ rule train_affinity:
         manifest=f"results/manifest/{TRAIN_SPLIT}.tsv",
         labels=shard_files("results/affinity_labels/{split}/{shard}.h5", TRAIN_SPLIT),
         classifier=rules.train_classifier.output.model if CFG["affinity"]["init_from_classifier"] else [],
-        pretrained=CFG["affinity"]["pretrained"] or [],
+        pretrained=backbone_weights("affinity", CFG["affinity"]["init_from_classifier"]),
     output:
         model="results/affinity/model.pt",
         history="results/affinity/history.json",

@@ -8,8 +8,8 @@ rule train_classifier:
     input:
         split_data(TRAIN_SPLIT),
         manifest=f"results/manifest/{TRAIN_SPLIT}.tsv",
-        # a local file: missing, it stops the run before work starts; changed, it retrains
-        pretrained=CFG["classifier"]["pretrained"] or [],
+        # missing or damaged, it stops the run before work starts; changed, it retrains
+        pretrained=backbone_weights("classifier"),
     output:
         model="results/classifier/model.pt",
         history="results/classifier/history.json",

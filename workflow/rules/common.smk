@@ -9,6 +9,8 @@ from pipeline import manifest as mf
 from pipeline.config import resolve
 from pipeline.provenance import code_hash
 from pipeline.summary import format_table
+from pipeline.weights import backbone_weights_file
+from snakemake.logging import logger
 
 DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
 # --configfile replaces config/config.yaml rather than being merged into it, so each config
@@ -28,6 +30,26 @@ MANIFESTS, LEFT_OUT = {}, {}
 for _split in datasets.splits(DS):
     MANIFESTS[_split], LEFT_OUT[_split] = datasets.build_manifest(DS, _split)
 SHARDS = {s: mf.split_into_shards(records, DS["n_shards"]) for s, records in MANIFESTS.items()}
+
+
+def backbone_weights(network, from_classifier=False):
+    """The weight file a network's backbone starts from, as a rule input (a change reruns the
+    network), or [] when it starts from scratch, from the trained classifier, or from a
+    torchvision file not yet in the torch hub cache (its job downloads it or stops naming it).
+    A packaged file that is missing or damaged, or a local path that does not exist, stops the
+    run here, before any job."""
+    block = CFG[network]["backbone"]
+    path = None if from_classifier else backbone_weights_file(block["name"], block["weights"])
+    return [str(path)] if path is not None and path.is_file() else []
+
+
+if DS["name"] != "synthetic":
+    for _network in ("classifier", "affinity", "segmenter"):
+        _block = CFG[_network]["backbone"]
+        if _block["weights"] == "none" and not CFG[_network].get("init_from_classifier"):
+            logger.warning(f"{_network}.backbone: {_block['name']} trains from scratch on the {DS['name']} photos; "
+                           "expect CAMs close to noise with a few hundred images (the papers all start from "
+                           "ImageNet weights: backbone.weights: imagenet)")
 
 
 # GPUs a network's job asks for: SLURM's --gpus; locally `--resources gpu=N` caps how many run

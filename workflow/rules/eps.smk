@@ -24,7 +24,7 @@ rule train_eps:
         manifest=f"results/manifest/{TRAIN_SPLIT}.tsv",
         saliency=lambda w: saliency_shards(w.source, TRAIN_SPLIT),
         init="results/classifier/model.pt" if EPS["init_from_classifier"] else [],
-        pretrained=[] if EPS["init_from_classifier"] else (CFG["classifier"]["pretrained"] or []),
+        pretrained=backbone_weights("classifier", EPS["init_from_classifier"]),
     output:
         model="results/eps/{source}/tau{tau}/model.pt",
         history="results/eps/{source}/tau{tau}/history.json",

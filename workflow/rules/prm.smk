@@ -22,7 +22,7 @@ rule train_prm:
         split_data(TRAIN_SPLIT),
         manifest=f"results/manifest/{TRAIN_SPLIT}.tsv",
         init="results/classifier/model.pt" if PRM["init_from_classifier"] else [],
-        pretrained=[] if PRM["init_from_classifier"] else (CFG["classifier"]["pretrained"] or []),
+        pretrained=backbone_weights("classifier", PRM["init_from_classifier"]),
     output:
         model="results/prm/model.pt",
         history="results/prm/history.json",

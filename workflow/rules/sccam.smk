@@ -93,7 +93,7 @@ rule train_sccam:
         manifest=f"results/manifest/{TRAIN_SPLIT}.tsv",
         clusters="results/sccam/k{k}/r{round}/clusters.h5",
         previous=previous_classifier if SCCAM["init_from_previous"] else [],
-        pretrained=[] if SCCAM["init_from_previous"] else (CFG["classifier"]["pretrained"] or []),
+        pretrained=backbone_weights("classifier", SCCAM["init_from_previous"]),
     output:
         model="results/sccam/k{k}/r{round}/model.pt",
         history="results/sccam/k{k}/r{round}/history.json",

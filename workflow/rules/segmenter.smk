@@ -33,7 +33,7 @@ rule train_segmenter:
         manifest=f"results/manifest/{TRAIN_SPLIT}.tsv",
         masks=lambda w: segmenter_masks(w.segmenter),
         classifier=rules.train_classifier.output.model if SEG["init_from_classifier"] else [],
-        pretrained=SEG["pretrained"] or [],
+        pretrained=backbone_weights("segmenter", SEG["init_from_classifier"]),
     output:
         model="results/segmenter/{segmenter}/model.pt",
         history="results/segmenter/{segmenter}/history.json",

