@@ -58,7 +58,7 @@ class MBConv(nn.Module):
             y = torch.clamp(self._bn0(self._expand_conv(y)), 0, 6)
         y = torch.clamp(self._bn1(self._depthwise_conv(y)), 0, 6)
         y = self._bn2(self._project_conv(y))
-        # the stride test reads the convolution, so a block made dilated (stride 1) keeps no residual it lacked
+        # decided at construction: a strided block made stride 1 by dilation gains no residual
         return x + y if self.residual else y
 
 

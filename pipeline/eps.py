@@ -22,8 +22,8 @@ import torch
 import torch.nn.functional as F
 
 from . import manifest as mf
-from .data import ArtifactArrays, LabelledImages, augment
 from .backbones import build_backbone
+from .data import ArtifactArrays, LabelledImages, augment
 from .nets import SaliencyClassifier, init_from_classifier
 from .problems import ProblemReport
 from .provenance import file_id, params_hash

@@ -31,10 +31,10 @@ import torch.nn.functional as F
 
 from . import manifest as mf
 from .artifacts import ArtifactWriter
+from .backbones import build_backbone
 from .data import LabelledImages, to_tensor, upsample_scores
 from .devices import pick_device
 from .logs import progress
-from .backbones import build_backbone
 from .nets import Classifier, init_from_classifier, load_classifier
 from .problems import ProblemReport, readable_images
 from .provenance import file_id, params_hash

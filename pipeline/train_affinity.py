@@ -16,9 +16,9 @@ import logging
 import torch
 
 from . import manifest as mf
+from .backbones import build_backbone
 from .data import MaskedCrops, mask_locations
 from .imageio import IGNORE
-from .backbones import build_backbone
 from .nets import AffinityNet, init_from_classifier
 from .problems import ProblemReport
 from .provenance import file_id, params_hash

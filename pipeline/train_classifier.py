@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 
 from . import manifest as mf
-from .data import LabelledImages
 from .backbones import build_backbone
+from .data import LabelledImages
 from .nets import Classifier
 from .problems import ProblemReport
 from .provenance import params_hash

@@ -3,7 +3,7 @@
 loss = MLSM(parent scores, image labels) + sub_weight * MLSM(sub-category scores, the
 round's cluster labels), dropout before both heads (SC-CAM: weight 5, dropout 0.5); the rest
 of the recipe (augmentation, SGD, poly schedule, resumable checkpoints) is the CAM
-classifier's. The paper restarts every round from ImageNet weights (`classifier.pretrained`);
+classifier's. The paper restarts every round from ImageNet weights (`backbone.weights`);
 `init_from_previous` starts instead from the previous round's backbone and parent head (the
 sub-category head is new each round: cluster indices carry no meaning across rounds).
 """
@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 
 from . import manifest as mf
-from .data import LabelledImages
 from .backbones import build_backbone
+from .data import LabelledImages
 from .nets import SubCategoryClassifier, load_classifier
 from .problems import ProblemReport
 from .provenance import file_id, params_hash

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from . import manifest as mf
+from .backbones import build_backbone
 from .data import GROUND_TRUTH, MaskedCrops, mask_locations
 from .imageio import IGNORE
-from .backbones import build_backbone
 from .nets import DeepLab, init_from_classifier
 from .problems import ProblemReport
 from .provenance import file_id, params_hash
