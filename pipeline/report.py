@@ -1,7 +1,8 @@
 """Stage report: the figures and tables that `snakemake --report report.html` shows.
 
 - The results table as HTML: each stage's mIoU and IoU per class, the best value of every
-  column highlighted.
+  column highlighted; the saliency table (max F, adaptive F, MAE of every saliency source) and
+  the sources' precision-recall curves.
 - A montage per stage: the same images in every one (report.montage: listed ids, or a seeded
   sample in which every class of the split appears), one row each: image, ground truth and
   the stage's output side by side (a CAM stage: its heat map and its label map at the stage's
@@ -169,14 +170,65 @@ def results_table_html(metric_paths, class_names) -> str:
             style = ' class="best"' if v is not None and v == b else ""
             cells.append(f"<td{style}>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return ("<!DOCTYPE html><html><head><meta charset='utf-8'><title>Results</title><style>"
+    return _html_page("Results", "IoU in % on each stage's split; the best value of each column is highlighted "
+                                 "(rows of the training split's pseudo masks included).", head, body)
+
+
+def _html_page(title: str, note: str, head: str, body: list[str]) -> str:
+    return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
             "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
             "th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child,td:nth-child(2){text-align:left}"
             "th{background:#f0f0f0;writing-mode:vertical-rl;transform:rotate(180deg);white-space:nowrap}"
-            ".best{font-weight:bold;background:#c8f0c8}</style></head><body>"
-            "<p>IoU in % on each stage's split; the best value of each column is highlighted "
-            "(rows of the training split's pseudo masks included).</p>"
+            f".best{{font-weight:bold;background:#c8f0c8}}</style></head><body><p>{html.escape(note)}</p>"
             f"<table><tr>{head}</tr>{''.join(body)}</table></body></html>\n")
+
+
+# the saliency measures: (JSON key, column, whether higher is better)
+SALIENCY_COLUMNS = (("max_f", "max F", True), ("adaptive_f", "adaptive F", True), ("mae", "MAE", False))
+
+
+def saliency_table_html(metric_paths) -> str:
+    """Every saliency row (one per source) side by side: max F, adaptive F, MAE; the best of each
+    column in bold on green."""
+    rows = [json.loads(Path(p).read_text()) for p in metric_paths]
+    values = [[r.get(key) for key, _, _ in SALIENCY_COLUMNS] for r in rows]
+    best = []
+    for i, (_, _, higher) in enumerate(SALIENCY_COLUMNS):
+        present = [v[i] for v in values if v[i] is not None]
+        best.append((max if higher else min)(present) if present else None)
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["row", "source", "split", "images",
+                                                         *(name for _, name, _ in SALIENCY_COLUMNS)])
+    body = []
+    for r, vals in zip(rows, values):
+        cells = [f"<td>{html.escape(str(r[k]))}</td>" for k in ("stage", "source", "split", "n_images")]
+        for v, b in zip(vals, best):
+            style = ' class="best"' if v is not None and v == b else ""
+            cells.append(f"<td{style}>{'' if v is None else f'{v:.3f}'}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return _html_page("Saliency", f"Saliency maps against the ground truth's foreground: max F-measure over 256 "
+                                  f"thresholds and F at the adaptive threshold (beta^2 = {rows[0].get('beta2', 0.3)}), "
+                                  "mean absolute error (lower is better); the best of each column is highlighted.",
+                      head, body)
+
+
+def plot_saliency_curves(metric_paths, out_path) -> None:
+    """The precision-recall curve of every saliency row, in one plot."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(4.2, 3.4))
+    for p in metric_paths:
+        m = json.loads(Path(p).read_text())
+        curve = m.get("pr_curve") or []
+        label = f"{m['source']} (max F {m['max_f']:.3f})" if "max_f" in m else m["source"]
+        ax.plot([c["recall"] for c in curve], [c["precision"] for c in curve], marker=".", label=label)
+    ax.set_xlabel("recall")
+    ax.set_ylabel("precision")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left")
+    ax.set_title("saliency: precision-recall against the foreground", fontsize=9)
+    fig.tight_layout()
+    _save(fig, out_path)
 
 
 def plot_history(history_path, title: str, out_path) -> None:
@@ -238,15 +290,20 @@ def versions_text() -> str:
 
 
 def run(*, records: dict[str, list[mf.Record]], montage_ids_by_split: dict[str, list[str]], stages: dict,
-        metric_paths: dict[str, str], histories: dict[str, str], prm: dict | None, class_names, config: dict,
-        outputs: dict) -> dict:
+        metric_paths: dict[str, str], saliency_metric_paths: list[str], histories: dict[str, str], prm: dict | None,
+        class_names, config: dict, outputs: dict) -> dict:
     """`stages`: row -> {"kind": cam | mask, "split", "shards", "stage" (the artifacts' stage
-    attribute)}; `prm`: {"split", "shards"} of PRM's instances or None; `outputs`: table,
-    montages {row: png}, overviews {split: png}, curves {model: png}, instances (png, when
-    prm), config, versions. Returns row -> panels drawn in its montage."""
+    attribute)}; `saliency_metric_paths`: the saliency rows' metrics (may be empty); `prm`:
+    {"split", "shards"} of PRM's instances or None; `outputs`: table, saliency_table and
+    saliency_curves (when there are saliency rows), montages {row: png}, overviews {split:
+    png}, curves {model: png}, instances (png, when prm), config, versions. Returns row ->
+    panels drawn in its montage."""
     import yaml
 
     write_text(outputs["table"], results_table_html([metric_paths[row] for row in stages], class_names))
+    if saliency_metric_paths:
+        write_text(outputs["saliency_table"], saliency_table_html(saliency_metric_paths))
+        plot_saliency_curves(saliency_metric_paths, outputs["saliency_curves"])
     counts = {}
     for split, ids in montage_ids_by_split.items():
         chosen = [r for r in records[split] if r.image_id in set(ids)]

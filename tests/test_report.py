@@ -66,6 +66,25 @@ def test_results_table_highlights_the_best_value_of_each_column(tmp_path):
     assert cam.count('class="best">80.0') == 1 and rw.count('class="best">80.0') == 1  # a tie: both
 
 
+def test_saliency_table_puts_the_sources_side_by_side_best_f_highest_and_mae_lowest(tmp_path):
+    paths = []
+    for stage, source, max_f, adaptive_f, mae in (("saliency", "u2netp", 0.78, 0.71, 0.125),
+                                                  ("saliency_manifold_ranking", "manifold_ranking", 0.52, 0.38, 0.345)):
+        p = tmp_path / f"{stage}.json"
+        curve = [{"threshold": t / 4, "precision": 0.4 + 0.1 * t, "recall": 1 - 0.2 * t} for t in range(4)]
+        p.write_text(json.dumps({"stage": stage, "split": "train", "source": source, "n_images": 330, "beta2": 0.3,
+                                 "max_f": max_f, "adaptive_f": adaptive_f, "mae": mae, "pr_curve": curve}))
+        paths.append(p)
+    html = report.saliency_table_html(paths)
+    u2, mr = html.split("<tr>")[2:]
+    assert "<td>u2netp</td>" in u2 and "<td>330</td>" in u2
+    assert u2.count('class="best"') == 3 and '<td class="best">0.125</td>' in u2  # MAE: lower is better
+    assert 'class="best"' not in mr and "<td>0.520</td>" in mr and "<td>0.345</td>" in mr
+    out = tmp_path / "pr.png"
+    report.plot_saliency_curves(paths, out)
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
 def test_training_curve_has_a_miou_panel_only_when_evaluated(tmp_path):
     history = tmp_path / "h.json"
     history.write_text(json.dumps({"epochs": [{"epoch": e, "loss": 1 / e, "seconds": 30} for e in (1, 2, 3)]}))

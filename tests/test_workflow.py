@@ -213,9 +213,11 @@ def test_eps_tau_and_saliency_source_changes_redo_only_eps(tiny_run, tmp_path):
         "train_eps": 1, "make_cams": n_val, "evaluate_cams": 1, "random_walk": n_val, "evaluate_masks": 1,
         "summary": 1, "report_figures": 1, "all": 1}
     source = write_config(work / "source_ft.yaml", {"saliency": {"source": "frequency_tuned"}})
-    # EPS and MCOF's saliency step (its PixelNet and the rows that follow)
+    # EPS and MCOF's saliency step (its PixelNet and the rows that follow); frequency_tuned's
+    # maps of the evaluation split exist (row saliency_frequency_tuned), manifold_ranking's
+    # become row saliency_manifold_ranking
     assert planned_jobs(snakemake(work, source, "--dry-run").stdout) == {
-        "saliency": n_train + n_val, "evaluate_saliency": 1, "train_eps": 1, "make_cams": n_val, "evaluate_cams": 1,
+        "saliency": n_train, "evaluate_saliency": 2, "train_eps": 1, "make_cams": n_val, "evaluate_cams": 1,
         "random_walk": n_val, "mcof_saliency": n_train, "train_segmenter": 1, "segment": n_train + n_val,
         "evaluate_masks": 4, "summary": 1, "report_figures": 1, "all": 1}
     folder = write_config(tmp_path / "folder.yaml", {"saliency": {"source": "folder"}})
@@ -311,10 +313,15 @@ def test_report_holds_every_declared_item(tiny_run):
         "classifier", "sccam_r1", "sccam_r2", "eps", "affinity", "deeplab_aspp", "fully_supervised",
         "mcof_pixelnet_r1", "mcof_regionnet_r1", "prm"}
     files = sorted(p.name for p in made.rglob("*") if p.is_file())
-    assert {"results.html", "prm_instances.png", "config.yaml", "versions.tsv"} <= set(files)
+    assert {"results.html", "saliency.html", "saliency_pr.png", "prm_instances.png", "config.yaml",
+            "versions.tsv"} <= set(files)
     # every one of them is in the report, plus SC-CAM's embedding picture of each round
     assert in_report == sorted(files + ["embedding.png", "embedding.png"])
     assert "<table>" in (made / "results.html").read_text() and "torch\t" in (made / "versions.tsv").read_text()
+    # the saliency table: the configured source and the ablation's other source, side by side
+    saliency = (made / "saliency.html").read_text()
+    assert "<td>saliency</td><td>manifold_ranking</td><td>val</td><td>16</td>" in saliency
+    assert "<td>saliency_frequency_tuned</td><td>frequency_tuned</td>" in saliency
 
 
 def test_montage_images_come_from_config(tiny_run):
@@ -563,8 +570,10 @@ def test_new_images_rerun_only_the_shards_they_fall_in(bad_input_run):
     cfg = folder_config(tmp_path, {"sccam": {"rounds": 1}, "dataset": {"folder": {"labels_csv": str(tmp_path / "more.csv")}}})
     jobs = planned_jobs(snakemake(tmp_path, cfg, "--dry-run").stdout)
     # one val shard gets the new image: its manifest, saliency and CAMs are redone, the other
-    # shard's are not (CAMs of the plain classifier, the SC-CAM round and EPS; their walks)
-    assert jobs == {"manifest_shard": 1, "manifest": 1, "saliency_detector": 1, "evaluate_saliency": 1, "make_cams": 3,
+    # shard's are not (CAMs of the plain classifier, the SC-CAM round and EPS; their walks; the
+    # maps of the report's other saliency sources)
+    assert jobs == {"manifest_shard": 1, "manifest": 1, "saliency_detector": 1, "saliency": 2, "evaluate_saliency": 3,
+                    "make_cams": 3,
                     "evaluate_cams": 3, "random_walk": 3, "segment": 3, "crf_masks": 2, "superpixels": 1,
                     "prm_peaks": 1, "prm_instances": 1, "evaluate_masks": 9, "summary": 1, "report_figures": 1, "all": 1}
 

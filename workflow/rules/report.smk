@@ -1,5 +1,6 @@
 # Stage report: the figures and tables of `snakemake --report report.html` (pipeline/report.py):
-# the results table, a montage per evaluated stage (the same images in each, report.montage)
+# the results table, the saliency table and precision-recall curves of every saliency source
+# (rows of saliency.smk's SALIENCY_ROWS), a montage per evaluated stage (the same images in each, report.montage)
 # and one per split with every stage side by side, training curves, PRM's instances, the
 # config and versions of the run. SC-CAM's embedding pictures are flagged in sccam.smk.
 from pipeline.report import montage_ids
@@ -40,11 +41,15 @@ rule report_figures:
     input:
         manifests=lambda w: [f for split in MONTAGE_IDS for f in shard_files("results/manifest/{split}/{shard}.tsv", split)],
         metrics=expand("results/metrics/{stage}.json", stage=REPORT_STAGES),
+        saliency=expand("results/metrics/{stage}.json", stage=SALIENCY_ROWS),
         # the stages' artifacts (PRM's instances among them: row prm)
         artifacts=lambda w: [f for s in REPORT_STAGES.values() for f in shard_files(s["pattern"], s["split"])],
         histories=list(HISTORIES.values()),
     output:
         table=report(f"{REPORT_DIR}/results.html", category="1. Results", caption="../report/results.rst"),
+        saliency_table=report(f"{REPORT_DIR}/saliency.html", category="1. Results", caption="../report/saliency.rst"),
+        saliency_curves=report(f"{REPORT_DIR}/saliency_pr.png", category="1. Results",
+                               caption="../report/saliency.rst"),
         montages=[report(f"{REPORT_DIR}/montages/{row}.png", category="2. Montages", subcategory=s["split"],
                          labels={"stage": row, "split": s["split"]}, caption="../report/montage.rst")
                   for row, s in REPORT_STAGES.items()],

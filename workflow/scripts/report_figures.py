@@ -10,9 +10,11 @@ with stage_logging(snakemake.log[0]):
         split = path.split("/")[-2]  # results/manifest/<split>/<shard>.tsv
         records[split] += mf.read_tsv(path)
     report.run(records=records, montage_ids_by_split=p.ids, stages=p.stages,
-               metric_paths=dict(zip(p.stages, snakemake.input.metrics)), histories=p.histories,
+               metric_paths=dict(zip(p.stages, snakemake.input.metrics)),
+               saliency_metric_paths=list(snakemake.input.saliency), histories=p.histories,
                prm=p.prm, class_names=p.classes, config=snakemake.config,
-               outputs={"table": out.table, "montages": dict(zip(p.stages, out.montages)),
+               outputs={"table": out.table, "saliency_table": out.saliency_table, "saliency_curves": out.saliency_curves,
+                        "montages": dict(zip(p.stages, out.montages)),
                         "overviews": dict(zip(p.ids, out.overviews)), "curves": dict(zip(p.histories, out.curves)),
                         "instances": out.instances[0] if out.instances else None,
                         "config": out.config, "versions": out.versions})
