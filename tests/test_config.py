@@ -97,3 +97,66 @@ def test_resolved_config_prints_the_same_whatever_the_key_order():
 def test_csv_labels_need_a_csv():
     with pytest.raises(ConfigError, match="dataset.voc.labels_csv: required"):
         resolve({"dataset": {"name": "voc", "voc": {"root": "x", "labels": "csv"}}})
+
+
+def test_extends_puts_a_partial_config_on_top_of_the_embedded_default(tmp_path):
+    from pipeline.config import DEFAULT_CONFIG, layered, scale_warning
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("extends: config/config.yaml\nclassifier: {epochs: 2}\n")  # found under the repository
+    cfg, chain = layered([mine])
+    embedded = load_file(DEFAULT_CONFIG)
+    assert chain == [DEFAULT_CONFIG, mine]
+    assert cfg["classifier"]["epochs"] == 2 and cfg["classifier"]["lr"] == embedded["classifier"]["lr"]
+    assert cfg["classifier"]["backbone"] == embedded["classifier"]["backbone"]  # resnet18, not the schema's resnet50
+    assert scale_warning(cfg, chain) is None
+    # the same file without extends runs the rest at the papers' full scale, and says so
+    alone = tmp_path / "alone.yaml"
+    alone.write_text("classifier: {epochs: 2}\n")
+    cfg, chain = layered([alone])
+    assert cfg["classifier"]["backbone"]["name"] == "resnet50"
+    warning = scale_warning(cfg, chain)
+    assert warning.startswith(f"{alone} does not extend config/config.yaml, so the sections it leaves out (dataset, backbone,") and "extends:" in warning
+    # a relative extends from the file's folder, and a cycle
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\nseed: 1\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match=r"b.yaml: extends 'a.yaml', which extends it back"):
+        layered([tmp_path / "a.yaml"])
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(ConfigError, match=r"c.yaml: extends 'missing.yaml', found neither"):
+        layered([tmp_path / "c.yaml"])
+
+
+def test_config_values_are_typed_and_their_errors_name_config(tmp_path):
+    from pipeline.config import layered, typed_overrides
+
+    # what Snakemake's parser hands over for --config 'classifier={epochs: 2, rescale: [0.5, 1.5]}' seed=3
+    raw = {"classifier": {"epochs": "2", "rescale": ["0.5", "1.5"], "color_jitter": {"hue": "0.0"}}, "seed": 3}
+    assert typed_overrides(raw) == {"classifier": {"epochs": 2, "rescale": [0.5, 1.5], "color_jitter": {"hue": 0.0}},
+                                    "seed": 3}
+    base = tmp_path / "base.yaml"
+    base.write_text("extends: config/config.yaml\n")
+    cfg, _ = layered([base], raw)
+    assert cfg["classifier"]["epochs"] == 2 and cfg["classifier"]["rescale"] == [0.5, 1.5] and cfg["seed"] == 3
+    with pytest.raises(ConfigError, match=rf"from --config, on top of .*base.yaml\):\n  classifier.epochs"):
+        layered([base], {"classifier": {"epochs": "-1"}})
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("classifier: {epochs: 0}\n")
+    with pytest.raises(ConfigError, match=rf"\(from {broken}\)"):  # the file is wrong on its own
+        layered([broken], {"seed": 1})
+
+
+@pytest.mark.slow
+def test_snakemake_layers_extends_and_config_and_names_config_in_errors(tmp_path):
+    from conftest import snakemake
+
+    mine = tmp_path / "mine.yaml"
+    mine.write_text("extends: config/config.yaml\ndataset: {n_shards: 2}\n")
+    proc = snakemake(tmp_path, mine, "--dry-run", "--config", "classifier={epochs: 2, lr: 0.01}")
+    assert "does not extend" not in proc.stdout and "train_classifier" in proc.stdout
+    bad = snakemake(tmp_path, mine, "--dry-run", "--config", "classifier={epochs: -1}", check=False)
+    assert bad.returncode != 0 and f"invalid configuration (from --config, on top of {REPO / 'config/config.yaml'}" in bad.stdout
+    alone = tmp_path / "alone.yaml"
+    alone.write_text("dataset: {n_shards: 2}\n")
+    assert f"{alone} does not extend config/config.yaml" in snakemake(tmp_path, alone, "--dry-run").stdout
+    assert not (tmp_path / "results").exists()

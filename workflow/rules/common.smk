@@ -6,18 +6,21 @@ from pathlib import Path
 
 from pipeline import datasets
 from pipeline import manifest as mf
-from pipeline.config import resolve
+from pipeline.config import layered, scale_warning
 from pipeline.provenance import code_hash
 from pipeline.summary import format_table
 from pipeline.weights import backbone_weights_file
 from snakemake.logging import logger
 
 DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
-# --configfile replaces config/config.yaml rather than being merged into it, so each config
-# file is complete on top of the schema defaults.
+# --configfile replaces config/config.yaml rather than being merged into it: each config file
+# sits on the schema defaults and on what it `extends:` (pipeline/config.py); --config values
+# go on top, typed.
 if not workflow.overwrite_configfiles:
     workflow.configfile(str(DEFAULT_CONFIG))
-CFG = resolve(config, [str(p) for p in workflow.overwrite_configfiles] or [str(DEFAULT_CONFIG)])
+CFG, CONFIG_CHAIN = layered(workflow.overwrite_configfiles or [DEFAULT_CONFIG], dict(workflow.config_settings.config))
+if _scale := scale_warning(CFG, CONFIG_CHAIN):
+    logger.warning(_scale)
 # Jobs see the completed config as snakemake.config: the adapters read `compute` (how to run,
 # which must not trigger reruns) from it, while what changes results goes through params.
 config.clear()
