@@ -113,6 +113,34 @@ def metrics_dict(stage: str, split: str, classes, conf: np.ndarray, n_images: in
             "classes": names, "confusion": conf.tolist()}
 
 
+class MaskScores:
+    """Label maps against the ground truth, accumulated over a split. Pixels a mask leaves
+    undecided (255) are left out of `conf` (the mIoU of the decided pixels, with `precision`
+    and `coverage`) and count as background in `conf_full` (`miou_full`)."""
+
+    def __init__(self, n_classes: int):
+        self.n = n_classes
+        self.conf = np.zeros((n_classes, n_classes), np.int64)
+        self.conf_full = np.zeros((n_classes, n_classes), np.int64)
+        self.n_labelled = 0
+        self.n_images = 0
+
+    def add(self, gt: np.ndarray, mask: np.ndarray) -> None:
+        self.n_labelled += int((gt != IGNORE).sum())
+        decided = mask != IGNORE
+        self.conf += confusion_matrix(np.where(decided, gt, IGNORE), np.where(decided, mask, 0), self.n)
+        self.conf_full += confusion_matrix(gt, np.where(decided, mask, 0), self.n)
+        self.n_images += 1
+
+    def metrics(self, stage: str, split: str, classes, n_skipped: int, **extra) -> dict:
+        if self.n_labelled == 0:
+            raise ValueError(f"evaluate {stage}: every ground-truth pixel of split {split!r} is ignored (255)")
+        decided = int(self.conf.sum())
+        return metrics_dict(stage, split, classes, self.conf, self.n_images, n_skipped,
+                            precision=float(np.trace(self.conf) / decided) if decided else float("nan"),
+                            coverage=decided / self.n_labelled, miou_full=mean_iou(self.conf_full), **extra)
+
+
 def _paired(records, readers, names, n_classes: int, problems: ProblemReport, desc: str, upstream: str):
     """Yield (record, ground truth, {name: array}, reader) of every record with an output and a
     usable mask of the output's size; the rest go to `problems`."""
@@ -192,12 +220,10 @@ def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: st
     stays that of the masks as written, the sweep is in the metrics for choosing the threshold.
     """
     n = len(classes) + 1
-    conf = np.zeros((n, n), np.int64)
-    conf_full = np.zeros((n, n), np.int64)
+    scores = MaskScores(n)
     problems = ProblemReport(problems_path)
     records = [r for p in manifest_paths for r in mf.read_tsv(p)]
     readers = [ArtifactReader(p, stage=artifact_stage) for p in mask_paths]
-    n_images, n_labelled = 0, 0
     if sweep:
         from .data import upsample_scores  # torch, only for stages that store score maps
     grid = threshold_grid(sweep) if sweep else None
@@ -213,27 +239,18 @@ def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: st
             if bad.any():
                 reader.fail(r.image_id, f"mask values {sorted(set(np.unique(mask[bad]).tolist()))[:5]} "
                                         f"outside 0..{n - 1} and 255")
-            n_labelled += int((gt != IGNORE).sum())
-            decided = mask != IGNORE
-            conf += confusion_matrix(np.where(decided, gt, IGNORE), np.where(decided, mask, 0), n)
-            conf_full += confusion_matrix(gt, np.where(decided, mask, 0), n)
-            n_images += 1
+            scores.add(gt, mask)
     finally:
         for rd in readers:
             rd.close()
-    if n_images == 0:
+    if scores.n_images == 0:
         raise ValueError(f"evaluate {stage}: no image of split {split!r} could be evaluated (see {problems_path})")
-    if n_labelled == 0:
-        raise ValueError(f"evaluate {stage}: every ground-truth pixel of split {split!r} is ignored (255)")
-    decided = int(conf.sum())
     extra = {}
     if sweep:
         curve = [mean_iou(scores_sweep.confusion(k)) for k in range(len(grid))]
         best = int(np.nanargmax(curve))
         extra = {"sweep_best_threshold": float(grid[best]), "sweep_best_miou": curve[best],
                  "threshold_sweep": [{"threshold": float(t), "miou": m} for t, m in zip(grid, curve)]}
-    metrics = metrics_dict(stage, split, classes, conf, n_images, len(problems),
-                           precision=float(np.trace(conf) / decided) if decided else float("nan"),
-                           coverage=decided / n_labelled, miou_full=mean_iou(conf_full), **extra)
+    metrics = scores.metrics(stage, split, classes, len(problems), **extra)
     return _finish(metrics, stage, split, out_path, problems)
 
