@@ -1,5 +1,5 @@
-"""Command line: python -m pipeline {inspect,show,config,labels-csv,benchmark,benchmark-rw,benchmark-dag,
-benchmark-backbones} ..."""
+"""Command line: python -m pipeline {status,inspect,show,export-masks,evaluate-masks,export-instances,config,labels-csv,benchmark,
+benchmark-rw,benchmark-dag,benchmark-backbones} ..."""
 from __future__ import annotations
 
 import argparse
@@ -8,17 +8,52 @@ import sys
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
+    parser.add_argument("--version", action="version", version=version_text())
     sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("status", help="the results table; which stages are complete, stale or missing, and where")
+    p.add_argument("--configfile", nargs="+", default=[], help="the run's config file(s), as given to snakemake")
+    p.add_argument("--directory", default=".", help="the run's working directory (holding results/)")
+    p.add_argument("--clean", action="store_true", help="also remove temporary files left behind by killed jobs")
 
     p = sub.add_parser("inspect", help="print the provenance, parameters and tree of an HDF5 artifact")
     p.add_argument("file")
     p.add_argument("--all", action="store_true", help="list every image group, not only the first 5")
 
-    p = sub.add_parser("show", help="draw an image with its CAMs or masks overlaid, as PNG")
-    p.add_argument("file")
-    p.add_argument("image_id")
+    p = sub.add_parser("show", help="draw an image with its CAMs or masks overlaid, as PNG",
+                       usage="python -m pipeline show (FILE | STAGE SPLIT) IMAGE_ID -o OUTPUT [--threshold T]")
+    p.add_argument("target", nargs="+", metavar="ARG",
+                   help="an artifact FILE and an IMAGE_ID, or a STAGE (cam, rw, ... or a stage folder), SPLIT and "
+                        "IMAGE_ID: the shard holding the image is found in results/")
     p.add_argument("-o", "--output", required=True, help="PNG file to write")
-    p.add_argument("--threshold", type=float, default=0.15, help="background threshold of the CAM label map")
+    p.add_argument("--threshold", type=float,
+                   help="background threshold of the CAM label map (default: the one the stage's evaluated row "
+                        "chose, else 0.15)")
+    p.add_argument("--results", default="results", help="the run's results folder (STAGE SPLIT form)")
+
+    p = sub.add_parser("export-masks", help="a stage's label maps of a split as a flat folder of PNGs with list files")
+    p.add_argument("stage", help="a stage under results/ (cam, rw, rw_crf, deeplab_aspp_crf, ...) or a stage's folder")
+    p.add_argument("split")
+    p.add_argument("dir", help="folder to write <image_id>.png, <split>.txt and <split>_pairs.txt into")
+    p.add_argument("--scores", action="store_true", help="also write the score maps as <image_id>.npy [C + 1, H, W]")
+    p.add_argument("--threshold", type=float,
+                   help="background threshold of a CAM stage (default: the one its evaluated row chose)")
+    p.add_argument("--results", default="results", help="the run's results folder")
+    p.add_argument("--configfile", default="config/config.yaml", help="the run's config (for its classes)")
+
+    p = sub.add_parser("evaluate-masks", help="score a folder of PNG label maps against a split's ground truth")
+    p.add_argument("dir", help="folder of <image_id>.png label maps (class values, 255 = ignore)")
+    p.add_argument("--split", required=True)
+    p.add_argument("-o", "--output", help="metrics JSON (default: <dir>/<split>.metrics.json; problems next to it)")
+    p.add_argument("--results", default="results", help="the run's results folder (for the split's manifest)")
+    p.add_argument("--configfile", default="config/config.yaml", help="the run's config (for its classes)")
+
+    p = sub.add_parser("export-instances", help="PRM's instances of a split as COCO JSON (RLE masks, scores)")
+    p.add_argument("split")
+    p.add_argument("output", help="JSON file to write")
+    p.add_argument("--stage", default="prm/instances", help="the instances' stage folder under results/ (or a path)")
+    p.add_argument("--results", default="results", help="the run's results folder")
+    p.add_argument("--configfile", default="config/config.yaml", help="the run's config (for its classes)")
 
     p = sub.add_parser("config", help="print a config file completed with every default (validated)")
     p.add_argument("file", nargs="?", default="config/config.yaml")
@@ -53,14 +88,34 @@ def main(argv=None) -> int:
 
     args = parser.parse_args(argv)
     try:
-        if args.command == "inspect":
+        if args.command == "status":
+            from pathlib import Path
+
+            from .status import run as status
+
+            print(status(snakefile=Path(__file__).resolve().parents[1] / "Snakefile", workdir=args.directory,
+                         configfiles=args.configfile, clean=args.clean))
+        elif args.command == "inspect":
             from .inspection import describe
 
             print(describe(args.file, None if args.all else 5))
         elif args.command == "show":
             from .inspection import show
 
-            print(show(args.file, args.image_id, args.output, args.threshold))
+            path, image_id, threshold = show_target(args)
+            print(show(path, image_id, args.output, threshold))
+        elif args.command == "export-masks":
+            export_masks(args)
+        elif args.command == "evaluate-masks":
+            evaluate_masks(args)
+        elif args.command == "export-instances":
+            from .coco import export_instances
+            from .mask_folders import read_manifest, stage_shards
+
+            done = export_instances(shard_paths=stage_shards(args.results, args.stage, args.split),
+                                    records=read_manifest(args.results, args.split),
+                                    classes=_classes(args.configfile), out_path=args.output)
+            print(f"{done['instances']} instances of {done['images']} images written to {args.output}")
         elif args.command == "config":
             import yaml
 
@@ -92,6 +147,83 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def version_text() -> str:
+    """The package version, and the commit and state of the checkout it runs from, when it is one."""
+    import subprocess
+    from importlib.metadata import PackageNotFoundError, version
+    from pathlib import Path
+
+    try:
+        text = f"wsss-pipeline {version('wsss-pipeline')}"
+    except PackageNotFoundError:
+        text = "wsss-pipeline (not installed)"
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(repo), "describe", "--always", "--dirty"], capture_output=True,
+                                text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        commit = ""
+    return f"{text} (commit {commit}, {repo})" if commit else text
+
+
+def show_target(args) -> tuple:
+    """(artifact file, image id, threshold) of `show`'s two forms."""
+    from .artifacts import ArtifactReader
+    from .mask_folders import stage_shards, stage_threshold
+
+    if len(args.target) == 2:
+        path, image_id = args.target
+        return path, image_id, 0.15 if args.threshold is None else args.threshold
+    if len(args.target) != 3:
+        raise ValueError("show takes FILE IMAGE_ID or STAGE SPLIT IMAGE_ID")
+    stage, split, image_id = args.target
+    threshold = args.threshold if args.threshold is not None else stage_threshold(args.results, stage)
+    for shard in stage_shards(args.results, stage, split):
+        with ArtifactReader(shard) as reader:
+            if image_id in reader:
+                return shard, image_id, 0.15 if threshold is None else threshold
+    raise ValueError(f"image {image_id} is in no shard of {stage}, split {split} (skipped upstream, or another split)")
+
+
+def _classes(configfile) -> tuple[str, ...]:
+    from .config import load_file
+    from .datasets import class_names
+
+    return class_names(load_file(configfile)["dataset"])
+
+
+def export_masks(args) -> None:
+    from . import mask_folders as mfo
+
+    shards = mfo.stage_shards(args.results, args.stage, args.split)
+    threshold = args.threshold if args.threshold is not None else mfo.stage_threshold(args.results, args.stage)
+    done = mfo.export_masks(shard_paths=shards, records=mfo.read_manifest(args.results, args.split), out_dir=args.dir,
+                            split=args.split, n_classes=len(_classes(args.configfile)) + 1, threshold=threshold,
+                            scores=args.scores)
+    print(f"{done['written']} masks of {args.stage} ({args.split}) written to {args.dir}"
+          + (f"; {len(done['missing'])} image(s) without output (skipped upstream)" if done["missing"] else ""))
+
+
+def evaluate_masks(args) -> None:
+    from pathlib import Path
+
+    from . import mask_folders as mfo
+    from .summary import format_table, write_summary
+
+    if not Path(args.dir).is_dir():
+        raise FileNotFoundError(f"{args.dir}: no such folder of masks")
+    out = Path(args.output or Path(args.dir) / f"{args.split}.metrics.json")
+    problems = out.with_name(out.name.removesuffix(".json").removesuffix(".metrics") + ".problems.tsv")
+    metrics = mfo.evaluate_mask_folder(folder=args.dir, records=mfo.read_manifest(args.results, args.split),
+                                       classes=_classes(args.configfile), split=args.split, out_path=out,
+                                       problems_path=problems)
+    table = out.with_suffix(".tsv")
+    write_summary([out], table)
+    print(format_table(table, columns=("stage", "split", "miou", "coverage", "n_images", "n_skipped")))
+    print(f"metrics: {out}; per-class IoU: {table}"
+          + (f"; {metrics['n_skipped']} mask(s) missing or unusable, listed in {problems}" if metrics["n_skipped"] else ""))
 
 
 if __name__ == "__main__":

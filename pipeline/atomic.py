@@ -1,12 +1,47 @@
 """Write files atomically: into a temporary name beside the target, renamed when complete.
 
-A job killed mid-write leaves the old file or no file, never a half-written one.
+A job killed mid-write leaves the old file or no file, never a half-written one; what it
+leaves is its temporary `.<name>.tmp<pid>`, which the next write of the same file removes
+(when no live process has that pid), as does `python -m pipeline status --clean`.
 """
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 from pathlib import Path
+
+_TMP = re.compile(r"^\.(?P<name>.+)\.tmp(?P<pid>\d+)$")
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def leftover(path: Path) -> bool:
+    """Whether `path` is a temporary file of an atomic write whose process is gone."""
+    m = _TMP.match(path.name)
+    return bool(m) and int(m["pid"]) != os.getpid() and not _alive(int(m["pid"]))
+
+
+def remove_leftovers(root) -> list[Path]:
+    """Remove the temporaries of killed writers under `root`; returns what was removed."""
+    removed = []
+    for path in sorted(Path(root).rglob(".*.tmp*")):
+        if path.is_file() and leftover(path):
+            path.unlink(missing_ok=True)
+            removed.append(path)
+    return removed
+
+
+def glob_escape(name: str) -> str:
+    return re.sub(r"([*?\[])", r"[\1]", name)
 
 
 class AtomicFile:
@@ -16,6 +51,9 @@ class AtomicFile:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
+        for old in self.path.parent.glob(f".{glob_escape(self.path.name)}.tmp*"):  # a killed writer's
+            if old.is_file() and leftover(old):
+                old.unlink(missing_ok=True)
 
     def commit(self) -> None:
         os.replace(self.tmp, self.path)

@@ -22,7 +22,14 @@ def _range(ds: h5py.Dataset) -> str:
 def describe(path, max_images: int | None = 5) -> str:
     """Provenance, parameters and the tree of an artifact (or of any HDF5 file)."""
     lines = []
-    with h5py.File(path, "r", locking=False) as f:
+    if not Path(path).is_file():
+        raise ArtifactError(f"{path}: no such file")
+    try:
+        f = h5py.File(path, "r", locking=False)
+    except OSError as e:
+        raise ArtifactError(f"{path}: not a readable HDF5 file (truncated, still being written, or another format; "
+                            f"h5py: {str(e).split('(')[-1].rstrip(')')})") from None
+    with f:
         lines.append(f"{path}")
         for key, value in f.attrs.items():
             value = value.decode() if isinstance(value, bytes) else value

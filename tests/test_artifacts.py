@@ -120,3 +120,31 @@ def test_group_names_are_checked(tmp_path):
         with ArtifactWriter(tmp_path / "c.h5", stage="cam", split="v", shard="s", classes=[], params={}, code_hash="x") as w:
             w.add("a/b", keys=np.zeros(1))
     assert not (tmp_path / "c.h5").exists()
+
+
+def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from pipeline.atomic import remove_leftovers, write_text
+
+    target = tmp_path / "out" / "table.tsv"
+    writer = subprocess.Popen([sys.executable, "-c", (
+        "import time; from pipeline.atomic import atomic_path\n"
+        f"with atomic_path({str(target)!r}) as tmp:\n"
+        "    tmp.write_text('half'); print('written', flush=True); time.sleep(60)")], stdout=subprocess.PIPE, text=True)
+    assert writer.stdout.readline().strip() == "written"
+    os.kill(writer.pid, signal.SIGKILL)
+    writer.wait()
+    left = target.with_name(f".table.tsv.tmp{writer.pid}")
+    assert left.read_text() == "half" and not target.exists()  # what a SIGKILL leaves
+    busy = target.with_name(f".table.tsv.tmp{os.getppid()}")  # a live process's write in progress
+    busy.write_text("busy")
+    write_text(target, "done")
+    assert target.read_text() == "done" and not left.exists() and busy.exists()
+    other = tmp_path / "out" / "sub" / ".cams.h5.tmp4194303"  # above pid_max: nobody's
+    other.parent.mkdir()
+    other.write_bytes(b"x")
+    assert remove_leftovers(tmp_path) == [other] and busy.exists()

@@ -92,3 +92,41 @@ def test_config_command_prints_the_completed_config():
     proc = cli("config", str(REPO / "config" / "config.yaml"))
     assert proc.returncode == 0, proc.stderr
     assert "momentum: 0.9" in proc.stdout and "name: resnet18" in proc.stdout
+
+
+def test_show_finds_the_shard_of_a_stage_and_uses_the_runs_threshold(artifact, tmp_path):
+    import argparse
+    import json
+    import shutil
+
+    from pipeline.__main__ import show_target
+
+    res = tmp_path / "results"
+    (res / "cam/val").mkdir(parents=True)
+    (res / "metrics").mkdir()
+    shutil.copy(artifact, res / "cam/val/shard01.h5")
+    (res / "metrics/cam.json").write_text(json.dumps({"best_threshold": 0.37}))
+    args = argparse.Namespace(target=["cam", "val", "img"], threshold=None, results=str(res))
+    assert show_target(args) == (res / "cam/val/shard01.h5", "img", 0.37)
+    args.threshold = 0.2
+    assert show_target(args)[2] == 0.2
+    proc = cli("show", "cam", "val", "img", "-o", str(tmp_path / "s.png"), "--results", str(res))
+    assert proc.returncode == 0 and read_image(tmp_path / "s.png").shape[2] == 3
+    proc = cli("show", "cam", "val", "other", "-o", str(tmp_path / "s.png"), "--results", str(res))
+    assert proc.returncode == 1 and "image other is in no shard of cam, split val" in proc.stderr
+    proc = cli("show", "rw", "val", "img", "-o", str(tmp_path / "s.png"), "--results", str(res))
+    assert proc.returncode == 1 and "no HDF5 shards of stage 'rw', split 'val' (stages with that split" in proc.stderr
+
+
+def test_inspect_errors_name_the_file_and_the_problem(tmp_path):
+    (tmp_path / "notes.h5").write_text("not hdf5")
+    proc = cli("inspect", str(tmp_path / "notes.h5"))
+    assert proc.returncode == 1 and proc.stderr.startswith(f"error: {tmp_path / 'notes.h5'}: not a readable HDF5 file")
+    proc = cli("inspect", str(tmp_path / "none.h5"))
+    assert proc.returncode == 1 and proc.stderr.strip() == f"error: {tmp_path / 'none.h5'}: no such file"
+
+
+def test_version_names_the_package_and_the_commit():
+    proc = cli("--version")
+    assert proc.returncode == 0 and proc.stdout.startswith("wsss-pipeline 0.1.0")
+    assert "commit " in proc.stdout and str(REPO) in proc.stdout  # run from the checkout

@@ -324,6 +324,44 @@ def test_report_holds_every_declared_item(tiny_run):
     assert "<td>saliency_frequency_tuned</td><td>frequency_tuned</td>" in saliency
 
 
+def test_exported_masks_score_as_the_row_they_come_from(tiny_run, tmp_path):
+    """export-masks -> evaluate-masks: a mask row (rw) and a CAM row at its chosen threshold (cam)."""
+    from pipeline.__main__ import main
+
+    work, config, _ = tiny_run
+    for stage in ("rw", "cam"):
+        out = tmp_path / stage
+        common = ["--results", str(work / "results"), "--configfile", str(config)]
+        assert main(["export-masks", stage, "val", str(out), *common]) == 0
+        assert len(list(out.glob("*.png"))) == 16 and len((out / "val.txt").read_text().split()) == 16
+        assert main(["evaluate-masks", str(out), "--split", "val", *common]) == 0
+        exported = json.loads((out / "val.metrics.json").read_text())
+        row = json.loads((work / f"results/metrics/{stage}.json").read_text())
+        assert exported["n_images"] == row["n_images"] == 16
+        assert exported["miou"] == pytest.approx(row["miou"], abs=1e-9)
+        np.testing.assert_array_equal(exported["confusion"], row["confusion"])
+
+
+def test_status_says_what_is_complete_stale_or_missing_and_cleans_leftovers(tiny_run, capsys):
+    from pipeline.__main__ import main
+
+    work, config, _ = tiny_run
+    dead = work / "results/cam/val/.shard00.h5.tmp4194303"  # above Linux's pid_max: no live process
+    live = work / f"results/cam/val/.shard00.h5.tmp{os.getpid()}"
+    dead.write_bytes(b"half")
+    live.write_bytes(b"busy")
+    assert main(["status", "--directory", str(work), "--configfile", str(config), "--clean"]) == 0
+    out = capsys.readouterr().out
+    assert "Results (" in out and "deeplab_aspp_crf" in out  # the results table
+    assert ", 0 stale, 0 missing" in out and "make_cams" in out and "results/cam/val" in out
+    assert "Removed 1 temporary file(s)" in out and not dead.exists() and live.exists()
+    live.unlink()
+    scales = write_config(work / "status_scales.yaml", {"cams": {"scales": [1.0]}})
+    assert main(["status", "--directory", str(work), "--configfile", str(scales)]) == 0
+    lines = {tuple(line.split()[:2]) for line in capsys.readouterr().out.splitlines() if line.strip()}
+    assert {("make_cams", "stale"), ("evaluate_cams", "stale"), ("train_classifier", "complete")} <= lines
+
+
 def test_montage_images_come_from_config(tiny_run):
     work, config, _ = tiny_run
     chosen = write_config(work / "montage.yaml", {"report": {"montage": {"ids": {"val": ["val_00003", "val_00001"]}}}})
