@@ -20,6 +20,7 @@ include: "workflow/rules/random_walk.smk"
 include: "workflow/rules/segmenter.smk"
 include: "workflow/rules/segment.smk"
 include: "workflow/rules/crf.smk"
+include: "workflow/rules/predict.smk"
 include: "workflow/rules/evaluate.smk"
 include: "workflow/rules/report.smk"  # after evaluate: draws its rows
 

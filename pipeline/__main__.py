@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 
 def main(argv=None) -> int:
@@ -39,21 +40,21 @@ def main(argv=None) -> int:
     p.add_argument("--threshold", type=float,
                    help="background threshold of a CAM stage (default: the one its evaluated row chose)")
     p.add_argument("--results", default="results", help="the run's results folder")
-    p.add_argument("--configfile", default="config/config.yaml", help="the run's config (for its classes)")
+    p.add_argument("--configfile", help="the run's config, for its classes (default: the classes its artifacts name)")
 
     p = sub.add_parser("evaluate-masks", help="score a folder of PNG label maps against a split's ground truth")
     p.add_argument("dir", help="folder of <image_id>.png label maps (class values, 255 = ignore)")
     p.add_argument("--split", required=True)
     p.add_argument("-o", "--output", help="metrics JSON (default: <dir>/<split>.metrics.json; problems next to it)")
     p.add_argument("--results", default="results", help="the run's results folder (for the split's manifest)")
-    p.add_argument("--configfile", default="config/config.yaml", help="the run's config (for its classes)")
+    p.add_argument("--configfile", help="the run's config, for its classes (default: the classes its artifacts name)")
 
     p = sub.add_parser("export-instances", help="PRM's instances of a split as COCO JSON (RLE masks, scores)")
     p.add_argument("split")
     p.add_argument("output", help="JSON file to write")
     p.add_argument("--stage", default="prm/instances", help="the instances' stage folder under results/ (or a path)")
     p.add_argument("--results", default="results", help="the run's results folder")
-    p.add_argument("--configfile", default="config/config.yaml", help="the run's config (for its classes)")
+    p.add_argument("--configfile", help="the run's config, for its classes (default: the classes its artifacts name)")
 
     p = sub.add_parser("config", help="print a config file completed with every default (validated)")
     p.add_argument("file", nargs="?", default="config/config.yaml")
@@ -89,8 +90,6 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     try:
         if args.command == "status":
-            from pathlib import Path
-
             from .status import run as status
 
             print(status(snakefile=Path(__file__).resolve().parents[1] / "Snakefile", workdir=args.directory,
@@ -114,7 +113,7 @@ def main(argv=None) -> int:
 
             done = export_instances(shard_paths=stage_shards(args.results, args.stage, args.split),
                                     records=read_manifest(args.results, args.split),
-                                    classes=_classes(args.configfile), out_path=args.output)
+                                    classes=_classes(args.configfile, args.results), out_path=args.output)
             print(f"{done['instances']} instances of {done['images']} images written to {args.output}")
         elif args.command == "config":
             import yaml
@@ -153,7 +152,6 @@ def version_text() -> str:
     """The package version, and the commit and state of the checkout it runs from, when it is one."""
     import subprocess
     from importlib.metadata import PackageNotFoundError, version
-    from pathlib import Path
 
     try:
         text = f"wsss-pipeline {version('wsss-pipeline')}"
@@ -187,11 +185,23 @@ def show_target(args) -> tuple:
     raise ValueError(f"image {image_id} is in no shard of {stage}, split {split} (skipped upstream, or another split)")
 
 
-def _classes(configfile) -> tuple[str, ...]:
-    from .config import load_file
-    from .datasets import class_names
+def _classes(configfile, results) -> tuple[str, ...]:
+    """The run's class names: from its config file when given, else from its artifacts."""
+    from .artifacts import ArtifactError, ArtifactReader
 
-    return class_names(load_file(configfile)["dataset"])
+    if configfile:
+        from .config import load_file
+        from .datasets import class_names
+
+        return class_names(load_file(configfile)["dataset"])
+    for path in sorted(Path(results).glob("*/*/*.h5")):
+        try:
+            with ArtifactReader(path) as reader:
+                if reader.classes():
+                    return tuple(reader.classes())
+        except ArtifactError:
+            continue
+    raise ValueError(f"{results}: no artifact names the run's classes; give the run's config (--configfile)")
 
 
 def export_masks(args) -> None:
@@ -200,15 +210,13 @@ def export_masks(args) -> None:
     shards = mfo.stage_shards(args.results, args.stage, args.split)
     threshold = args.threshold if args.threshold is not None else mfo.stage_threshold(args.results, args.stage)
     done = mfo.export_masks(shard_paths=shards, records=mfo.read_manifest(args.results, args.split), out_dir=args.dir,
-                            split=args.split, n_classes=len(_classes(args.configfile)) + 1, threshold=threshold,
+                            split=args.split, n_classes=len(_classes(args.configfile, args.results)) + 1, threshold=threshold,
                             scores=args.scores)
     print(f"{done['written']} masks of {args.stage} ({args.split}) written to {args.dir}"
           + (f"; {len(done['missing'])} image(s) without output (skipped upstream)" if done["missing"] else ""))
 
 
 def evaluate_masks(args) -> None:
-    from pathlib import Path
-
     from . import mask_folders as mfo
     from .summary import format_table, write_summary
 
@@ -217,7 +225,7 @@ def evaluate_masks(args) -> None:
     out = Path(args.output or Path(args.dir) / f"{args.split}.metrics.json")
     problems = out.with_name(out.name.removesuffix(".json").removesuffix(".metrics") + ".problems.tsv")
     metrics = mfo.evaluate_mask_folder(folder=args.dir, records=mfo.read_manifest(args.results, args.split),
-                                       classes=_classes(args.configfile), split=args.split, out_path=out,
+                                       classes=_classes(args.configfile, args.results), split=args.split, out_path=out,
                                        problems_path=problems)
     table = out.with_suffix(".tsv")
     write_summary([out], table)

@@ -79,6 +79,10 @@ def _describe(error) -> str:
         return f"{where}: {error.instance!r} is not one of {error.validator_value}"
     if error.validator == "type":
         return f"{where}: {error.instance!r} should be of type {error.validator_value}"
+    if error.validator == "oneOf":
+        options = [f"one of {o['enum']}" if "enum" in o else f"a mapping {{{', '.join(o.get('required', []))}: ...}}"
+                   for o in error.validator_value]
+        return f"{where}: {error.instance!r} is not {' or '.join(options)}"
     return f"{where}: {error.message}"
 
 
@@ -101,6 +105,8 @@ def _check_consistency(cfg: dict) -> list[str]:
     lo, hi = cfg["classifier"]["rescale"]
     if lo > hi:
         problems.append("classifier.rescale: the first value must not exceed the second")
+    if cfg["predict"]["images"] and cfg["predict"]["split"]:
+        problems.append("predict: set images or split, not both")
     bt = cfg["evaluation"]["bg_threshold"]
     if bt["min"] > bt["max"]:
         problems.append("evaluation.bg_threshold: min is larger than max")

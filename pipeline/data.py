@@ -7,13 +7,15 @@ exactly the batches an uninterrupted run would, whatever the number of loader wo
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torchvision.transforms.v2 import functional as TF
 
-from .imageio import ImageReadError, read_image, read_label_map
+from .imageio import ImageReadError, image_size, read_folder_mask, read_image, read_label_map
+from .logs import progress
 from .manifest import Record
 
 GROUND_TRUTH = "ground_truth"  # the name of the ground-truth masks where a mask source is named
@@ -211,6 +213,23 @@ def mask_locations(records: list[Record], shard_paths, stage: str, problems) -> 
     for r in records:
         if r.image_id not in where:
             problems.add(r.image_id, r.image, missing)
+    return where
+
+
+def folder_mask_locations(records: list[Record], folder, n_classes: int, problems) -> dict[str, str]:
+    """image id -> its PNG label map in `folder` (masks made elsewhere), for the records whose
+    mask is there, readable, of the image's size and within 0..C / 255; the others are rows of
+    `problems` (a ProblemReport)."""
+    if not Path(folder).is_dir():
+        raise FileNotFoundError(f"{folder}: the folder of masks does not exist")
+    where = {}
+    for r in progress(records, desc=f"check the masks in {folder}", unit="img"):
+        try:
+            read_folder_mask(folder, r.image_id, image_size(r.image), n_classes)
+        except ImageReadError as e:
+            problems.add(r.image_id, Path(folder) / f"{r.image_id}.png", str(e))
+            continue
+        where[r.image_id] = str(Path(folder) / f"{r.image_id}.png")
     return where
 
 

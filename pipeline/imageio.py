@@ -6,6 +6,8 @@ become uint8 RGB; corrupt or truncated files raise ImageReadError naming the fil
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 from PIL import Image, ImageOps
 
@@ -27,6 +29,17 @@ def _open(path) -> Image.Image:
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
         raise ImageReadError(f"{path}: cannot decode the image ({e})") from None
     return img
+
+
+def image_size(path) -> tuple[int, int]:
+    """(H, W) of an image from its header, without decoding the pixels."""
+    try:
+        with Image.open(path) as img:
+            return img.height, img.width
+    except FileNotFoundError:
+        raise ImageReadError(f"{path}: file not found") from None
+    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        raise ImageReadError(f"{path}: cannot read the image ({e})") from None
 
 
 def read_image_sized(path, size, what: str) -> np.ndarray:
@@ -76,6 +89,23 @@ def read_label_map(path) -> np.ndarray:
             raise ImageReadError(f"{path}: label values outside 0..255")
         arr = arr.astype(np.uint8)
     return np.ascontiguousarray(arr)
+
+
+def read_folder_mask(folder, image_id: str, size: tuple[int, int], n_classes: int) -> np.ndarray:
+    """The PNG label map `<folder>/<image_id>.png` (masks made elsewhere); ImageReadError, naming
+    the file, when it is missing, unreadable, not of the image's size or holds values outside
+    0..C / 255."""
+    path = Path(folder) / f"{image_id}.png"
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no mask for image {image_id}")
+    mask = read_label_map(path)
+    if mask.shape != tuple(size):
+        raise ImageReadError(f"{path}: mask size {mask.shape} differs from the image's {tuple(size)}")
+    bad = (mask >= n_classes) & (mask != IGNORE)
+    if bad.any():
+        raise ImageReadError(f"{path}: mask values {sorted(set(np.unique(mask[bad]).tolist()))[:5]} "
+                             f"outside 0..{n_classes - 1} and 255")
+    return mask
 
 
 def read_grey_map(path) -> np.ndarray:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import logging
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ from . import manifest as mf
 from .artifacts import ArtifactReader
 from .atomic import atomic_path, write_text
 from .evaluate import MaskScores, cam_labels, load_ground_truth
-from .imageio import IGNORE, ImageReadError, read_label_map, write_label_png
+from .imageio import IGNORE, ImageReadError, read_folder_mask, write_label_png
 from .logs import progress
 from .problems import ProblemReport
 
@@ -48,7 +49,14 @@ def read_manifest(results: Path, split: str) -> list[mf.Record]:
     if not path.is_file():
         found = sorted(p.stem for p in (Path(results) / "manifest").glob("*.tsv"))
         raise FileNotFoundError(f"{path}: no manifest of split {split!r} (splits of this run: {', '.join(found) or 'none'})")
-    return mf.read_tsv(path)
+    # paths in a manifest are relative to the run's directory (the folder holding results/)
+    run_dir = Path(results).resolve().parent
+
+    def rebased(value: str) -> str:
+        return value if not value or Path(value).is_absolute() else str(run_dir / value)
+
+    return [replace(r, image=rebased(r.image), mask=rebased(r.mask), instances=rebased(r.instances))
+            for r in mf.read_tsv(path)]
 
 
 def _label_map(reader: ArtifactReader, image_id: str, threshold: float | None) -> tuple[np.ndarray, np.ndarray | None]:
@@ -123,22 +131,6 @@ def export_masks(*, shard_paths, records: list[mf.Record], out_dir, split: str, 
     return {"written": len(written), "missing": missing}
 
 
-def read_folder_mask(folder, record: mf.Record, size: tuple[int, int], n_classes: int) -> np.ndarray:
-    """The PNG label map `<folder>/<image_id>.png` of a record; ImageReadError (naming the file)
-    when it is missing, unreadable, not of the image's size or holds values outside 0..C / 255."""
-    path = Path(folder) / f"{record.image_id}.png"
-    if not path.is_file():
-        raise ImageReadError(f"{path}: no mask for image {record.image_id}")
-    mask = read_label_map(path)
-    if mask.shape != tuple(size):
-        raise ImageReadError(f"{path}: mask size {mask.shape} differs from the image's {tuple(size)}")
-    bad = (mask >= n_classes) & (mask != IGNORE)
-    if bad.any():
-        raise ImageReadError(f"{path}: mask values {sorted(set(np.unique(mask[bad]).tolist()))[:5]} "
-                             f"outside 0..{n_classes - 1} and 255")
-    return mask
-
-
 def evaluate_mask_folder(*, folder, records: list[mf.Record], classes, split: str, out_path, problems_path,
                          stage: str | None = None) -> dict:
     """mIoU (and coverage, precision, miou_full) of a folder of PNG label maps on a split."""
@@ -149,7 +141,7 @@ def evaluate_mask_folder(*, folder, records: list[mf.Record], classes, split: st
     for r in progress(records, desc=f"evaluate {folder}", unit="img"):
         try:
             gt = load_ground_truth(r, n)
-            mask = read_folder_mask(folder, r, gt.shape, n)
+            mask = read_folder_mask(folder, r.image_id, gt.shape, n)
         except ImageReadError as e:
             problems.add(r.image_id, Path(folder) / f"{r.image_id}.png", str(e))
             continue

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from . import manifest as mf
 from .backbones import build_backbone
-from .data import GROUND_TRUTH, MaskedCrops, mask_locations
+from .data import GROUND_TRUTH, MaskedCrops, folder_mask_locations, mask_locations
 from .imageio import IGNORE
 from .nets import DeepLab, init_from_classifier
 from .problems import ProblemReport
@@ -40,10 +40,14 @@ def segmentation_loss(logits: torch.Tensor, target: torch.Tensor, balanced: bool
 
 
 def run(*, manifest_path, mask_paths, source: str, classes, cfg: dict, seed: int, compute: dict, code_hash: str,
-        classifier_path, model_path, history_path, problems_path, checkpoint_path) -> None:
+        classifier_path, model_path, history_path, problems_path, checkpoint_path, mask_folder=None) -> None:
+    """`mask_folder`: learn from a folder of PNG label maps (source `folder`) instead of a stage's shards."""
     records = mf.read_tsv(manifest_path)
     problems = ProblemReport(problems_path)
-    where = mask_locations(records, None if source == GROUND_TRUTH else mask_paths, source, problems)
+    if mask_folder:
+        where = folder_mask_locations(records, mask_folder, len(classes) + 1, problems)
+    else:
+        where = mask_locations(records, None if source == GROUND_TRUTH else mask_paths, source, problems)
     records = [r for r in records if r.image_id in where]
     if not records:
         raise ValueError(f"{manifest_path}: none of the training images has a {source} mask")
@@ -60,7 +64,7 @@ def run(*, manifest_path, mask_paths, source: str, classes, cfg: dict, seed: int
     def step_loss(model, batch):
         return segmentation_loss(model(batch["image"]), batch["label"], cfg["balanced"]), {}
 
-    stage = None if source == GROUND_TRUTH else source
+    stage = None if source == GROUND_TRUTH or mask_folder else source
     log.info("training DeepLab-%s (%s) on the %s masks of %d images", cfg["head"], cfg["backbone"]["name"], source,
              len(records))
     train_model(model, MaskedCrops(records, where, cfg, seed, stage=stage, fill=model.backbone.normalization["mean"]),

@@ -186,3 +186,30 @@ def test_image_ids_that_cannot_name_files_or_groups_are_errors(folder):
     (folder / "labels.csv").write_text("image_id,class_names,image\nsub/d,cat,sub/d.png\n")
     with pytest.raises(ManifestError, match=r"image ids must not .* \['sub/d'\]"):
         build_manifest(folder_cfg(folder), "train")
+
+
+def test_predict_manifest_from_a_voc_list_or_a_folder_without_labels(tmp_path):
+    from pipeline.datasets import predict_manifest
+    from pipeline.manifest import ManifestError
+
+    root = tmp_path / "VOC2012"
+    (root / "ImageSets/Segmentation").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    for i in ("2008_000001", "2008_000002"):
+        Image.fromarray(np.zeros((4, 5, 3), np.uint8)).save(root / "JPEGImages" / f"{i}.jpg")
+    (root / "ImageSets/Segmentation/test.txt").write_text("2008_000001\n2008_000002\n")
+    ds = {"name": "voc", "train_split": "train", "eval_split": "val",
+          "voc": {"root": str(root), "split_files": {}, "masks": "auto", "labels": "auto", "labels_csv": None}}
+    split, records = predict_manifest(ds, {"images": None, "split": "test"})
+    assert split == "test" and [r.image_id for r in records] == ["2008_000001", "2008_000002"]
+    assert all(r.labels == () and r.mask == "" for r in records)
+    (root / "ImageSets/Segmentation/test.txt").write_text("2008_000001\n2008_000003\n")
+    with pytest.raises(ManifestError, match=r"test.txt: 1 listed image\(s\) not in .*JPEGImages: 2008_000003"):
+        predict_manifest(ds, {"images": None, "split": "test"})
+    with pytest.raises(ManifestError, match="is the training or evaluation split"):
+        predict_manifest(ds, {"images": None, "split": "val"})
+    split, records = predict_manifest({"name": "synthetic"}, {"images": str(root / "JPEGImages"), "split": None})
+    assert split == "predict" and len(records) == 2 and records[0].image.endswith("2008_000001.jpg")
+    with pytest.raises(ManifestError, match="predict.images: no image"):
+        predict_manifest({"name": "synthetic"}, {"images": str(root / "ImageSets"), "split": None})
+    assert predict_manifest(ds, {"images": None, "split": None}) is None

@@ -107,7 +107,7 @@ def test_cli_export_then_evaluate_gives_the_masks_score(tmp_path, capsys, monkey
     config = tmp_path / "c.yaml"
     config.write_text("dataset: {name: folder, folder: {classes: [cat, dog], images: x, labels_csv: y}}\n")
     monkeypatch.chdir(tmp_path)
-    assert main(["export-masks", "rw", "val", "out", "--configfile", str(config)]) == 0
+    assert main(["export-masks", "rw", "val", "out"]) == 0  # the classes the artifacts name
     assert "3 masks of rw (val) written to out; 1 image(s) without output" in capsys.readouterr().out
     assert main(["evaluate-masks", "out", "--split", "val", "--configfile", str(config)]) == 0
     printed = capsys.readouterr().out

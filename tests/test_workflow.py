@@ -3,6 +3,7 @@ import csv
 import json
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 from PIL import Image
 
 from conftest import REPO, SNAKEMAKE, TINY, deep_update, planned_job_details, planned_jobs, snakemake, write_config
@@ -362,6 +364,59 @@ def test_status_says_what_is_complete_stale_or_missing_and_cleans_leftovers(tiny
     assert {("make_cams", "stale"), ("evaluate_cams", "stale"), ("train_classifier", "complete")} <= lines
 
 
+def test_segmenter_learns_from_a_folder_of_exported_masks_as_from_the_stage(tiny_run, tmp_path):
+    """segmenter.source: {folder: DIR} with the random walk's masks exported there trains the
+    same segmenter as source rw; switching to it redoes the segmenter, not what made the masks."""
+    import torch
+
+    from pipeline.__main__ import main
+
+    work, config, _ = tiny_run
+    exported = tmp_path / "exported"
+    assert main(["export-masks", "rw", "train", str(exported), "--results", str(work / "results"),
+                 "--configfile", str(config)]) == 0
+    source = {"segmenter": {"source": {"folder": str(exported)}}}
+    jobs = planned_jobs(snakemake(work, write_config(work / "folder_source.yaml", source), "--dry-run").stdout)
+    assert jobs["train_segmenter"] == 1 and jobs["evaluate_mask_folder"] == 1  # deeplab_aspp; row segmenter_masks
+    assert not {"random_walk", "train_affinity", "train_classifier", "make_cams"} & set(jobs)
+    # train it in a copy of what it needs (the run's own files stay as they are for the other tests)
+    copy = tmp_path / "copy"
+    for part in ("manifest", "data", "classifier"):
+        shutil.copytree(work / "results" / part, copy / "results" / part)
+    proc = snakemake(copy, write_config(copy / "c.yaml", source), "results/segmenter/deeplab_aspp/model.pt",
+                     "results/metrics/segmenter_masks.json")
+    assert planned_jobs(proc.stdout) == {"train_segmenter": 1, "evaluate_mask_folder": 1}  # nothing upstream redone
+    ours = torch.load(copy / "results/segmenter/deeplab_aspp/model.pt", map_location="cpu", weights_only=False)
+    theirs = torch.load(work / "results/segmenter/deeplab_aspp/model.pt", map_location="cpu", weights_only=False)
+    for key, value in theirs["state_dict"].items():
+        torch.testing.assert_close(ours["state_dict"][key], value, rtol=0, atol=0, msg=key)
+    scored = json.loads((copy / "results/metrics/segmenter_masks.json").read_text())
+    assert scored["miou"] == pytest.approx(json.loads((work / "results/metrics/segmenter_masks.json").read_text())["miou"])
+
+
+def test_predict_runs_the_segmenter_and_its_crf_on_a_folder_of_images(tiny_run, tmp_path):
+    work, _, _ = tiny_run
+    new = tmp_path / "new"
+    new.mkdir()
+    sources = sorted((work / "results/data/synthetic/val/images").glob("*.png"))[:3]
+    for i, src in enumerate(sources):
+        shutil.copy(src, new / f"photo{i}.png")
+    cfg = write_config(work / "predict.yaml", {"predict": {"images": str(new)}})
+    proc = snakemake(work, cfg, "predict")
+    jobs = planned_jobs(proc.stdout)
+    n = len(list((work / "results/manifest/predict").glob("*.tsv")))
+    # the segmenter exists: only the new images' manifest, predictions and CRF
+    assert jobs == {"manifest_shard": n, "segment": n, "crf_masks": n, "predict": 1}
+    assert "Predictions of deeplab_aspp_crf on 3 images (split predict)" in proc.stdout
+    pngs = sorted((work / "results/deeplab_aspp_crf/predict/png").glob("*/*.png"))
+    assert [p.stem for p in pngs] == ["photo0", "photo1", "photo2"]
+    for png, src in zip(pngs, sources):
+        assert Image.open(png).size == Image.open(src).size
+    bad = write_config(work / "predict_bad.yaml", {"predict": {"images": str(new), "segmenter": "deeplab_nope"}})
+    proc = snakemake(work, bad, "predict", "--dry-run", check=False)
+    assert proc.returncode != 0 and "predict.segmenter: deeplab_nope is not a segmenter" in proc.stdout
+
+
 def test_montage_images_come_from_config(tiny_run):
     work, config, _ = tiny_run
     chosen = write_config(work / "montage.yaml", {"report": {"montage": {"ids": {"val": ["val_00003", "val_00001"]}}}})
@@ -498,6 +553,64 @@ def write_labels(path, rows):
         w = csv.DictWriter(f, ["image_id", "class_names", "split"])
         w.writeheader()
         w.writerows(rows.values())
+
+
+def test_own_photos_without_masks_end_with_pseudo_masks_and_predictions(tmp_path):
+    """A folder dataset without masks: nothing is evaluated; the run's targets are the training
+    images' pseudo masks and the segmenter's CRF-refined predictions (README, Your own data)."""
+    rows = make_folder_dataset(tmp_path, n_train=6, n_val=3)
+    write_labels(tmp_path / "labels.csv", rows)
+    cfg = folder_config(tmp_path, {"dataset": {"folder": {"masks": None}}})
+    proc = snakemake(tmp_path, cfg, "--dry-run")
+    final = next(j for j in planned_job_details(proc.stdout) if j["rule"] == "all")["input"]
+    assert [f for f in final if f.startswith("results/manifest/")] == ["results/manifest/train.tsv",
+                                                                      "results/manifest/val.tsv"]
+    pseudo = [f for f in final if f.startswith("results/rw/train/")]
+    predicted = [f for f in final if f.startswith("results/deeplab_aspp_crf/val/")]
+    assert pseudo and predicted and len(final) == 2 + len(pseudo) + len(predicted)
+    assert not {"evaluate_cams", "evaluate_masks", "summary", "report_figures"} & set(planned_jobs(proc.stdout))
+    # the shipped example says the same
+    shipped = (REPO / "config/folder.yaml").read_text()
+    assert "results/rw/<train split>/" in shipped and "results/deeplab_aspp_crf/<eval split>/" in shipped
+
+
+@pytest.mark.slow
+def test_the_readme_your_own_data_section_runs_as_written(tmp_path):
+    """README "Your own data": its config (with this test's tiny sizes on top) and its commands,
+    in order, on tiny photos as JPEGs with a labels CSV and no masks."""
+    text = (REPO / "README.md").read_text()
+    section = text[text.index("## Your own data"):]
+    section = section[:section.index("\n## ", 1)]
+    config = yaml.safe_load(re.search(r"```yaml\n(.*?)```", section, re.S).group(1))
+    commands = [c for c in re.search(r"```sh\n(.*?)```", section, re.S).group(1).splitlines() if c.strip()]
+    rows = make_folder_dataset(tmp_path, n_train=6, n_val=3)
+    photos = tmp_path / config["dataset"]["folder"]["images"]
+    photos.mkdir()
+    for png in sorted((tmp_path / "imgs").glob("*.png")):
+        Image.open(png).convert("RGB").save(photos / f"{png.stem}.jpg", quality=95)
+    write_labels(tmp_path / config["dataset"]["folder"]["labels_csv"], rows)
+    (tmp_path / "new_photos").mkdir()
+    shutil.copy(next(photos.glob("*.jpg")), tmp_path / "new_photos" / "holiday.jpg")
+    config["dataset"]["folder"]["classes"] = list(synthetic.CLASSES)
+    tiny = {k: v for k, v in TINY.items() if k != "dataset"}
+    write_config(tmp_path / "my.yaml", {**tiny, "dataset": {**config["dataset"], "n_shards": 2}}, base={})
+    for command in commands:
+        argv = shlex.split(command)
+        if argv[0] == "snakemake":
+            argv = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), *["2" if a == "all" else a for a in argv[1:]]]
+        else:
+            assert argv[:3] == ["python", "-m", "pipeline"], command
+            argv = [sys.executable, *argv[1:]]
+        proc = subprocess.run(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=1500)
+        assert proc.returncode == 0, f"{command}:\n{proc.stdout[-4000:]}"
+        if "status" in argv:
+            assert re.search(r"Files of the workflow: [1-9]\d* complete, 0 stale, 0 missing", proc.stdout), proc.stdout
+    train_ids = sorted(i for i, r in rows.items() if r["split"] == "train")
+    assert sorted(p.stem for p in (tmp_path / "exported").glob("*.png")) == train_ids
+    assert (tmp_path / "exported/train.txt").read_text().split() == train_ids
+    assert len(list((tmp_path / "results/deeplab_aspp_crf/val/png").glob("*/*.png"))) == 3
+    assert [p.name for p in (tmp_path / "results/deeplab_aspp_crf/predict/png").glob("*/*.png")] == ["holiday.png"]
 
 
 def folder_config(root, extra=None):

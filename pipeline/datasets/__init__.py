@@ -25,6 +25,26 @@ def splits(ds: dict) -> list[str]:
     return list(dict.fromkeys([ds["train_split"], ds["eval_split"]]))
 
 
+PREDICT_SPLIT = "predict"  # the split name of predict.images
+
+
+def predict_manifest(ds: dict, predict: dict) -> tuple[str, list[Record]] | None:
+    """(split name, records without labels) of the images to predict on (config `predict`):
+    a folder of images (split `predict`) or a split's image list of a VOC dataset; None when
+    nothing is asked for."""
+    if predict["images"]:
+        return PREDICT_SPLIT, folder.image_folder(predict["images"])
+    split = predict["split"]
+    if not split:
+        return None
+    if split in splits(ds):
+        raise ManifestError(f"predict.split: {split!r} is the training or evaluation split, predicted already")
+    if ds["name"] != "voc":
+        raise ManifestError(f"predict.split names a split of a VOC dataset (dataset.name is {ds['name']}); "
+                            "use predict.images for a folder of images")
+    return split, voc.image_list(ds["voc"], split)
+
+
 def build_manifest(ds: dict, split: str) -> tuple[list[Record], list[tuple[str, str]]]:
     """Records of one split, and (image_id, reason) for each image left out."""
     name = ds["name"]

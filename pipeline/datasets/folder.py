@@ -10,13 +10,13 @@ from .common import read_labels_csv
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff")
 
 
-def _index_folder(folder: Path) -> dict[str, str]:
+def _index_folder(folder: Path, key: str = "dataset.folder.images") -> dict[str, str]:
     """Image file name by image id (the file name without its extension), one listing."""
     found = {}
     try:
         entries = list(os.scandir(folder))
     except OSError as e:
-        raise ManifestError(f"dataset.folder.images: cannot list {folder}: {e}") from None
+        raise ManifestError(f"{key}: cannot list {folder}: {e}") from None
     for entry in sorted(entries, key=lambda e: e.name):
         stem, ext = os.path.splitext(entry.name)
         if ext.lower() in IMAGE_EXTENSIONS and entry.is_file():
@@ -45,3 +45,12 @@ def manifest(cfg: dict, split: str) -> tuple[list[Record], str]:
         raise ManifestError(f"{cfg['labels_csv']}: {len(missing)} image(s) not found in {images} "
                             f"({', '.join(missing[:5])}{', ...' if len(missing) > 5 else ''})")
     return records, f"dataset.folder ({cfg['labels_csv']})"
+
+
+def image_folder(folder, key: str = "predict.images") -> list[Record]:
+    """Records of every image in a folder, without labels or masks (images to predict on)."""
+    folder = Path(folder)
+    files = _index_folder(folder, key)
+    if not files:
+        raise ManifestError(f"{key}: no image ({', '.join(IMAGE_EXTENSIONS)}) in {folder}")
+    return [Record(iid, str(folder / name), ()) for iid, name in files.items()]

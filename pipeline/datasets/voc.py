@@ -116,3 +116,14 @@ def write_labels_csv(root, split: str, out_path) -> int:
         for r in records:
             w.writerow([r.image_id, split, " ".join(map(str, r.labels)), " ".join(r.label_names)])
     return len(records)
+
+
+def image_list(cfg: dict, split: str) -> list[Record]:
+    """Records of a split's list (the VOC test list: ImageSets/Segmentation/test.txt) without
+    labels or masks, for prediction; every listed JPEG must exist."""
+    ids, path = split_ids(cfg, split)
+    images = Path(cfg["root"]) / "JPEGImages"
+    missing = [i for i in ids if not (images / f"{i}.jpg").is_file()]
+    if missing:
+        raise ManifestError(f"{path}: {len(missing)} listed image(s) not in {images}: {', '.join(missing[:5])}")
+    return [Record(i, str(images / f"{i}.jpg"), ()) for i in ids]

@@ -32,6 +32,10 @@ TRAIN_SPLIT, EVAL_SPLIT = DS["train_split"], DS["eval_split"]
 MANIFESTS, LEFT_OUT = {}, {}
 for _split in datasets.splits(DS):
     MANIFESTS[_split], LEFT_OUT[_split] = datasets.build_manifest(DS, _split)
+# images to predict on, without labels (config predict; target `predict` in predict.smk)
+PREDICT_SPLIT, _records = datasets.predict_manifest(DS, CFG["predict"]) or (None, [])
+if PREDICT_SPLIT:
+    MANIFESTS[PREDICT_SPLIT], LEFT_OUT[PREDICT_SPLIT] = _records, []
 SHARDS = {s: mf.split_into_shards(records, DS["n_shards"]) for s, records in MANIFESTS.items()}
 
 
@@ -90,7 +94,7 @@ MASK_SOURCES = {}
 
 def split_data(split):
     """The generated image folder of a split, for datasets the workflow makes itself, else []."""
-    return datasets.generated_data(DS, split)
+    return [] if split == PREDICT_SPLIT else datasets.generated_data(DS, split)
 
 
 def shard_files(pattern, split):
@@ -112,8 +116,10 @@ def default_targets():
     if CAN_EVALUATE:
         return manifests + ["results/metrics/summary.tsv", "results/metrics/saliency.json", *PRM_INSTANCE_METRICS,
                             *rules.report_figures.output]
-    # without ground truth to evaluate on: the first segmenter's CRF-refined predictions
-    return manifests + shard_files(f"results/{next(iter(SEGMENTERS))}_crf/{{split}}/{{shard}}.h5", EVAL_SPLIT)
+    # without ground truth to evaluate on (your own photos): the training images' pseudo masks
+    # (what the segmenters learn from) and the first segmenter's CRF-refined predictions
+    pseudo = [] if MASK_FOLDER else shard_files(MASK_SOURCES[SEG_SOURCE], TRAIN_SPLIT)
+    return manifests + pseudo + shard_files(f"results/{next(iter(SEGMENTERS))}_crf/{{split}}/{{shard}}.h5", EVAL_SPLIT)
 
 
 def print_summary():

@@ -6,8 +6,9 @@
 MASK_STAGES = {row: (f"results/{row}/{{split}}/{{shard}}.h5", EVAL_SPLIT) for row in RW_ROWS}
 MASK_STAGES["rw_crf"] = ("results/rw_crf/{split}/{shard}.h5", EVAL_SPLIT)
 # the pseudo masks the segmenters learn from, where the training split has ground truth
-if has_masks(TRAIN_SPLIT):
-    MASK_STAGES["segmenter_masks"] = (MASK_SOURCES[SEG["source"]], TRAIN_SPLIT)
+# (masks from a folder: row segmenter_masks by rule evaluate_mask_folder)
+if has_masks(TRAIN_SPLIT) and not MASK_FOLDER:
+    MASK_STAGES["segmenter_masks"] = (MASK_SOURCES[SEG_SOURCE], TRAIN_SPLIT)
 # deeplab_<head> with and without the CRF; fully_supervised (ground-truth trained, an upper
 # bound) compares with the segmenters' own rows, so it gets no CRF row.
 for _name, (_head, _source) in SEGMENTERS.items():
@@ -29,9 +30,11 @@ ALL_MASK_STAGES = {**MASK_STAGES, **{row: (pattern, TRAIN_SPLIT) for row, patter
 # Stages evaluated as CAMs (best background threshold): row -> CAM directory under results/.
 CAM_ROWS = {"cam": "cam", **SCCAM_ROWS, **EPS_ROWS}
 ALL_CAM_ROWS = {**CAM_ROWS, **SCCAM_ABLATION_ROWS, **EPS_ABLATION_ROWS}  # the ablation's rows are built on request only
-EVALUATED_STAGES = [*CAM_ROWS, *MASK_STAGES]
+# rows of folders of PNG masks: row -> (folder, split)
+FOLDER_ROWS = {"segmenter_masks": (MASK_FOLDER, TRAIN_SPLIT)} if MASK_FOLDER and has_masks(TRAIN_SPLIT) else {}
+EVALUATED_STAGES = [*CAM_ROWS, *MASK_STAGES, *FOLDER_ROWS]
 # rows whose artifacts are another stage's: row -> the stage that wrote them
-ARTIFACT_STAGES = {"segmenter_masks": SEG["source"]}
+ARTIFACT_STAGES = {"segmenter_masks": SEG_SOURCE}
 if MCOF_ROUNDS:
     ARTIFACT_STAGES["mcof"] = f"mcof_pixelnet_r{MCOF_ROUNDS[-1]}"
 SCORE_STAGES = set(RW_ROWS)
@@ -91,6 +94,31 @@ rule evaluate_masks:
         "results/logs/evaluate/{stage}.log",
     script:
         "../scripts/evaluate_masks.py"
+
+
+rule evaluate_mask_folder:
+    """A folder of PNG masks made elsewhere (segmenter.source: {folder: DIR}) against the split's ground truth."""
+    input:
+        masks=lambda w: folder_masks(),
+        manifests=lambda w: shard_files("results/manifest/{split}/{shard}.tsv", FOLDER_ROWS[w.stage][1]),
+    output:
+        metrics="results/metrics/{stage}.json",
+        problems="results/metrics/{stage}.problems.tsv",
+    wildcard_constraints:
+        stage="|".join(FOLDER_ROWS) or "^$",
+    params:
+        folder=lambda w: FOLDER_ROWS[w.stage][0],
+        classes=CLASSES,
+        split=lambda w: FOLDER_ROWS[w.stage][1],
+        code=code_hash("pipeline.mask_folders"),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    log:
+        "results/logs/evaluate/{stage}.log",
+    script:
+        "../scripts/evaluate_mask_folder.py"
 
 
 rule summary:

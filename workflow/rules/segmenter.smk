@@ -5,13 +5,18 @@
 from pipeline.data import GROUND_TRUTH
 
 SEG = CFG["segmenter"]
+# segmenter.source: a stage's masks, or {folder: DIR} of PNG label maps made elsewhere (source `folder`)
+MASK_FOLDER = SEG["source"]["folder"] if isinstance(SEG["source"], dict) else None
+SEG_SOURCE = "folder" if MASK_FOLDER else SEG["source"]
+if MASK_FOLDER and not Path(MASK_FOLDER).is_dir():
+    raise ValueError(f"segmenter.source.folder: {MASK_FOLDER} is not a folder (of <image_id>.png label maps)")
 # segmenter name -> (head, the masks it learns from)
-SEGMENTERS = {f"deeplab_{head}": (head, SEG["source"]) for head in SEG["heads"]}
+SEGMENTERS = {f"deeplab_{head}": (head, SEG_SOURCE) for head in SEG["heads"]}
 if SEG["fully_supervised"] and has_masks(TRAIN_SPLIT):
     SEGMENTERS["fully_supervised"] = (SEG["heads"][0], GROUND_TRUTH)
 MASK_SOURCES.update({row: f"results/{row}/{{split}}/{{shard}}.h5" for row in [*RW_ROWS, "rw_crf"]})
-if SEG["source"] not in MASK_SOURCES:
-    raise ValueError(f"segmenter.source: {SEG['source']} is not made by this configuration "
+if SEG_SOURCE != "folder" and SEG_SOURCE not in MASK_SOURCES:
+    raise ValueError(f"segmenter.source: {SEG_SOURCE} is not made by this configuration "
                      f"(choose one of {sorted(MASK_SOURCES)}; sccam_rw needs sccam.enabled, eps_rw eps.enabled)")
 # what defines the training (inference settings and the choice of rows do not)
 SEG_TRAINING = {k: v for k, v in SEG.items()
@@ -22,8 +27,16 @@ SEGMENTER_RUNS.update({name: ({**SEG_TRAINING, **run["train"]}, run["source"])
                        for name, run in ROUND_SEGMENTERS.items()})
 
 
+def folder_masks():
+    """The training split's masks in segmenter.source.folder (those missing are rows of the
+    segmenter's problems file, not missing inputs)."""
+    return [str(p) for r in MANIFESTS[TRAIN_SPLIT] if (p := Path(MASK_FOLDER) / f"{r.image_id}.png").is_file()]
+
+
 def segmenter_masks(name):
     source = SEGMENTER_RUNS[name][1]
+    if source == "folder":
+        return folder_masks()
     return [] if source == GROUND_TRUTH else shard_files(MASK_SOURCES[source], TRAIN_SPLIT)
 
 
@@ -43,6 +56,7 @@ rule train_segmenter:
     params:
         cfg=lambda w: SEGMENTER_RUNS[w.segmenter][0],
         source=lambda w: SEGMENTER_RUNS[w.segmenter][1],
+        folder=lambda w: MASK_FOLDER if SEGMENTER_RUNS[w.segmenter][1] == "folder" else None,
         seed=CFG["seed"],
         classes=CLASSES,
         checkpoint=lambda w: f"results/checkpoints/{w.segmenter}.pt",

@@ -10,4 +10,4 @@ with stage_logging(snakemake.log[0]):
                         classes=p.classes, cfg=p.cfg, seed=p.seed, compute=snakemake.config["compute"],
                         code_hash=p.code, classifier_path=snakemake.input.classifier or None,
                         model_path=snakemake.output.model, history_path=snakemake.output.history,
-                        problems_path=snakemake.output.problems, checkpoint_path=p.checkpoint)
+                        problems_path=snakemake.output.problems, checkpoint_path=p.checkpoint, mask_folder=p.folder)
