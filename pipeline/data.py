@@ -18,7 +18,6 @@ from .imageio import ImageReadError, image_size, read_folder_mask, read_image, r
 from .logs import progress
 from .manifest import Record
 
-GROUND_TRUTH = "ground_truth"  # the name of the ground-truth masks where a mask source is named
 
 
 def to_tensor(rgb: np.ndarray) -> torch.Tensor:

@@ -18,6 +18,7 @@ from pathlib import Path
 from .atomic import atomic_path
 
 COLUMNS = ("image_id", "image", "labels", "label_names", "mask", "instances", "meta")
+GROUND_TRUTH = "ground_truth"  # a mask source's name for the manifest's own masks (the `mask` column)
 
 
 class ManifestError(ValueError):

@@ -15,8 +15,9 @@ import torch
 import torch.nn.functional as F
 
 from . import manifest as mf
+from .manifest import GROUND_TRUTH
 from .backbones import build_backbone
-from .data import GROUND_TRUTH, MaskedCrops, folder_mask_locations, mask_locations
+from .data import MaskedCrops, folder_mask_locations, mask_locations
 from .imageio import IGNORE
 from .nets import DeepLab, init_from_classifier
 from .problems import ProblemReport

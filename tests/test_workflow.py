@@ -432,6 +432,18 @@ def test_unchanged_rerun_does_nothing(tiny_run):
     assert "Nothing to be done" in out and planned_jobs(out) == {}
 
 
+def test_building_the_dag_imports_no_torch(tmp_path):
+    """A dry run or a no-op rerun plans without the deep-learning stack (it costs seconds to import)."""
+    config = write_config(tmp_path / "c.yaml")
+    cmd = [sys.executable, "-X", "importtime", "-m", "snakemake", "--snakefile", str(REPO / "Snakefile"),
+           "--directory", str(tmp_path), "--configfile", str(config), "--dry-run", "--cores", "1"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "snakemake" in imported and "pipeline.config" in imported  # the import log is complete
+    assert not {"torch", "torchvision", "matplotlib", "sklearn", "skimage"} & imported
+
+
 def test_cam_parameter_change_reruns_cams_and_what_follows_only(tiny_run):
     work, _, _ = tiny_run
     changed = write_config(work / "scales.yaml", {"cams": {"scales": [1.0]}})

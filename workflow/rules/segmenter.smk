@@ -2,7 +2,7 @@
 # (pipeline/train_segmenter.py); `fully_supervised` is the same recipe on the ground truth.
 # Its resumable checkpoint lives outside the declared outputs, under results/checkpoints/.
 
-from pipeline.data import GROUND_TRUTH
+from pipeline.manifest import GROUND_TRUTH  # torch-free: building the DAG imports no torch
 
 SEG = CFG["segmenter"]
 # segmenter.source: a stage's masks, or {folder: DIR} of PNG label maps made elsewhere (source `folder`)
