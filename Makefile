@@ -1,5 +1,6 @@
 # make run        set up .venv when missing, then run the whole workflow on the default data
 # make test       set up .venv when missing, then run the test suite
+# make test-fast  the tests that run no workflow (pytest -m 'not slow'): the inner loop
 # make benchmark  time the default workflow, the CAM stage and segmenter inference, print the numbers
 # make benchmark-rw  sparse vs dense random walk (time, peak memory) and CRF speed
 # make benchmark-dag dry run of a VOC-sized (10,582-image) manifest: seconds and jobs per stage
@@ -10,7 +11,7 @@ CORES ?= all
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test benchmark benchmark-rw benchmark-dag benchmark-backbones clean
+.PHONY: run test test-fast benchmark benchmark-rw benchmark-dag benchmark-backbones clean
 
 $(STAMP): pyproject.toml envs/requirements.txt envs/test.txt envs/weights.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -26,6 +27,9 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
+
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not slow"
 
 benchmark: $(STAMP)
 	$(BIN)/python -m pipeline benchmark
