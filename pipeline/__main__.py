@@ -9,7 +9,7 @@ from pathlib import Path
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipeline", description=__doc__)
-    parser.add_argument("--version", action="version", version=version_text())
+    parser.add_argument("--version", action=VersionAction, nargs=0, help="print the version and commit, then exit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("status", help="the results table; which stages are complete, stale or missing, and where")
@@ -146,6 +146,14 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+class VersionAction(argparse.Action):
+    """--version, computed only when asked for (it runs git)."""
+
+    def __call__(self, parser, namespace, values, option_string=None):
+        print(version_text())
+        parser.exit()
 
 
 def version_text() -> str:
