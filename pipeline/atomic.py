@@ -2,7 +2,7 @@
 
 A job killed mid-write leaves the old file or no file, never a half-written one; what it
 leaves is its temporary `.<name>.tmp<pid>`, which the next write of the same file removes
-(when no live process has that pid), as does `python -m pipeline status --clean`.
+(when no live process has that pid; once per process and folder), as does `python -m pipeline status --clean`.
 """
 from __future__ import annotations
 
@@ -40,8 +40,17 @@ def remove_leftovers(root) -> list[Path]:
     return removed
 
 
-def glob_escape(name: str) -> str:
-    return re.sub(r"([*?\[])", r"[\1]", name)
+_CLEANED: set[Path] = set()
+
+
+def _clean_once(folder: Path) -> None:
+    """Remove killed writers' temporaries in `folder`, once per process and folder: a stage writes
+    many files into one folder (PNGs per shard), and listing it before each would cost n^2."""
+    if folder not in _CLEANED:
+        _CLEANED.add(folder)
+        for old in folder.glob(".*.tmp*"):
+            if old.is_file() and leftover(old):
+                old.unlink(missing_ok=True)
 
 
 class AtomicFile:
@@ -51,9 +60,7 @@ class AtomicFile:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.path.with_name(f".{self.path.name}.tmp{os.getpid()}")
-        for old in self.path.parent.glob(f".{glob_escape(self.path.name)}.tmp*"):  # a killed writer's
-            if old.is_file() and leftover(old):
-                old.unlink(missing_ok=True)
+        _clean_once(self.path.parent)
 
     def commit(self) -> None:
         os.replace(self.tmp, self.path)

@@ -6,13 +6,12 @@ from pathlib import Path
 
 from pipeline import datasets
 from pipeline import manifest as mf
-from pipeline.config import layered, scale_warning
+from pipeline.config import DEFAULT_CONFIG, layered, scale_warning
 from pipeline.provenance import code_hash
 from pipeline.summary import format_table
 from pipeline.weights import backbone_weights_file
 from snakemake.logging import logger
 
-DEFAULT_CONFIG = Path(workflow.basedir) / "config" / "config.yaml"
 # --configfile replaces config/config.yaml rather than being merged into it: each config file
 # sits on the schema defaults and on what it `extends:` (pipeline/config.py); --config values
 # go on top, typed.
