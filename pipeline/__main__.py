@@ -1,5 +1,5 @@
-"""Command line: python -m pipeline {status,inspect,show,export-masks,evaluate-masks,export-instances,config,labels-csv,benchmark,
-benchmark-rw,benchmark-dag,benchmark-backbones} ..."""
+"""Command line: python -m pipeline {status,inspect,show,export-masks,evaluate-masks,export-instances,config,
+labels-csv,benchmark,benchmark-rw,benchmark-dag,benchmark-backbones} ..."""
 from __future__ import annotations
 
 import argparse
@@ -218,8 +218,8 @@ def export_masks(args) -> None:
     shards = mfo.stage_shards(args.results, args.stage, args.split)
     threshold = args.threshold if args.threshold is not None else mfo.stage_threshold(args.results, args.stage)
     done = mfo.export_masks(shard_paths=shards, records=mfo.read_manifest(args.results, args.split), out_dir=args.dir,
-                            split=args.split, n_classes=len(_classes(args.configfile, args.results)) + 1, threshold=threshold,
-                            scores=args.scores)
+                            split=args.split, n_classes=len(_classes(args.configfile, args.results)) + 1,
+                            threshold=threshold, scores=args.scores)
     print(f"{done['written']} masks of {args.stage} ({args.split}) written to {args.dir}"
           + (f"; {len(done['missing'])} image(s) without output (skipped upstream)" if done["missing"] else ""))
 
@@ -238,8 +238,9 @@ def evaluate_masks(args) -> None:
     table = out.with_suffix(".tsv")
     write_summary([out], table)
     print(format_table(table, columns=("stage", "split", "miou", "coverage", "n_images", "n_skipped")))
+    skipped = metrics["n_skipped"]
     print(f"metrics: {out}; per-class IoU: {table}"
-          + (f"; {metrics['n_skipped']} mask(s) missing or unusable, listed in {problems}" if metrics["n_skipped"] else ""))
+          + (f"; {skipped} mask(s) missing or unusable, listed in {problems}" if skipped else ""))
 
 
 if __name__ == "__main__":

@@ -78,7 +78,8 @@ def run(*, manifest_path, cam_path, cfg: dict, profile: dict, classes, workers: 
                 d = cams_in.read(r.image_id, "cams", "keys")
                 yield r.image_id, r.image, d["cams"], d["keys"], cfg, profile
 
-        log.info("%s: affinity labels of %d images (%s mode) with %d CRF workers", shard, len(todo), cfg["mode"], workers)
+        log.info("%s: affinity labels of %d images (%s mode) with %d CRF workers",
+                 shard, len(todo), cfg["mode"], workers)
         params = {"affinity_labels": cfg, "crf": profile}
         with ArtifactWriter(out_path, stage="affinity_labels", split=split, shard=shard, classes=classes,
                             params=params, code_hash=code_hash) as out:

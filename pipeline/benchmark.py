@@ -1,4 +1,4 @@
-"""`python -m pipeline benchmark`: the numbers of the README, measured in one run.
+"""`python -m pipeline benchmark`: the numbers of docs/results.md, measured in one run.
 
 1. Wall time of the default workflow from scratch in a fresh run directory, and of an
    immediate second run (which must find nothing to do).
@@ -191,6 +191,7 @@ def main(args) -> dict:
         from .benchmark_backbones import DEFAULT_BACKBONES, main as backbone_speeds
 
         print()
-        out["backbones"] = backbone_speeds(argparse.Namespace(cores=args.cores, backbones=DEFAULT_BACKBONES, seconds=5.0))
+        out["backbones"] = backbone_speeds(
+            argparse.Namespace(cores=args.cores, backbones=DEFAULT_BACKBONES, seconds=5.0))
     (workdir / "benchmark.json").write_text(json.dumps(out, indent=1))
     return out

@@ -10,7 +10,6 @@ added images fall in, and checks that no existing image changes shard.
 from __future__ import annotations
 
 import csv
-import os
 import re
 import subprocess
 import sys
@@ -132,7 +131,8 @@ def main(args) -> None:
                 failures.append(f"n_shards {n_shards}: {rule} [{wildcards}] plans {largest} jobs > {GROUP_LIMIT}")
             ids = [f"train_aug_{i:06d}" for i in range(SPLITS["train_aug"])]
             touched, moved = shard_stability(ids, n_shards)
-            print(f"  10 added train_aug images fall in {touched} of {n_shards} shards; {moved} existing images change shard")
+            print(f"  10 added train_aug images fall in {touched} of {n_shards} shards; "
+                  f"{moved} existing images change shard")
             if moved:
                 failures.append(f"n_shards {n_shards}: {moved} images changed shard")
         print("\nOK: every number within its limit" if not failures else "\nFAILED:\n  " + "\n  ".join(failures))

@@ -207,7 +207,8 @@ def layered(configfiles, overrides: dict | None = None) -> tuple[dict, list[Path
     if not overrides:
         return resolve(values, sources), chain
     try:
-        return resolve(deep_merge(values, typed_overrides(overrides)), ["--config", f"on top of {', '.join(sources)}"]), chain
+        merged = deep_merge(values, typed_overrides(overrides))
+        return resolve(merged, ["--config", f"on top of {', '.join(sources)}"]), chain
     except ConfigError:
         resolve(values, sources)  # the files alone are wrong: name them
         raise
@@ -228,8 +229,9 @@ def scale_warning(cfg: dict, chain: list[Path]) -> str | None:
         return None
     names = ", ".join(str(p) for p in chain)
     return (f"{names} does not extend config/config.yaml, so the sections it leaves out ({', '.join(left)}) take "
-            "the schema's full-scale paper defaults (workflow/schemas/config.schema.yaml), far slower than the embedded "
-            "default on the synthetic data. Add `extends: config/config.yaml` to the file (or pass `--configfile config/config.yaml "
+            "the schema's full-scale paper defaults (workflow/schemas/config.schema.yaml), far slower than the "
+            "embedded default on the synthetic data. Add `extends: config/config.yaml` to the file (or pass "
+            "`--configfile config/config.yaml "
             f"{chain[-1]}`) to change only what the file names.")
 
 

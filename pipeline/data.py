@@ -25,6 +25,21 @@ def to_tensor(rgb: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(rgb)).permute(2, 0, 1).float().div_(255.0)
 
 
+def scaled_views(x: torch.Tensor, scales, flip: bool):
+    """Multi-scale (and flip) test-time views of a [3, H, W] image: per scale a batch of the
+    resized image, with `flip` its mirror image as a second item. Each side keeps at least 8 px,
+    one cell of the networks' stride-8 grid. `unflip` brings a view's outputs back in line."""
+    h, w = x.shape[-2:]
+    for s in scales:
+        xs = resize(x, (max(8, round(h * s)), max(8, round(w * s))))[None]
+        yield torch.cat([xs, xs.flip(-1)]) if flip else xs
+
+
+def unflip(out: torch.Tensor) -> torch.Tensor:
+    """Outputs [1 or 2, ...] of a `scaled_views` batch with the mirrored item flipped back."""
+    return torch.cat([out[:1], out[1:].flip(-1)]) if len(out) > 1 else out
+
+
 def resize(x: torch.Tensor, size: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
     """Resize [C, H, W] or [N, C, H, W] images (antialiased when shrinking)."""
     batched = x.dim() == 4
@@ -44,17 +59,18 @@ def upsample_scores(scores, size: tuple[int, int]) -> torch.Tensor:
 def color_jitter(x: torch.Tensor, rng: np.random.Generator, brightness: float, contrast: float,
                  saturation: float, hue: float) -> torch.Tensor:
     """Random brightness, contrast, saturation and hue, applied in a random order (as torchvision)."""
-    ops = []
+    ops = []  # (adjustment, its factor), the factors drawn in this order
     if brightness:
-        ops.append(lambda t, f=rng.uniform(1 - brightness, 1 + brightness): TF.adjust_brightness(t, f))
+        ops.append((TF.adjust_brightness, rng.uniform(1 - brightness, 1 + brightness)))
     if contrast:
-        ops.append(lambda t, f=rng.uniform(1 - contrast, 1 + contrast): TF.adjust_contrast(t, f))
+        ops.append((TF.adjust_contrast, rng.uniform(1 - contrast, 1 + contrast)))
     if saturation:
-        ops.append(lambda t, f=rng.uniform(1 - saturation, 1 + saturation): TF.adjust_saturation(t, f))
+        ops.append((TF.adjust_saturation, rng.uniform(1 - saturation, 1 + saturation)))
     if hue:
-        ops.append(lambda t, f=rng.uniform(-hue, hue): TF.adjust_hue(t, f))
+        ops.append((TF.adjust_hue, rng.uniform(-hue, hue)))
     for i in rng.permutation(len(ops)):
-        x = ops[i](x)
+        adjust, factor = ops[i]
+        x = adjust(x, factor)
     return x.clamp_(0.0, 1.0)
 
 

@@ -75,7 +75,8 @@ class ThresholdSweep:
         if g.size and (g.max() >= self.n or cls.max() >= self.n):
             raise ValueError(f"label values outside 0..{self.n - 1}")
         t = len(self.thresholds) + 1
-        self.hist += np.bincount((g * self.n + cls) * t + rank, minlength=self.n * self.n * t).reshape(self.n, self.n, t)
+        counts = np.bincount((g * self.n + cls) * t + rank, minlength=self.n * self.n * t)
+        self.hist += counts.reshape(self.n, self.n, t)
 
     def confusion(self, k: int) -> np.ndarray:
         """Confusion matrix at thresholds[k]: pixels with rank > k are foreground."""

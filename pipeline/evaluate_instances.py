@@ -111,7 +111,8 @@ class InstanceScores:
                              if self.n_gt[c] else None) for c in range(1, self.n_classes + 1)}
         scored = [v for v in ap.values() if v is not None]
         return {"map_r": float(np.mean(scored)) if scored else None, "iou_threshold": self.threshold,
-                "ap_per_class": ap, "n_gt_instances": {names[c - 1]: int(self.n_gt[c]) for c in range(1, self.n_classes + 1)},
+                "ap_per_class": ap,
+                "n_gt_instances": {names[c - 1]: int(self.n_gt[c]) for c in range(1, self.n_classes + 1)},
                 "n_images": self.n_images, "instances_per_image": self.n_predicted / max(self.n_images, 1),
                 "same_class_pairs": {"images_classes": self.pairs,
                                      "two_or_more_predicted": self.pairs_split / self.pairs if self.pairs else None,
@@ -151,7 +152,8 @@ def run(*, manifest_paths, instance_paths, classes, split: str, threshold: float
         for rd in readers:
             rd.close()
     if acc.n_images == 0:
-        raise ValueError(f"evaluate prm instances: no image of split {split!r} could be evaluated (see {problems_path})")
+        raise ValueError(
+            f"evaluate prm instances: no image of split {split!r} could be evaluated (see {problems_path})")
     result = {"stage": "prm", "split": split, **acc.result(list(classes))}
     write_text(out_path, json.dumps(result, indent=1))
     problems.write()

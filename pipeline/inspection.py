@@ -9,6 +9,7 @@ import h5py
 import numpy as np
 
 from .artifacts import ArtifactError, ArtifactReader
+from .figures import pyplot, save_figure
 from .imageio import IGNORE, ImageReadError, colorize, read_image, read_label_map
 
 
@@ -44,7 +45,8 @@ def describe(path, max_images: int | None = 5) -> str:
         others = [k for k in f.keys() if k not in ("images", "params")]
         for key in others:
             obj = f[key]
-            lines.append(f"  /{key}  {obj.shape} {obj.dtype}{_range(obj)}" if isinstance(obj, h5py.Dataset) else f"  /{key}/")
+            dataset = isinstance(obj, h5py.Dataset)
+            lines.append(f"  /{key}  {obj.shape} {obj.dtype}{_range(obj)}" if dataset else f"  /{key}/")
         if images is not None:
             lines.append(f"  /images/  {len(ids)} image groups")
             shown = ids if max_images is None else ids[:max_images]
@@ -82,12 +84,9 @@ def show(path, image_id: str, out_path, threshold: float = 0.15) -> Path:
     """Draw an image with its CAMs (one heat map per class and the label map at `threshold`),
     its saliency map or its label maps overlaid, plus the ground truth when the mask is at
     hand; save as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from matplotlib.patches import Patch
 
+    plt = pyplot()
     with ArtifactReader(path) as reader:
         attrs = reader.image_attrs(image_id)
         group = reader.file["images"][image_id]
@@ -147,7 +146,8 @@ def show(path, image_id: str, out_path, threshold: float = 0.15) -> Path:
             panels.append((f"PRM {name_of(int(c))} (peak {score:.2f})", drawn))
     if "instance_masks" in data:  # PRM's instances, one colour each
         drawn = instance_overlay(rgb, data["instance_masks"].astype(bool))
-        listed = ", ".join(f"{name_of(int(c))} {s:.2f}" for c, s in zip(data["instance_classes"], data["instance_scores"]))
+        listed = ", ".join(f"{name_of(int(c))} {s:.2f}"
+                           for c, s in zip(data["instance_classes"], data["instance_scores"]))
         panels.append((f"{len(data['instance_masks'])} instances" + (f": {listed}" if listed else ""), drawn))
     for name, arr in data.items():
         if arr.ndim == 2 and arr.dtype == np.uint8 and arr.shape == rgb.shape[:2]:
@@ -175,11 +175,7 @@ def show(path, image_id: str, out_path, threshold: float = 0.15) -> Path:
         fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False)
     fig.suptitle(f"{stage}: {image_id}  ({Path(path).name})", fontsize=10)
     fig.tight_layout(rect=(0, 0.06 if handles else 0, 1, 0.96))
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out_path, dpi=110)
-    plt.close(fig)
-    return out_path
+    return save_figure(fig, out_path, dpi=110)
 
 
 __all__ = ["describe", "show", "heat_overlay", "instance_overlay", "ArtifactError"]

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from . import manifest as mf
 from .artifacts import ArtifactWriter
-from .data import resize, to_tensor
+from .data import scaled_views, to_tensor, unflip
 from .devices import pick_device
 from .logs import progress
 from .nets import Classifier, load_classifier
@@ -34,13 +34,8 @@ def multiscale_cams(model: Classifier, rgb: np.ndarray, class_index: list[int], 
     x = to_tensor(rgb).to(device)
     keys = torch.as_tensor(class_index, device=device)
     total = torch.zeros((len(class_index), h, w), device=device)
-    for s in scales:
-        xs = resize(x, (max(1, round(h * s)), max(1, round(w * s))))[None]
-        if flip:
-            xs = torch.cat([xs, xs.flip(-1)])
-        cams = model.cams(xs, keys)
-        if flip:
-            cams = cams[:1] + cams[1:].flip(-1)
+    for xs in scaled_views(x, scales, flip):
+        cams = unflip(model.cams(xs, keys)).sum(0, keepdim=True)
         total += F.interpolate(cams, size=(h, w), mode="bilinear", align_corners=False)[0]
     peak = total.flatten(1).max(dim=1).values.clamp_min(1e-5)
     return (total / peak[:, None, None]).cpu().numpy()

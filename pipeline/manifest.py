@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from .atomic import atomic_path
+from .problems import ProblemReport
 
 COLUMNS = ("image_id", "image", "labels", "label_names", "mask", "instances", "meta")
 GROUND_TRUTH = "ground_truth"  # a mask source's name for the manifest's own masks (the `mask` column)
@@ -66,6 +67,23 @@ def digest(records: list[Record]) -> str:
     for r in sorted(records, key=lambda r: r.image_id):
         h.update(json.dumps(r.row(), sort_keys=True).encode())
     return h.hexdigest()[:16]
+
+
+def write_shard(records: list[Record], path) -> str:
+    """A shard's manifest; returns the line for the job's log."""
+    write_tsv(records, path)
+    return f"{len(records)} images\n"
+
+
+def write_split(records: list[Record], left_out, manifest_path, problems_path) -> str:
+    """A split's manifest and the images left out of it ((image id, reason) pairs) as a problems
+    file; returns the line for the job's log."""
+    write_tsv(records, manifest_path)
+    report = ProblemReport(problems_path)
+    for image_id, reason in left_out:
+        report.add(image_id, "", reason)
+    report.write()
+    return f"{len(records)} images, {len(report)} left out\n"
 
 
 def write_tsv(records: list[Record], path) -> None:

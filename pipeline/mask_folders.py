@@ -48,7 +48,8 @@ def read_manifest(results: Path, split: str) -> list[mf.Record]:
     path = Path(results) / "manifest" / f"{split}.tsv"
     if not path.is_file():
         found = sorted(p.stem for p in (Path(results) / "manifest").glob("*.tsv"))
-        raise FileNotFoundError(f"{path}: no manifest of split {split!r} (splits of this run: {', '.join(found) or 'none'})")
+        raise FileNotFoundError(
+            f"{path}: no manifest of split {split!r} (splits of this run: {', '.join(found) or 'none'})")
     # paths in a manifest are relative to the run's directory (the folder holding results/)
     run_dir = Path(results).resolve().parent
 

@@ -70,7 +70,8 @@ def run_seeds(*, manifest_path, cam_path, superpixel_path, cfg: dict, code_hash:
                 d = cams_in.read(r.image_id, "cams", "keys")
                 segments = sp_in.read(r.image_id, "superpixels")["superpixels"]
                 if segments.shape != d["cams"].shape[1:]:
-                    sp_in.fail(r.image_id, f"superpixels {segments.shape} and CAMs {d['cams'].shape[1:]} differ in size")
+                    sp_in.fail(r.image_id,
+                               f"superpixels {segments.shape} and CAMs {d['cams'].shape[1:]} differ in size")
                 out.add(r.image_id, {"image_path": r.image, "mask_path": r.mask},
                         mask=seed_mask(d["cams"], d["keys"], segments, cfg))
     problems.write()

@@ -8,7 +8,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .atomic import atomic_path
 from .backbones import Backbone, from_arch
+
+# the grid of AffinityNet's features and of the segmenters' stored scores (output stride 8)
+STRIDE = 8
 
 
 class Classifier(nn.Module):
@@ -179,9 +183,13 @@ class DeepLab(nn.Module):
         return {"backbone": list(self.backbone.parameters()), "head": list(self.head.parameters())}
 
 
-def save_model(model: nn.Module, path, extra: dict | None = None) -> None:
-    from .training import atomic_torch_save
+def atomic_torch_save(obj, path) -> None:
+    """torch.save that leaves either the old file or the whole new one, never half of it."""
+    with atomic_path(path) as tmp:
+        torch.save(obj, tmp)
 
+
+def save_model(model: nn.Module, path, extra: dict | None = None) -> None:
     atomic_torch_save({"arch": model.arch, "state_dict": model.state_dict(), **(extra or {})}, path)
 
 

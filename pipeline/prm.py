@@ -22,7 +22,7 @@ the peak settings among its extras.
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 
 import numpy as np
 import torch
@@ -156,7 +156,7 @@ def peak_response_maps(model: Classifier, rgb: np.ndarray, class_index: list[int
     x = model.backbone.normalize(to_tensor(rgb).to(device)[None]).detach().requires_grad_(True)
     model.eval()
     with torch.enable_grad(), (excitation_convolutions(model) if cfg["backprop"] == "excitation"
-                               else _nothing(model)):
+                               else nullcontext(model)):
         maps = response_maps(model, x, cfg["sub_pixel_factor"], normalized=True)
         peaks = select_peaks(maps, class_index, cfg["window"], cfg["median_filter"], cfg["peak_threshold"])
         prms = np.zeros((len(peaks), h, w), np.float32)
@@ -175,11 +175,6 @@ def peak_response_maps(model: Classifier, rgb: np.ndarray, class_index: list[int
                  else np.zeros((0, h, w), np.float32))
     return {"peaks": locations, "peak_classes": np.array([p[0] for p in peaks], np.int64),
             "peak_scores": np.array([p[3] for p in peaks], np.float32), "prms": prms, "responses": responses}
-
-
-@contextmanager
-def _nothing(model):
-    yield model
 
 
 # ---------------------------------------------------------------- stages

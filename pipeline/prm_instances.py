@@ -58,10 +58,12 @@ def region_boxes(segments: np.ndarray) -> np.ndarray:
     ys, xs = np.indices(segments.shape)
     flat = segments.ravel()
     boxes = np.empty((n, 4), np.int64)
-    boxes[:, 0] = np.full(n, segments.shape[0]); boxes[:, 1] = np.full(n, segments.shape[1])
-    boxes[:, 2] = -1; boxes[:, 3] = -1
-    np.minimum.at(boxes[:, 0], flat, ys.ravel()); np.minimum.at(boxes[:, 1], flat, xs.ravel())
-    np.maximum.at(boxes[:, 2], flat, ys.ravel()); np.maximum.at(boxes[:, 3], flat, xs.ravel())
+    boxes[:, :2] = segments.shape  # minima start above any coordinate, maxima below
+    boxes[:, 2:] = -1
+    np.minimum.at(boxes[:, 0], flat, ys.ravel())
+    np.minimum.at(boxes[:, 1], flat, xs.ravel())
+    np.maximum.at(boxes[:, 2], flat, ys.ravel())
+    np.maximum.at(boxes[:, 3], flat, xs.ravel())
     return boxes
 
 

@@ -34,12 +34,11 @@ from .atomic import write_text
 from .data import to_tensor
 from .devices import pick_device
 from .logs import progress
+from .mcof import UNDECIDED
 from .nets import load_saved, load_classifier, save_model
 from .problems import ProblemReport, readable_images, with_output
 
 log = logging.getLogger(__name__)
-
-UNDECIDED = 255
 
 
 def pool_region_features(features: np.ndarray, segments: np.ndarray) -> np.ndarray:

@@ -26,9 +26,10 @@ import numpy as np
 
 from . import manifest as mf
 from .artifacts import ArtifactReader
-from .atomic import atomic_path, write_text
+from .atomic import write_text
 from .evaluate import cam_labels
-from .imageio import IGNORE, ImageReadError, colorize, read_image, read_label_map
+from .figures import pyplot, save_figure
+from .imageio import ImageReadError, colorize, read_image, read_label_map
 from .inspection import heat_overlay, instance_overlay
 
 log = logging.getLogger(__name__)
@@ -56,30 +57,12 @@ def montage_ids(records: list[mf.Record], n_images: int, seed: int) -> list[str]
     return sorted(records[i].image_id for i in chosen)
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, out_path) -> None:
-    plt = _plt()
-    out_path = Path(out_path)
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-
-
 def draw_montage(rows: list[tuple[str, list]], columns: list[str], class_names, title: str, out_path) -> int:
     """One row per image (its id, one picture per column; None draws an empty panel),
     a legend of the classes seen in the label maps; returns the panels holding a picture."""
     from matplotlib.patches import Patch
 
-    plt = _plt()
+    plt = pyplot()
     seen = set().union(*(p.get("classes", set()) for _, pictures in rows for p in pictures if p is not None))
     names = ["background", *class_names]
     palette = colorize(np.arange(256, dtype=np.uint8)) / 255.0
@@ -107,7 +90,7 @@ def draw_montage(rows: list[tuple[str, list]], columns: list[str], class_names, 
     fig.suptitle(title, fontsize=9)
     fig.tight_layout(rect=(0, legend_inches / height, 1, 1 - 0.3 / height))
     drawn = sum(bool(ax.images) for ax in axes.flat)
-    _save(fig, out_path)
+    save_figure(fig, out_path)
     return drawn
 
 
@@ -177,7 +160,8 @@ def results_table_html(metric_paths, class_names) -> str:
 def _html_page(title: str, note: str, head: str, body: list[str]) -> str:
     return (f"<!DOCTYPE html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title><style>"
             "body{font-family:sans-serif;font-size:13px}table{border-collapse:collapse}"
-            "th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child,td:nth-child(2){text-align:left}"
+            "th,td{border:1px solid #ccc;padding:3px 6px;text-align:right}"
+            "td:first-child,td:nth-child(2){text-align:left}"
             "th{background:#f0f0f0;writing-mode:vertical-rl;transform:rotate(180deg);white-space:nowrap}"
             f".best{{font-weight:bold;background:#c8f0c8}}</style></head><body><p>{html.escape(note)}</p>"
             f"<table><tr>{head}</tr>{''.join(body)}</table></body></html>\n")
@@ -213,7 +197,7 @@ def saliency_table_html(metric_paths) -> str:
 
 def plot_saliency_curves(metric_paths, out_path) -> None:
     """The precision-recall curve of every saliency row, in one plot."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(4.2, 3.4))
     for p in metric_paths:
         m = json.loads(Path(p).read_text())
@@ -228,14 +212,14 @@ def plot_saliency_curves(metric_paths, out_path) -> None:
     ax.legend(fontsize=7, loc="lower left")
     ax.set_title("saliency: precision-recall against the foreground", fontsize=9)
     fig.tight_layout()
-    _save(fig, out_path)
+    save_figure(fig, out_path)
 
 
 def plot_history(history_path, title: str, out_path) -> None:
     """Loss per epoch (and mIoU where the history holds it) of one trained model."""
     from matplotlib.ticker import MaxNLocator
 
-    plt = _plt()
+    plt = pyplot()
     epochs = json.loads(Path(history_path).read_text())["epochs"]
     x = [e["epoch"] for e in epochs]
     has_miou = any("miou" in e for e in epochs)
@@ -256,7 +240,7 @@ def plot_history(history_path, title: str, out_path) -> None:
         ax.grid(alpha=0.3)
     fig.suptitle(f"{title}: {len(epochs)} epochs, {sum(e.get('seconds', 0) for e in epochs) / 60:.1f} min", fontsize=9)
     fig.tight_layout()
-    _save(fig, out_path)
+    save_figure(fig, out_path)
 
 
 def draw_instances(shard_paths, records: list[mf.Record], images: dict, truths: dict, class_names, out_path) -> int:
@@ -311,7 +295,9 @@ def run(*, records: dict[str, list[mf.Record]], montage_ids_by_split: dict[str, 
         rows_of_split = {row: s for row, s in stages.items() if s["split"] == split}
         overview_columns, overview = ["image", "ground truth"], {i: [{"rgb": images[i]}, truths[i]] for i in images}
         for row, s in rows_of_split.items():
-            threshold = json.loads(Path(metric_paths[row]).read_text()).get("best_threshold") if s["kind"] == "cam" else None
+            threshold = None
+            if s["kind"] == "cam":
+                threshold = json.loads(Path(metric_paths[row]).read_text()).get("best_threshold")
             pictures = stage_pictures(s["kind"], s["shards"], s["stage"], images, threshold)
             columns = ["image", "ground truth"]
             columns += [f"{row} heat map", f"{row} labels (bg > {threshold:.2f})"] if s["kind"] == "cam" else [row]

@@ -18,7 +18,7 @@ Sources (config `saliency.source`; `auto`, the default, is `u2netp` on photograp
   against the superpixels of S above its mean, normalised to 0..1: the saliency.
 - `frequency_tuned`: Achanta et al., CVPR 2009: the Lab distance of each (slightly blurred)
   pixel to the image's mean colour, divided by its maximum. A weaker, even simpler detector;
-  the README's source ablation compares the two.
+  docs/eps.md's source ablation compares the two.
 - `folder`: per-image maps from any detector (e.g. the PFAN maps EPS distributes): grey
   PNGs 0..255 of any size, named <image id><suffix>, resized bilinearly to the image. A
   missing or unreadable map is a per-image problem in the shard's report, not a crash.
@@ -268,10 +268,11 @@ def evaluate_saliency(*, manifest_paths, saliency_paths, classes, split: str, st
         for rd in readers:
             rd.close()
     try:
-        metrics = {"stage": stage, "split": split, "source": ", ".join(sources), **scores.result(), "n_images": len(scores.mae),
-                   "n_skipped": len(problems)}
+        metrics = {"stage": stage, "split": split, "source": ", ".join(sources), **scores.result(),
+                   "n_images": len(scores.mae), "n_skipped": len(problems)}
     except ValueError:
-        raise ValueError(f"evaluate {stage}: no image of split {split!r} could be evaluated (see {problems_path})") from None
+        raise ValueError(
+            f"evaluate {stage}: no image of split {split!r} could be evaluated (see {problems_path})") from None
     write_text(out_path, json.dumps(metrics, indent=1))
     problems.write()
     log.info("%s on %s: max F %.4f, MAE %.4f (%d images, %d skipped)", stage, split, metrics.get("max_f", float("nan")),

@@ -1,8 +1,8 @@
 """SC-CAM (Chang et al., CVPR 2020): sub-categories found by clustering, in rounds.
 
 Round r starts from the classifier of round r - 1 (round 1 from the plain CAM classifier):
-  1. sccam_features: a global-average-pooled backbone feature per training image
-     (the whole image at scale 1, no flip), stored per shard;
+  1. sccam_features (pipeline/sccam_features.py): a global-average-pooled backbone feature
+     per training image (the whole image at scale 1, no flip), stored per shard;
   2. sccam_clusters: for each parent class c, k-means on the features of the images that
      contain c; every image gets one sub-category j < k per present class, its label
      c * k + j among the C x k sub-categories. A class with fewer images than k gets as many
@@ -17,48 +17,16 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
-import torch
 
 from . import manifest as mf
 from .artifacts import ArtifactReader, ArtifactWriter
-from .atomic import atomic_path, write_text
-from .data import to_tensor
-from .devices import pick_device
-from .logs import progress
-from .nets import load_classifier
-from .problems import ProblemReport, readable_images
-from .summary import aligned, percent, write_rows
+from .atomic import write_text
+from .figures import pyplot, save_figure
 
 log = logging.getLogger(__name__)
-
-
-# ---------------------------------------------------------------- features
-
-
-@torch.no_grad()
-def pooled_feature(model, rgb: np.ndarray, device="cpu") -> np.ndarray:
-    """float32 [D] global-average-pooled backbone feature of the whole image."""
-    x = to_tensor(rgb).to(device)[None]
-    return model.pooled_features(x)[0].float().cpu().numpy()
-
-
-def run_features(*, manifest_path, model_path, device: str, code_hash: str, params: dict, split: str, shard: str,
-                 out_path, problems_path) -> None:
-    records = mf.read_tsv(manifest_path)
-    dev = pick_device(device)
-    model, saved = load_classifier(model_path, dev)
-    problems = ProblemReport(problems_path)
-    with ArtifactWriter(out_path, stage="sccam_features", split=split, shard=shard, classes=saved["classes"],
-                        params=params, code_hash=code_hash) as out:
-        for r, rgb in readable_images(progress(records, desc=f"sccam_features {shard}", unit="img"), problems):
-            out.add(r.image_id, {"image_path": r.image}, feature=pooled_feature(model, rgb, dev),
-                    keys=np.asarray(r.labels, dtype=np.uint8))
-    problems.write()
 
 
 # ---------------------------------------------------------------- clustering
@@ -171,11 +139,7 @@ def embed_2d(features: np.ndarray, method: str, seed: int) -> np.ndarray:
 def draw_embedding(path, xy: np.ndarray, subs: SubCategories, classes, truth: np.ndarray | None, title: str) -> None:
     """Scatter of (image, present class) pairs coloured by parent class, by cluster and, when
     known, by true sub-type; written atomically as PNG."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     img, cls = np.nonzero(subs.assign >= 0)
     colourings = [("parent class", cls, classes), ("cluster (within its class)", subs.assign[img, cls], None)]
     if truth is not None:
@@ -195,9 +159,7 @@ def draw_embedding(path, xy: np.ndarray, subs: SubCategories, classes, truth: np
             ax.legend(fontsize=7, markerscale=1.5, loc="best")
     fig.suptitle(title)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 # ---------------------------------------------------------------- the stage
@@ -261,26 +223,3 @@ def read_subcategories(path, classes) -> tuple[int, dict[str, np.ndarray]]:
             got = rd.read(image_id, "keys", "subcategories")
             targets[image_id] = subcategory_target(got["keys"].astype(int) - 1, got["subcategories"], len(classes), k)
     return k, targets
-
-
-def write_ablation(metric_paths, out_path) -> str:
-    """The ablation table over k and rounds from the rows sccam_k<k>_r<round> (TSV, 0..1), and
-    the same aligned for the terminal (in percent)."""
-    rows = []
-    for path in metric_paths:
-        m = json.loads(Path(path).read_text())
-        k, round_ = map(int, re.fullmatch(r"sccam_k(\d+)_r(\d+)", m["stage"]).groups())
-        purity = (m.get("clusters") or {}).get("purity") or {}
-        rows.append({"k": k, "round": round_, "miou": m["miou"], "best_threshold": m["best_threshold"],
-                     "purity": purity.get("purity"), "nmi": purity.get("nmi")})
-    rows.sort(key=lambda r: (r["k"], r["round"]))
-    columns = ["k", "round", "miou", "best_threshold", "purity", "nmi"]
-    write_rows(rows, columns, out_path)
-
-    def cell(v):
-        return "" if v is None else f"{v:.4f}"
-
-    shown = [["k", "round", "CAM mIoU", "threshold", "purity", "NMI"]]
-    shown += [[str(r["k"]), str(r["round"]), percent(r["miou"]), cell(r["best_threshold"]), cell(r["purity"]),
-               cell(r["nmi"])] for r in rows]
-    return aligned(shown)

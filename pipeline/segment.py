@@ -17,16 +17,14 @@ import torch.nn.functional as F
 
 from . import manifest as mf
 from .artifacts import ArtifactWriter
-from .data import resize, to_tensor
+from .data import scaled_views, to_tensor, unflip
 from .devices import pick_device
 from .imageio import write_label_png
 from .logs import progress
-from .nets import load_segmenter
+from .nets import STRIDE, load_segmenter
 from .problems import ProblemReport, readable_images
 
 log = logging.getLogger(__name__)
-
-STRIDE = 8
 
 
 @torch.no_grad()
@@ -35,13 +33,8 @@ def multiscale_probs(model, rgb: np.ndarray, scales, flip: bool, device="cpu") -
     h, w = rgb.shape[:2]
     x = to_tensor(rgb).to(device)
     total, count = None, 0
-    for s in scales:
-        xs = resize(x, (max(8, round(h * s)), max(8, round(w * s))))[None]
-        if flip:
-            xs = torch.cat([xs, xs.flip(-1)])
-        probs = F.interpolate(model.logits(xs), size=(h, w), mode="bilinear", align_corners=False).softmax(1)
-        if flip:
-            probs = torch.cat([probs[:1], probs[1:].flip(-1)])
+    for xs in scaled_views(x, scales, flip):
+        probs = unflip(F.interpolate(model.logits(xs), size=(h, w), mode="bilinear", align_corners=False).softmax(1))
         total = probs.sum(0) if total is None else total + probs.sum(0)
         count += probs.shape[0]
     return total / count

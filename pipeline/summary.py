@@ -68,25 +68,17 @@ def write_rows(rows: list[dict], columns, out_path) -> None:
                                                             for r in rows))
 
 
-def write_metric_rows(metric_paths, out_path, columns=("stage", "split", "miou", "miou_full", "coverage",
-                                                      "precision", "n_images")) -> str:
-    """An ablation's rows straight from the rows' metric files, in the given order (TSV as
-    write_rows); returns them aligned for the terminal (mIoU, coverage, precision in percent)."""
-    rows = [json.loads(Path(p).read_text()) for p in metric_paths]
-    write_rows(rows, columns, out_path)
-    shown = ("miou", "miou_full", "coverage", "precision")
-    return aligned([list(columns)] + [[percent(r.get(c)) if c in shown else str(r.get(c, "")) for c in columns]
-                                      for r in rows])
+TABLE_COLUMNS = ("stage", "split", "miou", "best_threshold", "coverage", "n_images", "n_skipped")
 
 
-def format_table(tsv_path, columns=("stage", "split", "miou", "best_threshold", "coverage", "n_images", "n_skipped")) -> str:
+def format_table(tsv_path, columns=TABLE_COLUMNS) -> str:
     """The main columns of a summary file, aligned for the terminal (mIoU and coverage in percent)."""
     with open(tsv_path, newline="") as f:
         rows = list(csv.DictReader(f, delimiter="\t"))
     cells = [list(columns)]
     for r in rows:
-        cells.append([f"{100 * float(r[c]):.1f}" if c in ("miou", "coverage") and r.get(c) not in (None, "", "nan") else r.get(c, "")
-                      for c in columns])
+        cells.append([f"{100 * float(r[c]):.1f}" if c in ("miou", "coverage") and r.get(c) not in (None, "", "nan")
+                      else r.get(c, "") for c in columns])
     table = aligned(cells)
     partial = [r["stage"] for r in rows if r.get("coverage") not in (None, "", "nan") and float(r["coverage"]) < 1]
     if partial:

@@ -1,8 +1,8 @@
 """Stage train_affinity: AffinityNet (PSA) trained on the pairs of the affinity labels.
 
 The affinity labels (confident classes, background 0, ignore 255) of a training crop are
-sampled at the centre of every stride-8 cell (crop sizes are multiples of 8). Each cell i is paired with the cells j at the
-offsets of `pair_offsets(radius)` (half of the disk dy^2 + dx^2 < r^2, so each unordered pair
+sampled at the centre of every stride-8 cell (crop sizes are multiples of 8). Each cell i is paired with the
+cells j at the offsets of `pair_offsets(radius)` (half of the disk dy^2 + dx^2 < r^2, so each unordered pair
 appears once): label 1 if both have the same label, 0 if different, no label if either is
 ignored. The loss on the predicted affinities a_ij = exp(-mean_c |f_i - f_j|) is
     bg/4 + fg/4 + neg/2,  bg = mean of -log a over background-background pairs,
@@ -19,14 +19,13 @@ from . import manifest as mf
 from .backbones import build_backbone
 from .data import MaskedCrops, mask_locations
 from .imageio import IGNORE
-from .nets import AffinityNet, init_from_classifier
+from .nets import STRIDE, AffinityNet, init_from_classifier
 from .problems import ProblemReport
 from .provenance import file_id, params_hash
 from .training import train_model
 
 log = logging.getLogger(__name__)
 
-STRIDE = 8
 EPS = 1e-5
 
 

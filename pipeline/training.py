@@ -15,11 +15,11 @@ from pathlib import Path
 
 import torch
 
-from .atomic import atomic_path, write_text
+from .atomic import write_text
 from .data import collate, epoch_batches
 from .devices import pick_device
 from .logs import progress
-from .nets import save_model
+from .nets import atomic_torch_save, save_model
 
 log = logging.getLogger(__name__)
 
@@ -46,11 +46,6 @@ def poly_lr(base_lr: float, step: int, total_steps: int, power: float) -> float:
 def set_lr(optimizer, lr: float) -> None:
     for group in optimizer.param_groups:
         group["lr"] = lr * group.get("lr_mult", 1.0)
-
-
-def atomic_torch_save(obj, path) -> None:
-    with atomic_path(path) as tmp:
-        torch.save(obj, tmp)
 
 
 def load_checkpoint(path, run_hash: str) -> dict | None:

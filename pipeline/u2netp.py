@@ -8,8 +8,8 @@ salient object detection", Pattern Recognition 2020), trained on DUTS-TR by the 
 Runtime: the ONNX graph is converted to a torch module by onnx2torch when a job starts (about
 0.3 s), so the detector runs batched on the job's device (pipeline/devices.py) like the other
 networks. onnxruntime was the alternative: somewhat quicker on the CPU, but its graph takes
-one image at a time and the GPU would need a second, CUDA-specific runtime package (see the
-README's saliency section for the measurements).
+one image at a time and the GPU would need a second, CUDA-specific runtime package (see
+docs/eps.md for the measurements).
 
 Per image: RGB divided by its maximum (0..1, as the authors' data loader does), resized to
 320 x 320 (the paper's input), normalised with the ImageNet mean and std; of the 7 sigmoid

@@ -66,7 +66,8 @@ def test_affinity_is_exp_of_minus_mean_l1_distance():
 
 def test_cell_labels_sample_each_stride_8_cell_centre():
     label = torch.arange(16 * 24).view(16, 24)
-    assert cell_labels(label).tolist() == [[4 * 24 + 4, 4 * 24 + 12, 4 * 24 + 20], [12 * 24 + 4, 12 * 24 + 12, 12 * 24 + 20]]
+    assert cell_labels(label).tolist() == [[4 * 24 + 4, 4 * 24 + 12, 4 * 24 + 20],
+                                           [12 * 24 + 4, 12 * 24 + 12, 12 * 24 + 20]]
 
 
 def test_affinity_net_features_at_stride_8_and_a_frozen_backbone_gets_no_gradient():
@@ -95,7 +96,8 @@ def test_training_learns_affinities_that_separate_the_labels(tmp_path, tiny_data
                         params={}, code_hash="x") as w:
         for r in records:
             w.add(r.image_id, mask=load_ground_truth(r, 9))
-    cfg = resolve({"backbone": {"name": "resnet18", "weights": "none"}, "affinity": {"epochs": 16, "batch_size": 8, "crop_size": 48, "lr": 0.1,
+    cfg = resolve({"backbone": {"name": "resnet18", "weights": "none"},
+                   "affinity": {"epochs": 16, "batch_size": 8, "crop_size": 48, "lr": 0.1,
                                 "rescale": [0.9, 1.1]}})["affinity"]
     compute = {"device": "cpu", "num_workers": 0, "checkpoint_minutes": 10}
     torch.set_num_threads(2)

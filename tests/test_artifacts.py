@@ -56,7 +56,8 @@ def test_failed_write_leaves_no_file(tmp_path):
 
 def test_rewrite_replaces_atomically(tmp_path):
     path = write(tmp_path / "a.h5")
-    with ArtifactWriter(path, stage="cam", split="val", shard="shard00", classes=[], params={"v": 2}, code_hash="y") as w:
+    with ArtifactWriter(path, stage="cam", split="val", shard="shard00", classes=[], params={"v": 2},
+                        code_hash="y") as w:
         w.add("only", keys=np.zeros(0))
     with ArtifactReader(path) as r:
         assert r.image_ids() == ["only"] and r.params() == {"v": 2}
@@ -85,7 +86,8 @@ def test_reader_errors_name_file_image_and_problem(tmp_path):
 
 def test_readers_see_the_complete_old_file_while_it_is_rewritten(tmp_path):
     path = write(tmp_path / "a.h5")
-    with ArtifactWriter(path, stage="cam", split="val", shard="shard00", classes=[], params={"v": 2}, code_hash="y") as w:
+    with ArtifactWriter(path, stage="cam", split="val", shard="shard00", classes=[], params={"v": 2},
+                        code_hash="y") as w:
         w.add("new", keys=np.zeros(1))
         with ArtifactReader(path) as r:  # opened while the writer holds its (temporary) file open
             assert r.image_ids() == ["img_1", "img_2"] and r.params() == PARAMS
@@ -117,7 +119,8 @@ def test_a_tool_holding_the_file_with_hdf5_locking_does_not_block_a_rerun(tmp_pa
 
 def test_group_names_are_checked(tmp_path):
     with pytest.raises(ArtifactError, match="cannot name an HDF5 group"):
-        with ArtifactWriter(tmp_path / "c.h5", stage="cam", split="v", shard="s", classes=[], params={}, code_hash="x") as w:
+        with ArtifactWriter(tmp_path / "c.h5", stage="cam", split="v", shard="s", classes=[], params={},
+                            code_hash="x") as w:
             w.add("a/b", keys=np.zeros(1))
     assert not (tmp_path / "c.h5").exists()
 

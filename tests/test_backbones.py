@@ -60,6 +60,7 @@ def test_torchvision_resnet_files_are_where_torchvision_keeps_them(monkeypatch, 
         url = getattr(torchvision.models, f"ResNet{name.removeprefix('resnet')}_Weights").IMAGENET1K_V1.url
         assert url.endswith("/" + file)
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
-    assert backbone_weights_file("resnet50", "imagenet") == tmp_path / "hub" / "checkpoints" / TORCHVISION_FILES["resnet50"]
+    assert backbone_weights_file("resnet50", "imagenet") == (tmp_path / "hub" / "checkpoints"
+                                                             / TORCHVISION_FILES["resnet50"])
     assert str(weights.torch_hub_checkpoints()) == torch.hub.get_dir() + "/checkpoints"  # found as torch finds it
     assert backbone_weights_file("resnet50", "none") is None

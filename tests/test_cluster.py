@@ -199,7 +199,8 @@ def read_rule_resources() -> dict[str, dict]:
 
 def test_every_submitted_rule_sets_threads_memory_and_runtime():
     for rule, values in read_rule_resources().items():
-        if rule in {"manifest", "manifest_shard", "summary", "eps_ablation", "mcof_ablation", "sccam_ablation", "predict"}:
+        if rule in {"manifest", "manifest_shard", "summary", "eps_ablation", "mcof_ablation", "sccam_ablation",
+                    "predict"}:
             continue
         assert {"threads", "mem_mb", "runtime"} <= set(values), rule
 

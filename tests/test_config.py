@@ -8,7 +8,8 @@ from conftest import REPO
 def test_defaults_are_the_schema_defaults():
     cfg = resolve({})
     assert cfg["dataset"]["name"] == "synthetic"
-    assert cfg["classifier"]["backbone"] == {"name": "resnet50", "weights": "imagenet", "freeze_bn": "auto", "frozen_stages": 0}
+    assert cfg["classifier"]["backbone"] == {"name": "resnet50", "weights": "imagenet", "freeze_bn": "auto",
+                                             "frozen_stages": 0}
     assert cfg["classifier"]["momentum"] == 0.9
     assert cfg["cams"]["scales"] == [1.0, 0.5, 1.5, 2.0]
     assert cfg["classifier"]["color_jitter"] == {"brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.1}
@@ -18,9 +19,12 @@ def test_user_values_override_defaults_and_keep_siblings():
     cfg = resolve({"backbone": {"name": "mobilenet_v2"}, "segmenter": {"backbone": {"weights": "none"}},
                    "classifier": {"backbone": {"name": "resnet18"}, "color_jitter": {"hue": 0.0}}})
     # the shared block, then each network's own keys
-    assert cfg["classifier"]["backbone"] == {"name": "resnet18", "weights": "imagenet", "freeze_bn": "auto", "frozen_stages": 0}
-    assert cfg["affinity"]["backbone"] == {"name": "mobilenet_v2", "weights": "imagenet", "freeze_bn": "auto", "frozen_stages": 0}
-    assert cfg["segmenter"]["backbone"] == {"name": "mobilenet_v2", "weights": "none", "freeze_bn": "auto", "frozen_stages": 0}
+    assert cfg["classifier"]["backbone"] == {"name": "resnet18", "weights": "imagenet", "freeze_bn": "auto",
+                                             "frozen_stages": 0}
+    assert cfg["affinity"]["backbone"] == {"name": "mobilenet_v2", "weights": "imagenet", "freeze_bn": "auto",
+                                           "frozen_stages": 0}
+    assert cfg["segmenter"]["backbone"] == {"name": "mobilenet_v2", "weights": "none", "freeze_bn": "auto",
+                                            "frozen_stages": 0}
     assert resolve(cfg) == cfg  # resolving twice changes nothing
     assert cfg["classifier"]["color_jitter"]["hue"] == 0.0
     assert cfg["classifier"]["color_jitter"]["brightness"] == 0.3
@@ -116,7 +120,8 @@ def test_extends_puts_a_partial_config_on_top_of_the_embedded_default(tmp_path):
     cfg, chain = layered([alone])
     assert cfg["classifier"]["backbone"]["name"] == "resnet50"
     warning = scale_warning(cfg, chain)
-    assert warning.startswith(f"{alone} does not extend config/config.yaml, so the sections it leaves out (dataset, backbone,") and "extends:" in warning
+    assert warning.startswith(f"{alone} does not extend config/config.yaml, so the sections it leaves out "
+                              "(dataset, backbone,") and "extends:" in warning
     # a relative extends from the file's folder, and a cycle
     (tmp_path / "a.yaml").write_text("extends: b.yaml\nseed: 1\n")
     (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
@@ -138,7 +143,7 @@ def test_config_values_are_typed_and_their_errors_name_config(tmp_path):
     base.write_text("extends: config/config.yaml\n")
     cfg, _ = layered([base], raw)
     assert cfg["classifier"]["epochs"] == 2 and cfg["classifier"]["rescale"] == [0.5, 1.5] and cfg["seed"] == 3
-    with pytest.raises(ConfigError, match=rf"from --config, on top of .*base.yaml\):\n  classifier.epochs"):
+    with pytest.raises(ConfigError, match=r"from --config, on top of .*base.yaml\):\n  classifier.epochs"):
         layered([base], {"classifier": {"epochs": "-1"}})
     broken = tmp_path / "broken.yaml"
     broken.write_text("classifier: {epochs: 0}\n")
@@ -155,7 +160,8 @@ def test_snakemake_layers_extends_and_config_and_names_config_in_errors(tmp_path
     proc = snakemake(tmp_path, mine, "--dry-run", "--config", "classifier={epochs: 2, lr: 0.01}")
     assert "does not extend" not in proc.stdout and "train_classifier" in proc.stdout
     bad = snakemake(tmp_path, mine, "--dry-run", "--config", "classifier={epochs: -1}", check=False)
-    assert bad.returncode != 0 and f"invalid configuration (from --config, on top of {REPO / 'config/config.yaml'}" in bad.stdout
+    assert bad.returncode != 0 and (f"invalid configuration (from --config, on top of {REPO / 'config/config.yaml'}"
+                                    in bad.stdout)
     alone = tmp_path / "alone.yaml"
     alone.write_text("dataset: {n_shards: 2}\n")
     assert f"{alone} does not extend config/config.yaml" in snakemake(tmp_path, alone, "--dry-run").stdout

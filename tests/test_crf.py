@@ -19,9 +19,11 @@ def two_regions(h=40, w=60, edge=27):
 
 
 def test_profiles_hold_the_papers_values():
-    assert PROFILES["deeplab"] == {"bilateral": {"compat": 4, "srgb": 3, "sxy": 67}, "gaussian": {"compat": 3, "sxy": 1},
+    assert PROFILES["deeplab"] == {"bilateral": {"compat": 4, "srgb": 3, "sxy": 67},
+                                   "gaussian": {"compat": 3, "sxy": 1},
                                    "gt_prob": 0.7, "iterations": 10, "unary": "scores"}
-    assert PROFILES["psa"]["bilateral"] == {"compat": 10, "srgb": 13, "sxy": 80} and PROFILES["psa"]["gaussian"]["sxy"] == 3
+    assert (PROFILES["psa"]["bilateral"] == {"compat": 10, "srgb": 13, "sxy": 80}
+            and PROFILES["psa"]["gaussian"]["sxy"] == 3)
     assert PROFILES["irn"]["unary"] == "labels" and PROFILES["irn"]["bilateral"] == {"compat": 10, "srgb": 5, "sxy": 50}
     partial = resolve({"crf": {"profiles": {"psa": {"iterations": 3}}}})["crf"]["profiles"]["psa"]
     assert partial["iterations"] == 3 and partial["bilateral"]["sxy"] == 80  # completed from the defaults

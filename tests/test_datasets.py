@@ -70,7 +70,8 @@ def mini_voc(tmp_path):
         mask[2:8, 2:8] = VOC_CLASSES.index(objects[iid][0]) + 1
         write_label_png(root / "SegmentationClass" / f"{iid}.png", mask)
         names = "".join(f"<object><name>{n}</name><difficult>0</difficult></object>" for n in objects[iid])
-        (root / "Annotations" / f"{iid}.xml").write_text(f"<annotation><filename>{iid}.jpg</filename>{names}</annotation>")
+        (root / "Annotations" / f"{iid}.xml").write_text(
+            f"<annotation><filename>{iid}.jpg</filename>{names}</annotation>")
     (root / "ImageSets/Segmentation/train.txt").write_text("\n".join(ids[:2]) + "\n")
     (root / "ImageSets/Segmentation/val.txt").write_text(ids[2] + "\n")
     return root
@@ -107,7 +108,8 @@ def test_voc_listing_errors_name_the_file(mini_voc):
 
 
 def test_unknown_class_name_in_xml_is_an_error(mini_voc):
-    (mini_voc / "Annotations" / "2008_000001.xml").write_text("<annotation><object><name>unicorn</name></object></annotation>")
+    (mini_voc / "Annotations" / "2008_000001.xml").write_text(
+        "<annotation><object><name>unicorn</name></object></annotation>")
     with pytest.raises(ManifestError, match=r"2008_000001.xml: unknown class name 'unicorn'"):
         build_manifest(voc_cfg(mini_voc), "train")
 
@@ -145,7 +147,8 @@ def folder(tmp_path):
 
 def folder_cfg(root, **extra):
     return resolve({"dataset": {"name": "folder", "folder": {
-        "images": str(root / "imgs"), "labels_csv": str(root / "labels.csv"), "classes": ["cat", "dog"], **extra}}})["dataset"]
+        "images": str(root / "imgs"), "labels_csv": str(root / "labels.csv"), "classes": ["cat", "dog"],
+        **extra}}})["dataset"]
 
 
 def test_folder_splits_and_labels(folder):

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 from pipeline.backbones import Backbone
 from pipeline.artifacts import ArtifactWriter
 from pipeline.data import ArtifactArrays
-from pipeline.eps import (PAD, SalientImages, estimated_saliency, eps_loss, foreground_classes, to_grid,
-                          write_ablation)
+from pipeline.ablations import eps_table
+from pipeline.eps import PAD, SalientImages, estimated_saliency, eps_loss, foreground_classes, to_grid
 from pipeline.imageio import write_image
 from pipeline.manifest import Record
 from pipeline.nets import SaliencyClassifier, load_classifier, save_model
@@ -37,7 +37,8 @@ def test_overlap_rule_assigns_present_maps_on_the_saliency_to_the_foreground():
     assert foreground_classes(probs, target, sal, tau=0.4).tolist() == [[True, False, False]]
     # overlap is a share of the class map: class 1 covering the whole image overlaps by 0.5
     probs[0, 1] = 0.8
-    assert foreground_classes(probs, target, sal, tau=0.4)[0, 1] and not foreground_classes(probs, target, sal, 0.6)[0, 1]
+    assert (foreground_classes(probs, target, sal, tau=0.4)[0, 1]
+            and not foreground_classes(probs, target, sal, 0.6)[0, 1])
 
 
 def test_overlap_leaves_the_padding_out():
@@ -151,11 +152,15 @@ def test_ablation_table_lists_every_tau_and_source(tmp_path):
                                     "per_class_iou": {"background": 0.7, "train": train, "boat": boat}}))
         return path
 
-    rows = [metrics("eps_manifold_ranking_tau0.4", 0.5, 0.4, 0.3), metrics("eps_manifold_ranking_tau0.2", 0.45, 0.3, 0.3),
+    rows = [metrics("eps_manifold_ranking_tau0.4", 0.5, 0.4, 0.3),
+            metrics("eps_manifold_ranking_tau0.2", 0.45, 0.3, 0.3),
             metrics("eps_frequency_tuned_tau0.4", 0.48, 0.35, 0.25)]
     sal = tmp_path / "saliency.json"
     sal.write_text(json.dumps({"stage": "saliency", "source": "manifold_ranking", "max_f": 0.7}))
-    table = write_ablation(rows, metrics("cam", 0.42, 0.2, 0.1), [sal], tmp_path / "ablation.tsv")
+    runs = {"eps_manifold_ranking_tau0.4": ("manifold_ranking", 0.4),
+            "eps_manifold_ranking_tau0.2": ("manifold_ranking", 0.2),
+            "eps_frequency_tuned_tau0.4": ("frequency_tuned", 0.4)}
+    table = eps_table(rows, runs, metrics("cam", 0.42, 0.2, 0.1), [sal], tmp_path / "ablation.tsv")
     lines = (tmp_path / "ablation.tsv").read_text().splitlines()
     assert lines[0].split("\t") == ["row", "source", "tau", "miou", "best_threshold", "iou_train", "iou_boat",
                                     "saliency_max_f"]

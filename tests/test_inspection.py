@@ -36,7 +36,8 @@ def test_inspect_prints_provenance_tree_and_ranges(artifact):
     assert proc.returncode == 0, proc.stderr
     out = proc.stdout
     for text in ("@stage: cam", "@shard: shard00", "@code_hash: abc", "torch", 'params: {"scales":[1.0]}',
-                 "/images/  1 image groups", "cams  (2, 40, 60) float16  range [0, 1]", "keys  (2,) uint8  range [2, 3]"):
+                 "/images/  1 image groups", "cams  (2, 40, 60) float16  range [0, 1]",
+                 "keys  (2,) uint8  range [2, 3]"):
         assert text in out, text
 
 

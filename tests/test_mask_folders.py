@@ -29,7 +29,8 @@ def _run(tmp_path, n=4, h=6, w=8):
         gt[0, 0] = 255
         write_label_png(tmp_path / f"{iid}_gt.png", gt)
         gts[iid] = gt
-        records.append(mf.Record(iid, str(tmp_path / f"{iid}.png"), (1, 2), ("cat", "dog"), str(tmp_path / f"{iid}_gt.png")))
+        records.append(mf.Record(iid, str(tmp_path / f"{iid}.png"), (1, 2), ("cat", "dog"),
+                                 str(tmp_path / f"{iid}_gt.png")))
     mf.write_tsv(records, res / "manifest" / "val.tsv")
     for stage in ("rw", "cam"):
         (res / stage / "val").mkdir(parents=True)

@@ -46,7 +46,8 @@ def test_each_backbone_normalises_as_its_weights_were_trained():
     x = torch.full((1, 3, 2, 2), 127 / 255)
     torch.testing.assert_close(Backbone("efficientnet_lite0", 32).normalize(x), torch.zeros(1, 3, 2, 2))
     r = Backbone("resnet18", 32)
-    torch.testing.assert_close(r.normalize(torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)), torch.zeros(1, 3, 1, 1))
+    torch.testing.assert_close(r.normalize(torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)),
+                               torch.zeros(1, 3, 1, 1))
     # the saved arch carries the normalisation, and a rebuilt model uses the saved one
     model = Classifier(2, Backbone("efficientnet_lite0", 16))
     assert model.arch["backbone"]["normalization"]["std"] == [128 / 255] * 3
@@ -82,7 +83,8 @@ def test_bad_weight_files_name_the_file_and_the_reason(tmp_path):
 def test_frozen_batch_norm_keeps_its_statistics_in_training():
     torch.manual_seed(0)
     for freeze in (True, False):
-        net = build_backbone({"name": "resnet18", "weights": "none", "freeze_bn": freeze, "frozen_stages": 0}, 16).train()
+        net = build_backbone({"name": "resnet18", "weights": "none", "freeze_bn": freeze, "frozen_stages": 0},
+                             16).train()
         before = net.stem[1].running_mean.clone()
         net(torch.rand(2, 3, 32, 32)).sum().backward()
         assert torch.equal(net.stem[1].running_mean, before) == freeze
@@ -152,10 +154,12 @@ def test_networks_on_other_backbones_start_from_the_classifier(tmp_path):
     save_model(classifier, tmp_path / "c.pt", {"classes": ["a", "b", "c"]})
     aff = AffinityNet(Backbone("mobilenet_v2", 8))
     init_from_classifier(aff, tmp_path / "c.pt", "affinity")
-    torch.testing.assert_close(aff.backbone.blocks[3].conv[1][0].weight, classifier.backbone.blocks[3].conv[1][0].weight)
+    torch.testing.assert_close(aff.backbone.blocks[3].conv[1][0].weight,
+                               classifier.backbone.blocks[3].conv[1][0].weight)
     with torch.no_grad():
         assert aff(torch.rand(1, 3, 64, 64)).shape == (1, 448, 8, 8)
-    with pytest.raises(ValueError, match="the classifier's backbone is mobilenet_v2, segmenter.backbone.name is resnet18"):
+    with pytest.raises(ValueError,
+                       match="the classifier's backbone is mobilenet_v2, segmenter.backbone.name is resnet18"):
         init_from_classifier(DeepLab(3, "aspp", Backbone("resnet18", 8)), tmp_path / "c.pt", "segmenter")
     with pytest.raises(ValueError, match="output stride 8"):
         DeepLab(3, "aspp", Backbone("resnet18", 16))

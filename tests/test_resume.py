@@ -12,10 +12,12 @@ import torch
 from pipeline.config import resolve
 from pipeline.datasets.synthetic import CLASSES
 
-CFG = resolve({"backbone": {"name": "resnet18", "weights": "none"}, "classifier": {"epochs": 3, "batch_size": 4, "crop_size": 32, "lr": 0.02}})["classifier"]
+CFG = resolve({"backbone": {"name": "resnet18", "weights": "none"},
+               "classifier": {"epochs": 3, "batch_size": 4, "crop_size": 32, "lr": 0.02}})["classifier"]
 COMPUTE = {"device": "cpu", "num_workers": 0, "checkpoint_minutes": 0.0001}  # a checkpoint after every step
 # DeepLab-LargeFOV on the ground truth: its dropout must continue as it would have
-SEGMENTER = {**resolve({"backbone": {"name": "resnet18", "weights": "none"}, "segmenter": {"iterations": 12, "batch_size": 4, "crop_size": 32,
+SEGMENTER = {**resolve({"backbone": {"name": "resnet18", "weights": "none"},
+                        "segmenter": {"iterations": 12, "batch_size": 4, "crop_size": 32,
                                       "lr": 0.01}})["segmenter"], "head": "largefov"}
 RUN = """
 import importlib, json, sys

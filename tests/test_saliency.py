@@ -71,7 +71,8 @@ def test_scores_on_a_hand_computed_case():
     r = s.result()
     # any threshold in (0, 1]: predicted {0, 1}, precision 1/2, recall 1/2 -> F = 0.5; threshold 0
     # predicts everything: precision 1/2, recall 1 -> F = 1.3 * 0.5 / 1.15, the maximum
-    assert r["max_f"] == pytest.approx(0.65 / 1.15) and r["adaptive_f"] == pytest.approx(0.5) and r["mae"] == pytest.approx(0.5)
+    assert (r["max_f"] == pytest.approx(0.65 / 1.15) and r["adaptive_f"] == pytest.approx(0.5)
+            and r["mae"] == pytest.approx(0.5))
     perfect = SaliencyScores()
     perfect.add(fg.astype(float), fg, np.ones_like(fg))
     assert perfect.result()["max_f"] == pytest.approx(1.0) and perfect.result()["mae"] == 0
@@ -246,9 +247,9 @@ def test_u2netp_maps_rerun_only_saliency_and_what_follows(tmp_path):
     n_train, n_val = (len(list((tmp_path / f"results/manifest/{s}").glob("*.tsv"))) for s in ("train", "val"))
     # EPS and MCOF's saliency step (its PixelNet and the rows that follow): as for frequency_tuned
     assert planned_jobs(redo) == {
-        "saliency_detector": n_train + n_val, "evaluate_saliency": 1, "train_eps": 1, "make_cams": n_val, "evaluate_cams": 1,
-        "random_walk": n_val, "mcof_saliency": n_train, "train_segmenter": 1, "segment": n_train + n_val,
-        "evaluate_masks": 4, "summary": 1, "report_figures": 1, "all": 1}
+        "saliency_detector": n_train + n_val, "evaluate_saliency": 1, "train_eps": 1, "make_cams": n_val,
+        "evaluate_cams": 1, "random_walk": n_val, "mcof_saliency": n_train, "train_segmenter": 1,
+        "segment": n_train + n_val, "evaluate_masks": 4, "summary": 1, "report_figures": 1, "all": 1}
     saliency_jobs = [j for j in planned_job_details(redo) if j["rule"] == "saliency_detector"]
     assert {j["wildcards"]["source"] for j in saliency_jobs} == {"u2netp"}
     assert all(o.startswith("results/saliency/u2netp/") for j in saliency_jobs for o in j["output"])

@@ -10,8 +10,9 @@ from pipeline.backbones import Backbone
 from pipeline.artifacts import ArtifactReader, ArtifactWriter
 from pipeline.manifest import Record, write_tsv
 from pipeline.nets import Classifier, SubCategoryClassifier, load_classifier, save_model
+from pipeline.ablations import sccam_table
 from pipeline.sccam import (cluster_purity, cluster_subcategories, known_subtypes, read_subcategories, run_clusters,
-                            subcategory_target, write_ablation)
+                            subcategory_target)
 from pipeline.train_sccam import sccam_loss
 
 
@@ -162,8 +163,10 @@ def test_ablation_table(tmp_path):
              "clusters": {"purity": {"purity": 0.5 + k / 100, "nmi": 0.1}}}
         paths.append(tmp_path / f"{k}{r}.json")
         paths[-1].write_text(json.dumps(m))
-    shown = write_ablation(paths, tmp_path / "a.tsv")
+    runs = {f"sccam_k{k}_r{r}": (k, r) for k in (1, 5) for r in (1, 2)}
+    shown = sccam_table(paths, runs, tmp_path / "a.tsv")
     lines = (tmp_path / "a.tsv").read_text().splitlines()
     assert lines[0].split("\t") == ["k", "round", "miou", "best_threshold", "purity", "nmi"]
-    assert [ln.split("\t")[:3] for ln in lines[1:]] == [["1", "1", "0.2500"], ["5", "1", "0.3000"], ["5", "2", "0.3100"]]
+    assert [ln.split("\t")[:3] for ln in lines[1:]] == [["1", "1", "0.2500"], ["5", "1", "0.3000"],
+                                                        ["5", "2", "0.3100"]]
     assert "CAM mIoU" in shown and "31.0" in shown

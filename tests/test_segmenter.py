@@ -72,7 +72,8 @@ def test_multiscale_inference_averages_probabilities_and_respects_the_mirror():
 
 
 def segmenter_cfg(**extra):
-    return resolve({"backbone": {"name": "resnet18", "weights": "none"}, "segmenter": {"crop_size": 48, "batch_size": 8, "lr": 0.01, "rescale": [0.9, 1.1],
+    return resolve({"backbone": {"name": "resnet18", "weights": "none"},
+                    "segmenter": {"crop_size": 48, "batch_size": 8, "lr": 0.01, "rescale": [0.9, 1.1],
                                   "test_scales": [1.0], **extra}})["segmenter"]
 
 

@@ -82,7 +82,7 @@ def test_subtypes_differ_in_look_and_looks_are_shared_across_classes():
     looks = {(c, k): S.subtype_look(c, k) for c in range(len(S.CLASSES)) for k in range(S.N_SUBTYPES[c])}
     for c in range(len(S.CLASSES)):
         own = [looks[(c, k)] for k in range(S.N_SUBTYPES[c])]
-        assert len({l[0] for l in own}) == len(own) and len({l[1] for l in own}) == len(own)
+        assert len({look[0] for look in own}) == len(own) and len({look[1] for look in own}) == len(own)
     for look in set(looks.values()):
         assert sum(v == look for v in looks.values()) >= 2  # no body look belongs to one class only
     assert all(2 <= n <= 3 for n in S.N_SUBTYPES)

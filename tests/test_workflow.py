@@ -169,7 +169,8 @@ def test_sccam_round_r_starts_from_round_r_minus_1(tiny_run):
     n_train, n_val = (len(list((work / f"results/cam/{s}").glob("*.h5"))) for s in ("train", "val"))
     # one more round: its features from round 2's classifier, and the walk moves to round 3
     assert planned_jobs(out) == {"sccam_features": n_train, "sccam_clusters": 1, "train_sccam": 1, "make_cams": n_val,
-                                 "evaluate_cams": 1, "random_walk": n_val, "evaluate_masks": 1, "summary": 1, "report_figures": 1, "all": 1}
+                                 "evaluate_cams": 1, "random_walk": n_val, "evaluate_masks": 1, "summary": 1,
+                                 "report_figures": 1, "all": 1}
     features_job = re.search(r"rule sccam_features:\n\s+input: ([^\n]+)", out).group(1)
     assert "results/sccam/k2/r2/model.pt" in features_job
     assert re.search(r"rule random_walk:\n\s+input: [^\n]*results/sccam/k2/r3/cam/val/", out)
@@ -182,7 +183,8 @@ def test_sccam_k_change_redoes_only_the_rounds_and_what_follows(tiny_run):
     n_train, n_val = (len(list((work / f"results/cam/{s}").glob("*.h5"))) for s in ("train", "val"))
     # neither the classifier, its CAMs, AffinityNet nor the segmenters
     assert jobs == {"sccam_features": 2 * n_train, "sccam_clusters": 2, "train_sccam": 2, "make_cams": 2 * n_val,
-                    "evaluate_cams": 2, "random_walk": n_val, "evaluate_masks": 1, "summary": 1, "report_figures": 1, "all": 1}
+                    "evaluate_cams": 2, "random_walk": n_val, "evaluate_masks": 1, "summary": 1, "report_figures": 1,
+                    "all": 1}
     off = write_config(work / "off.yaml", {"sccam": {"enabled": False}})
     assert planned_jobs(snakemake(work, off, "--dry-run").stdout) == {"summary": 1, "report_figures": 1, "all": 1}
 
@@ -251,8 +253,8 @@ def test_mcof_seeds_row_and_what_its_settings_rerun(tiny_run):
     assert planned_jobs(snakemake(work, hidden, "--dry-run").stdout) == {**chain, "evaluate_masks": 4}  # not the seeds
     post = write_config(work / "post.yaml", {"mcof": {"saliency": {"threshold": 0.6}}})
     assert planned_jobs(snakemake(work, post, "--dry-run").stdout) == {
-        "mcof_saliency": n_train, "train_segmenter": 1, "segment": n_train + n_val, "evaluate_masks": 3, "summary": 1, "report_figures": 1,
-        "all": 1}
+        "mcof_saliency": n_train, "train_segmenter": 1, "segment": n_train + n_val, "evaluate_masks": 3, "summary": 1,
+        "report_figures": 1, "all": 1}
     off = write_config(work / "mcof_off.yaml", {"mcof": {"enabled": False}})
     assert planned_jobs(snakemake(work, off, "--dry-run").stdout) == {"summary": 1, "report_figures": 1, "all": 1}
 
@@ -281,18 +283,20 @@ def test_prm_rows_artifacts_drawings_and_what_its_settings_rerun(tiny_run):
         assert d["instance_masks"].shape[1:] == d["mask"].shape == (a["height"], a["width"])
         assert len(d["instance_classes"]) == len(d["instance_scores"]) == len(d["instance_masks"]) >= 1
         assert set(np.unique(d["mask"])) <= {0, *d["instance_classes"].tolist()}
-    for shard, name in ((peaks_shard, "peaks.png"), (work / f"results/prm/instances/val/{peaks_shard.name}", "inst.png")):
+    for shard, name in ((peaks_shard, "peaks.png"),
+                        (work / f"results/prm/instances/val/{peaks_shard.name}", "inst.png")):
         proc = subprocess.run([sys.executable, "-m", "pipeline", "show", str(shard), image_id, "-o",
                                str(work / name)], capture_output=True, text=True, cwd=work)  # paths relative to it
         assert proc.returncode == 0 and (work / name).stat().st_size > 1000, proc.stderr
     n_val = len(list((work / "results/prm/peaks/val").glob("*.h5")))
     threshold = write_config(work / "prm_peak.yaml", {"prm": {"peak_threshold": 0.8}})
     assert planned_jobs(snakemake(work, threshold, "--dry-run").stdout) == {
-        "prm_peaks": n_val, "prm_instances": n_val, "evaluate_masks": 1, "evaluate_prm_instances": 1, "summary": 1, "report_figures": 1,
-        "all": 1}
+        "prm_peaks": n_val, "prm_instances": n_val, "evaluate_masks": 1, "evaluate_prm_instances": 1, "summary": 1,
+        "report_figures": 1, "all": 1}
     nms = write_config(work / "prm_nms.yaml", {"prm": {"instances": {"nms": 0.5}}})
     assert planned_jobs(snakemake(work, nms, "--dry-run").stdout) == {
-        "prm_instances": n_val, "evaluate_masks": 1, "evaluate_prm_instances": 1, "summary": 1, "report_figures": 1, "all": 1}
+        "prm_instances": n_val, "evaluate_masks": 1, "evaluate_prm_instances": 1, "summary": 1, "report_figures": 1,
+        "all": 1}
     window = write_config(work / "prm_window.yaml", {"prm": {"window": 5}})
     assert planned_jobs(snakemake(work, window, "--dry-run").stdout) == {
         "train_prm": 1, "prm_peaks": n_val, "prm_instances": n_val, "evaluate_masks": 1, "evaluate_prm_instances": 1,
@@ -310,7 +314,8 @@ def test_report_holds_every_declared_item(tiny_run):
     made = work / "results/report"
     rows = [line.split("\t")[0] for line in (work / "results/metrics/summary.tsv").read_text().splitlines()[1:]]
     # a montage per results row, one per split with every stage, a curve per trained model
-    assert sorted(p.stem for p in (made / "montages").glob("*.png")) == sorted([*rows, "all_stages_train", "all_stages_val"])
+    assert sorted(p.stem for p in (made / "montages").glob("*.png")) == sorted([*rows, "all_stages_train",
+                                                                                "all_stages_val"])
     assert {p.stem for p in (made / "curves").glob("*.png")} == {
         "classifier", "sccam_r1", "sccam_r2", "eps", "affinity", "deeplab_aspp", "fully_supervised",
         "mcof_pixelnet_r1", "mcof_regionnet_r1", "prm"}
@@ -391,7 +396,8 @@ def test_segmenter_learns_from_a_folder_of_exported_masks_as_from_the_stage(tiny
     for key, value in theirs["state_dict"].items():
         torch.testing.assert_close(ours["state_dict"][key], value, rtol=0, atol=0, msg=key)
     scored = json.loads((copy / "results/metrics/segmenter_masks.json").read_text())
-    assert scored["miou"] == pytest.approx(json.loads((work / "results/metrics/segmenter_masks.json").read_text())["miou"])
+    assert scored["miou"] == pytest.approx(
+        json.loads((work / "results/metrics/segmenter_masks.json").read_text())["miou"])
 
 
 def test_predict_runs_the_segmenter_and_its_crf_on_a_folder_of_images(tiny_run, tmp_path):
@@ -454,8 +460,8 @@ def test_cam_parameter_change_reruns_cams_and_what_follows_only(tiny_run):
     assert jobs == {"make_cams": 4 * n_val + n_train, "evaluate_cams": 4, "affinity_labels": n_train,
                     "mcof_seeds": n_train, "train_regionnet": 1, "mcof_regionnet": n_train, "mcof_saliency": n_train,
                     "train_affinity": 1, "random_walk": 3 * n_val + n_train, "crf_masks": 2 * n_val,
-                    "train_segmenter": 2, "segment": 2 * n_val + n_train, "evaluate_masks": 13, "summary": 1, "report_figures": 1,
-                    "all": 1}
+                    "train_segmenter": 2, "segment": 2 * n_val + n_train, "evaluate_masks": 13, "summary": 1,
+                    "report_figures": 1, "all": 1}
 
 
 def test_classifier_change_reruns_training_not_the_data(tiny_run):
@@ -495,7 +501,8 @@ def test_more_validation_images_do_not_retrain(tiny_run):
 
 
 def test_missing_or_bad_weight_files_stop_before_any_job(tiny_run, tmp_path):
-    changed = write_config(tmp_path / "p.yaml", {"classifier": {"backbone": {"weights": str(tmp_path / "resnet18.pth")}}})
+    changed = write_config(tmp_path / "p.yaml",
+                           {"classifier": {"backbone": {"weights": str(tmp_path / "resnet18.pth")}}})
     proc = snakemake(tmp_path, changed, check=False)
     assert proc.returncode != 0 and "resnet18.pth: backbone weights of resnet18 not found" in proc.stdout
     (tmp_path / "notes.txt").write_text("not weights")
@@ -540,7 +547,8 @@ def test_interrupted_training_resumes_under_snakemake(tmp_path):
     assert not (tmp_path / "results/classifier/model.pt").exists()
     assert ckpt.exists()  # outside the declared outputs, so Snakemake did not delete it
     snakemake(tmp_path, config, "results/classifier/model.pt")
-    assert "resumed from results/checkpoints/classifier.pt" in (tmp_path / "results/logs/train_classifier.log").read_text()
+    assert ("resumed from results/checkpoints/classifier.pt"
+            in (tmp_path / "results/logs/train_classifier.log").read_text())
 
 
 # ---------------------------------------------------------------- bad inputs in a folder dataset
@@ -609,7 +617,8 @@ def test_the_readme_your_own_data_section_runs_as_written(tmp_path):
     for command in commands:
         argv = shlex.split(command)
         if argv[0] == "snakemake":
-            argv = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), *["2" if a == "all" else a for a in argv[1:]]]
+            argv = [str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"),
+                    *["2" if a == "all" else a for a in argv[1:]]]
         else:
             assert argv[:3] == ["python", "-m", "pipeline"], command
             argv = [sys.executable, *argv[1:]]
@@ -718,7 +727,8 @@ def test_bad_images_are_recorded_and_skipped_the_rest_is_processed(bad_input_run
     assert set(pixelnet_problems) == {"train_00004"} and "no mcof_saliency mask" in pixelnet_problems["train_00004"]
     # RegionNet and the saliency step hold every training image but the unreadable one (and the
     # label-free one the manifest left out): 16 - 2
-    for stage, pattern in (("mcof_regionnet_r1", "mcof/r1/regionnet/train"), ("mcof_saliency", "mcof/r1/saliency/train")):
+    for stage, pattern in (("mcof_regionnet_r1", "mcof/r1/regionnet/train"),
+                           ("mcof_saliency", "mcof/r1/saliency/train")):
         ids = {i for p in (res / pattern).glob("*.h5") for i in ArtifactReader(p, stage=stage).image_ids()}
         assert len(ids) == 14 and "train_00004" not in ids
     assert json.loads((res / "metrics/mcof.json").read_text())["n_images"] == 6
@@ -730,7 +740,8 @@ def test_new_images_rerun_only_the_shards_they_fall_in(bad_input_run):
     shutil.copy(tmp_path / "masks" / "val_00004.png", tmp_path / "masks" / "val_new.png")
     more = dict(rows, val_new={**rows["val_00004"], "image_id": "val_new"})
     write_labels(tmp_path / "more.csv", more)
-    cfg = folder_config(tmp_path, {"sccam": {"rounds": 1}, "dataset": {"folder": {"labels_csv": str(tmp_path / "more.csv")}}})
+    cfg = folder_config(tmp_path, {"sccam": {"rounds": 1},
+                                   "dataset": {"folder": {"labels_csv": str(tmp_path / "more.csv")}}})
     jobs = planned_jobs(snakemake(tmp_path, cfg, "--dry-run").stdout)
     # one val shard gets the new image: its manifest, saliency and CAMs are redone, the other
     # shard's are not (CAMs of the plain classifier, the SC-CAM round and EPS; their walks; the
@@ -738,7 +749,8 @@ def test_new_images_rerun_only_the_shards_they_fall_in(bad_input_run):
     assert jobs == {"manifest_shard": 1, "manifest": 1, "saliency_detector": 1, "saliency": 2, "evaluate_saliency": 3,
                     "make_cams": 3,
                     "evaluate_cams": 3, "random_walk": 3, "segment": 3, "crf_masks": 2, "superpixels": 1,
-                    "prm_peaks": 1, "prm_instances": 1, "evaluate_masks": 9, "summary": 1, "report_figures": 1, "all": 1}
+                    "prm_peaks": 1, "prm_instances": 1, "evaluate_masks": 9, "summary": 1, "report_figures": 1,
+                    "all": 1}
 
 
 @pytest.mark.parametrize("problem, message", [
@@ -801,7 +813,8 @@ def test_voc_sample_end_to_end(tmp_path, voc_root):
         assert max(cams.shape[1:]) == 500  # CAMs at the full VOC resolution
     rows = [r["stage"] for r in csv.DictReader((tmp_path / "results/metrics/summary.tsv").open(), delimiter="\t")]
     assert rows == ["cam", "affinity_labels", "mcof_seeds", "mcof_regionnet_r1", "mcof_saliency", "mcof_pixelnet_r1",
-                    "rw", "rw_crf", "segmenter_masks", "deeplab_aspp", "deeplab_aspp_crf", "fully_supervised", "mcof", "prm"]
+                    "rw", "rw_crf", "segmenter_masks", "deeplab_aspp", "deeplab_aspp_crf", "fully_supervised", "mcof",
+                    "prm"]
     saliency = json.loads((tmp_path / "results/metrics/saliency.json").read_text())  # real photographs
     assert saliency["n_images"] == 8 and 0 < saliency["max_f"] <= 1 and 0 < saliency["mae"] < 0.5
     rw = json.loads((tmp_path / "results/metrics/rw_crf.json").read_text())
@@ -843,7 +856,8 @@ def test_mcof_rounds_are_wired_seed_to_regionnet_to_pixelnet_to_next_round(tmp_p
     segments = {(j["wildcards"]["segmenter"], j["wildcards"]["split"]) for j in jobs if j["rule"] == "segment"}
     for r in (1, 2, 3):
         assert (f"mcof_pixelnet_r{r}", "train") in segments and (f"selftrain_r{r}", "train") in segments
-    assert {s for s, split in segments if split == "val" and s.startswith(("mcof", "selftrain"))} == {"mcof_pixelnet_r3"}
+    assert {s for s, split in segments
+            if split == "val" and s.startswith(("mcof", "selftrain"))} == {"mcof_pixelnet_r3"}
     rows = {o.split("/")[-1].removesuffix(".json") for j in jobs if j["rule"] == "evaluate_masks" for o in j["output"]
             if o.endswith(".json")}
     assert {"mcof_seeds", "mcof_saliency", "mcof", *(f"mcof_{s}_r{r}" for s in ("regionnet", "pixelnet")

@@ -65,7 +65,8 @@ def read_labels_csv(path, classes) -> dict[str, LabelRow]:
                 try:
                     values = [int(v) for v in (row["class_indices"] or "").split()]
                 except ValueError:
-                    raise ManifestError(f"{where}: class_indices must be integers, got {row['class_indices']!r}") from None
+                    raise ManifestError(
+                        f"{where}: class_indices must be integers, got {row['class_indices']!r}") from None
                 labels, names = labels_from_values(values, classes, where)
             rows[iid] = LabelRow(labels, names, (row.get("split") or "").strip(), (row.get("image") or "").strip())
     return rows

@@ -186,7 +186,8 @@ def _place(rng, h, w, sizes):
         best, best_gap = None, -np.inf
         for _ in range(30):
             cy, cx = rng.uniform(0.3 * size, h - 0.3 * size), rng.uniform(0.3 * size, w - 0.3 * size)
-            gap = min((np.hypot(cy - y, cx - x) - 0.45 * (size + s) for (y, x), s in zip(centres, sizes)), default=np.inf)
+            gap = min((np.hypot(cy - y, cx - x) - 0.45 * (size + s) for (y, x), s in zip(centres, sizes)),
+                      default=np.inf)
             if gap > 0:
                 best = (cy, cx)
                 break
@@ -236,7 +237,7 @@ def render(cfg: dict, split: str, index: int) -> dict[str, np.ndarray]:
     classes = np.zeros((h, w), np.uint8)
     instances = np.zeros((h, w), np.uint8)
     hatch = (np.sin((xx + yy) * 0.9) > 0.6)  # the body texture all classes share
-    for i, ((c, k, _), (shape, cy, cx, ry, rx), body) in enumerate(zip(objects, geometry, bodies), start=1):
+    for i, ((c, _k, _), (shape, cy, cx, ry, rx), body) in enumerate(zip(objects, geometry, bodies), start=1):
         inside = _shape_mask(shape, yy, xx, cy, cx, ry, rx)
         if not inside.any():
             continue

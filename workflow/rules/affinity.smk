@@ -7,24 +7,24 @@ rule train_affinity:
         split_data(TRAIN_SPLIT),
         manifest=f"results/manifest/{TRAIN_SPLIT}.tsv",
         labels=shard_files("results/affinity_labels/{split}/{shard}.h5", TRAIN_SPLIT),
-        classifier=rules.train_classifier.output.model if CFG["affinity"]["init_from_classifier"] else [],
+        classifier=plan.CLASSIFIER if CFG["affinity"]["init_from_classifier"] else [],
         pretrained=backbone_weights("affinity", CFG["affinity"]["init_from_classifier"]),
     output:
-        model="results/affinity/model.pt",
+        model=plan.AFFINITY_NET,
         history="results/affinity/history.json",
         problems="results/affinity/problems.tsv",
+    log:
+        "results/logs/train_affinity.log",
+    threads: 8
+    resources:
+        gpu=GPU,
+        mem_mb=16000,
+        runtime=480,
     params:
         cfg=CFG["affinity"],
         seed=CFG["seed"],
         classes=CLASSES,
         checkpoint="results/checkpoints/affinity.pt",
         code=code_hash("pipeline.train_affinity"),
-    threads: 8
-    resources:
-        gpu=GPU,
-        mem_mb=16000,
-        runtime=480,
-    log:
-        "results/logs/train_affinity.log",
     script:
         "../scripts/train_affinity.py"

@@ -10,16 +10,16 @@ rule affinity_labels:
     output:
         labels="results/affinity_labels/{split}/{shard}.h5",
         problems="results/affinity_labels/{split}/{shard}.problems.tsv",
+    log:
+        "results/logs/affinity_labels/{split}/{shard}.log",
+    threads: 8  # CRF processes
+    resources:
+        mem_mb=4000,
+        runtime=120,
     params:
         cfg=CFG["affinity_labels"],
         profile=crf_profile(affinity_labels_profile()),
         classes=CLASSES,
         code=code_hash("pipeline.affinity_labels"),
-    threads: 8  # CRF processes
-    resources:
-        mem_mb=4000,
-        runtime=120,
-    log:
-        "results/logs/affinity_labels/{split}/{shard}.log",
     script:
         "../scripts/affinity_labels.py"

@@ -8,21 +8,21 @@ rule make_cams:
     input:
         lambda w: split_data(w.split),
         manifest="results/manifest/{split}/{shard}.tsv",
-        model=lambda w: CAM_MODELS[w.cams],
+        model=lambda w: PLAN.cam_models[w.cams],
     output:
         cams="results/{cams}/{split}/{shard}.h5",
         problems="results/{cams}/{split}/{shard}.problems.tsv",
+    log:
+        "results/logs/make_cams/{cams}/{split}/{shard}.log",
     wildcard_constraints:
-        cams="|".join(map(re.escape, CAM_MODELS)),
-    params:
-        cfg=CFG["cams"],
-        code=code_hash("pipeline.make_cams"),
+        cams="|".join(map(re.escape, PLAN.cam_models)),
     threads: 4
     resources:
         gpu=GPU,
         mem_mb=8000,
         runtime=120,
-    log:
-        "results/logs/make_cams/{cams}/{split}/{shard}.log",
+    params:
+        cfg=CFG["cams"],
+        code=code_hash("pipeline.make_cams"),
     script:
         "../scripts/make_cams.py"

@@ -1,8 +1,6 @@
 # Stage train_classifier: the multi-label CAM classifier (pipeline/train_classifier.py).
 # Its resumable checkpoint lives outside the declared outputs, under results/checkpoints/.
 
-CAM_MODELS["cam"] = "results/classifier/model.pt"
-
 
 rule train_classifier:
     input:
@@ -11,21 +9,21 @@ rule train_classifier:
         # missing or damaged, it stops the run before work starts; changed, it retrains
         pretrained=backbone_weights("classifier"),
     output:
-        model="results/classifier/model.pt",
+        model=plan.CLASSIFIER,
         history="results/classifier/history.json",
         problems="results/classifier/problems.tsv",
+    log:
+        "results/logs/train_classifier.log",
+    threads: 8
+    resources:
+        gpu=GPU,
+        mem_mb=16000,
+        runtime=480,
     params:
         cfg=CFG["classifier"],
         seed=CFG["seed"],
         classes=CLASSES,
         checkpoint="results/checkpoints/classifier.pt",
         code=code_hash("pipeline.train_classifier"),
-    threads: 8
-    resources:
-        gpu=GPU,
-        mem_mb=16000,
-        runtime=480,
-    log:
-        "results/logs/train_classifier.log",
     script:
         "../scripts/train_classifier.py"

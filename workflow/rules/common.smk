@@ -6,10 +6,13 @@ from pathlib import Path
 
 from pipeline import datasets
 from pipeline import manifest as mf
+from pipeline import plan
 from pipeline.config import DEFAULT_CONFIG, layered, scale_warning
 from pipeline.provenance import code_hash
+from pipeline.report import montage_ids
+from pipeline.saliency import default_source
 from pipeline.summary import format_table
-from pipeline.weights import backbone_weights_file
+from pipeline.weights import backbone_weights_file, verified_path
 from snakemake.logging import logger
 
 # --configfile replaces config/config.yaml rather than being merged into it: each config file
@@ -53,9 +56,11 @@ if DS["name"] != "synthetic":
     for _network in ("classifier", "affinity", "segmenter"):
         _block = CFG[_network]["backbone"]
         if _block["weights"] == "none" and not CFG[_network].get("init_from_classifier"):
-            logger.warning(f"{_network}.backbone: {_block['name']} trains from scratch on the {DS['name']} photos; "
-                           "expect CAMs close to noise with a few hundred images (the papers all start from "
-                           "ImageNet weights: backbone.weights: imagenet)")
+            logger.warning(
+                f"{_network}.backbone: {_block['name']} trains from scratch on the {DS['name']} photos; "
+                "expect CAMs close to noise with a few hundred images (the papers all start from "
+                "ImageNet weights: backbone.weights: imagenet)"
+            )
 
 
 # GPUs a network's job asks for: SLURM's --gpus; locally `--resources gpu=N` caps how many run
@@ -70,25 +75,15 @@ def has_masks(split):
 # Evaluation needs ground-truth masks; without them the run ends with the training pseudo masks.
 CAN_EVALUATE = has_masks(EVAL_SPLIT)
 
-
-wildcard_constraints:
-    split="|".join(map(re.escape, MANIFESTS)),
-    shard=r"shard\d+",
-
-
-# CAM directory (under results/) -> the classifier whose CAMs make_cams writes there. Each
-# method's rule file registers its own (classifier.smk: cam; sccam.smk: each round; eps.smk);
-# cams.smk, included after them, makes CAMs for every registered directory.
-CAM_MODELS = {}
-# CAM directory -> a method's report added to its CAM row's metrics (SC-CAM: clusters.json)
-CAM_REPORTS = {}
-# Segmenters trained inside a method's rounds (MCOF's PixelNet, its self-training control):
-# name -> {"source": the stage of the training-split masks it learns from, "train": overrides of
-# the segmenter settings, "predict": its inference settings on the training split, whose
-# predictions feed the next round}. segmenter.smk and segment.smk run them like the main ones.
-ROUND_SEGMENTERS = {}
-# masks a segmenter can learn from: stage -> artifact pattern (filled by the methods' rule files)
-MASK_SOURCES = {}
+if CFG["saliency"]["source"] == "auto":  # the trained detector on photographs (pipeline/saliency.py)
+    CFG["saliency"]["source"] = default_source(DS["name"])
+if "u2netp" in [CFG["saliency"]["source"], *CFG["saliency"]["ablation_sources"]]:
+    verified_path("u2netp")  # a missing or damaged model file stops the run here, naming the file and why
+# The wiring of the methods (pipeline/plan.py): rows, CAM models, mask sources, segmenters,
+# random-walk sources, report stages; every rule file reads it.
+PLAN = plan.build(CFG, has_masks, eval_has_instances=any(r.instances for r in MANIFESTS[EVAL_SPLIT]))
+if PLAN.mask_folder and not Path(PLAN.mask_folder).is_dir():
+    raise ValueError(f"segmenter.source.folder: {PLAN.mask_folder} is not a folder (of <image_id>.png label maps)")
 
 
 def split_data(split):
@@ -98,6 +93,36 @@ def split_data(split):
 
 def shard_files(pattern, split):
     return expand(pattern, split=split, shard=SHARDS[split])
+
+
+def saliency_shards(source, split):
+    return shard_files(f"results/saliency/{source}/{{split}}/{{shard}}.h5", split)
+
+
+def folder_masks():
+    """The training split's masks in segmenter.source.folder (those missing are rows of the
+    segmenter's problems file, not missing inputs)."""
+    return [str(p) for r in MANIFESTS[TRAIN_SPLIT] if (p := Path(PLAN.mask_folder) / f"{r.image_id}.png").is_file()]
+
+
+def segmenter_masks(name):
+    """The training split's masks segmenter `name` learns from, as its inputs."""
+    source = PLAN.segmenter_runs[name][1]
+    if source == plan.FOLDER:
+        return folder_masks()
+    return [] if source == mf.GROUND_TRUTH else shard_files(PLAN.mask_sources[source], TRAIN_SPLIT)
+
+
+def montage_images(split):
+    """The images of a split drawn in the report's montages (report.montage)."""
+    montage = CFG["report"]["montage"]
+    listed = montage["ids"].get(split)
+    if listed is None:
+        return montage_ids(MANIFESTS[split], montage["n_images"], montage["seed"])
+    unknown = sorted(set(listed) - {r.image_id for r in MANIFESTS[split]})
+    if unknown:
+        raise ValueError(f"report.montage.ids: {', '.join(unknown[:5])} not in the manifest of split {split!r}")
+    return sorted(listed)
 
 
 def crf_profile(name):
@@ -113,12 +138,23 @@ def affinity_labels_profile():
 def default_targets():
     manifests = expand("results/manifest/{split}.tsv", split=MANIFESTS)
     if CAN_EVALUATE:
-        return manifests + ["results/metrics/summary.tsv", "results/metrics/saliency.json", *PRM_INSTANCE_METRICS,
-                            *rules.report_figures.output]
+        return manifests + [
+            "results/metrics/summary.tsv",
+            "results/metrics/saliency.json",
+            *PLAN.prm_instance_metrics,
+            *rules.report_figures.output,
+        ]
     # without ground truth to evaluate on (your own photos): the training images' pseudo masks
     # (what the segmenters learn from) and the first segmenter's CRF-refined predictions
-    pseudo = [] if MASK_FOLDER else shard_files(MASK_SOURCES[SEG_SOURCE], TRAIN_SPLIT)
-    return manifests + pseudo + shard_files(f"results/{next(iter(SEGMENTERS))}_crf/{{split}}/{{shard}}.h5", EVAL_SPLIT)
+    pseudo = [] if PLAN.mask_folder else shard_files(PLAN.mask_sources[PLAN.seg_source], TRAIN_SPLIT)
+    first_crf = f"{next(iter(PLAN.segmenters))}_crf"
+    return manifests + pseudo + shard_files(plan.artifact(first_crf), EVAL_SPLIT)
+
+
+def show_table(title, table, log_path):
+    """A local rule's table: into its log and onto the terminal."""
+    Path(log_path).write_text(table)
+    print(f"\n{title}:\n{table}")
 
 
 def print_summary():

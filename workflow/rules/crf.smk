@@ -2,8 +2,6 @@
 # rw -> rw_crf, deeplab_aspp -> deeplab_aspp_crf, ... Label maps per shard in HDF5 and as PNG
 # label maps.
 
-CRF_SOURCES = {"rw": CFG["random_walk"]["crf_profile"], **dict.fromkeys(SEGMENTERS, SEG["crf_profile"])}
-
 
 rule crf_masks:
     input:
@@ -14,16 +12,16 @@ rule crf_masks:
         masks="results/{source}_crf/{split}/{shard}.h5",
         png=directory("results/{source}_crf/{split}/png/{shard}"),
         problems="results/{source}_crf/{split}/{shard}.problems.tsv",
+    log:
+        "results/logs/crf_masks/{source}/{split}/{shard}.log",
     wildcard_constraints:
-        source="|".join(CRF_SOURCES),
-    params:
-        profile=lambda w: crf_profile(CRF_SOURCES[w.source]),
-        code=code_hash("pipeline.crf_masks"),
+        source="|".join(PLAN.crf_sources),
     threads: 8  # CRF processes
     resources:
         mem_mb=4000,
         runtime=120,
-    log:
-        "results/logs/crf_masks/{source}/{split}/{shard}.log",
+    params:
+        profile=lambda w: crf_profile(PLAN.crf_sources[w.source]),
+        code=code_hash("pipeline.crf_masks"),
     script:
         "../scripts/crf_masks.py"

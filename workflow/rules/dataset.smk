@@ -7,15 +7,15 @@ if DS["name"] == "synthetic":
     rule synthetic_data:
         output:
             directory(datasets.synthetic_root("{split}")),
-        params:
-            cfg=lambda w: {**DS["synthetic"], "n_images": {w.split: DS["synthetic"]["n_images"][w.split]}},
-            code=code_hash("pipeline.datasets.synthetic"),
+        log:
+            "results/logs/synthetic_data/{split}.log",
         threads: 4
         resources:
             mem_mb=2000,
             runtime=30,
-        log:
-            "results/logs/synthetic_data/{split}.log",
+        params:
+            cfg=lambda w: {**DS["synthetic"], "n_images": {w.split: DS["synthetic"]["n_images"][w.split]}},
+            code=code_hash("pipeline.datasets.synthetic"),
         script:
             "../scripts/synthetic_data.py"
 
@@ -23,34 +23,26 @@ if DS["name"] == "synthetic":
 rule manifest_shard:
     output:
         "results/manifest/{split}/{shard}.tsv",
+    log:
+        "results/logs/manifest/{split}/{shard}.log",
+    localrule: True
     params:
         digest=lambda w: mf.digest(SHARDS[w.split][w.shard]),
         code=code_hash("pipeline.manifest"),
-    localrule: True
-    log:
-        "results/logs/manifest/{split}/{shard}.log",
     run:
-        mf.write_tsv(SHARDS[wildcards.split][wildcards.shard], output[0])
-        Path(log[0]).write_text(f"{len(SHARDS[wildcards.split][wildcards.shard])} images\n")
+        Path(log[0]).write_text(mf.write_shard(SHARDS[wildcards.split][wildcards.shard], output[0]))
 
 
 rule manifest:
     output:
         manifest="results/manifest/{split}.tsv",
         left_out="results/manifest/{split}.problems.tsv",
+    log:
+        "results/logs/manifest/{split}.log",
+    localrule: True
     params:
         digest=lambda w: mf.digest(MANIFESTS[w.split]),
         left_out=lambda w: LEFT_OUT[w.split],
         code=code_hash("pipeline.manifest", "pipeline.problems"),
-    localrule: True
-    log:
-        "results/logs/manifest/{split}.log",
     run:
-        from pipeline.problems import ProblemReport
-
-        mf.write_tsv(MANIFESTS[wildcards.split], output.manifest)
-        report = ProblemReport(output.left_out)
-        for image_id, reason in params.left_out:
-            report.add(image_id, "", reason)
-        report.write()
-        Path(log[0]).write_text(f"{len(MANIFESTS[wildcards.split])} images, {len(report)} left out\n")
+        Path(log[0]).write_text(mf.write_split(MANIFESTS[wildcards.split], params.left_out, *output))

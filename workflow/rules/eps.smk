@@ -6,32 +6,27 @@
 EPS = CFG["eps"]
 
 
-def eps_cams(source, tau):
-    """The CAM directory (under results/) of an EPS model, as make_cams names it."""
-    return f"eps/{source}/tau{tau:g}/cam"
-
-
-EPS_ROWS = {"eps": eps_cams(SALIENCY["source"], EPS["tau"])} if EPS["enabled"] else {}
-EPS_ABLATION_ROWS = {f"eps_{SALIENCY['source']}_tau{t:g}": eps_cams(SALIENCY["source"], t) for t in EPS["ablation_tau"]}
-EPS_ABLATION_ROWS.update({f"eps_{s}_tau{EPS['tau']:g}": eps_cams(s, EPS["tau"]) for s in SALIENCY["ablation_sources"]})
-for _cams in {**EPS_ROWS, **EPS_ABLATION_ROWS}.values():
-    CAM_MODELS[_cams] = f"results/{_cams.removesuffix('/cam')}/model.pt"
-
-
 rule train_eps:
     input:
         split_data(TRAIN_SPLIT),
         manifest=f"results/manifest/{TRAIN_SPLIT}.tsv",
         saliency=lambda w: saliency_shards(w.source, TRAIN_SPLIT),
-        init="results/classifier/model.pt" if EPS["init_from_classifier"] else [],
+        init=plan.CLASSIFIER if EPS["init_from_classifier"] else [],
         pretrained=backbone_weights("classifier", EPS["init_from_classifier"]),
     output:
         model="results/eps/{source}/tau{tau}/model.pt",
         history="results/eps/{source}/tau{tau}/history.json",
         problems="results/eps/{source}/tau{tau}/problems.tsv",
+    log:
+        "results/logs/train_eps/{source}/tau{tau}.log",
     wildcard_constraints:
-        source=SALIENCY_SOURCES,
+        source="|".join(plan.SALIENCY_SOURCES),
         tau=r"[0-9.]+",
+    threads: 8
+    resources:
+        gpu=GPU,
+        mem_mb=16000,
+        runtime=480,
     params:
         cfg={**CFG["classifier"], "epochs": EPS["epochs"] or CFG["classifier"]["epochs"]},
         eps=lambda w: {"tau": float(w.tau), "lam": EPS["lam"], "init_from_classifier": EPS["init_from_classifier"]},
@@ -39,13 +34,6 @@ rule train_eps:
         classes=CLASSES,
         checkpoint=lambda w: f"results/checkpoints/eps_{w.source}_tau{w.tau}.pt",
         code=code_hash("pipeline.eps"),
-    threads: 8
-    resources:
-        gpu=GPU,
-        mem_mb=16000,
-        runtime=480,
-    log:
-        "results/logs/train_eps/{source}/tau{tau}.log",
     script:
         "../scripts/train_eps.py"
 
@@ -53,19 +41,19 @@ rule train_eps:
 rule eps_ablation:
     """CAM mIoU (and the context classes' IoU) for every tau and saliency source."""
     input:
-        rows=expand("results/metrics/{stage}.json", stage=EPS_ABLATION_ROWS),
+        rows=expand("results/metrics/{stage}.json", stage=PLAN.eps_ablation_rows),
         cam="results/metrics/cam.json",
-        saliency=expand("results/metrics/{stage}.json", stage=SALIENCY_ROWS),
+        saliency=expand("results/metrics/{stage}.json", stage=PLAN.saliency_rows),
     output:
         "results/metrics/eps_ablation.tsv",
-    params:
-        code=code_hash("pipeline.eps"),
-    localrule: True
     log:
         "results/logs/eps_ablation.log",
+    localrule: True
+    params:
+        runs=PLAN.eps_ablation_runs,
+        code=code_hash("pipeline.ablations"),
     run:
-        from pipeline.eps import write_ablation
+        from pipeline.ablations import eps_table
 
-        table = write_ablation(input.rows, input.cam, input.saliency, output[0])
-        Path(log[0]).write_text(table)
-        print(f"\nEPS ablation ({output[0]}; mIoU and IoU in %):\n{table}")
+        table = eps_table(input.rows, params.runs, input.cam, input.saliency, output[0])
+        show_table(f"EPS ablation ({output[0]}; mIoU and IoU in %)", table, log[0])

@@ -11,22 +11,25 @@
 
 PRM = CFG["prm"]
 PRM_PEAK_CFG = {k: PRM[k] for k in ("window", "median_filter", "sub_pixel_factor", "peak_threshold", "backprop")}
-PRM_ROWS = {"prm": "results/prm/instances/{split}/{shard}.h5"} if PRM["enabled"] else {}
-# instance quality needs instance maps (the synthetic data has them)
-PRM_INSTANCE_METRICS = (["results/metrics/prm_instances.json"]
-                        if PRM["enabled"] and any(r.instances for r in MANIFESTS[EVAL_SPLIT]) else [])
 
 
 rule train_prm:
     input:
         split_data(TRAIN_SPLIT),
         manifest=f"results/manifest/{TRAIN_SPLIT}.tsv",
-        init="results/classifier/model.pt" if PRM["init_from_classifier"] else [],
+        init=plan.CLASSIFIER if PRM["init_from_classifier"] else [],
         pretrained=backbone_weights("classifier", PRM["init_from_classifier"]),
     output:
         model="results/prm/model.pt",
         history="results/prm/history.json",
         problems="results/prm/problems.tsv",
+    log:
+        "results/logs/train_prm.log",
+    threads: 8
+    resources:
+        gpu=GPU,
+        mem_mb=16000,
+        runtime=480,
     params:
         cfg={**CFG["classifier"], "epochs": PRM["epochs"] or CFG["classifier"]["epochs"]},
         prm={k: PRM[k] for k in ("window", "median_filter", "sub_pixel_factor")},
@@ -34,13 +37,6 @@ rule train_prm:
         classes=CLASSES,
         checkpoint="results/checkpoints/prm.pt",
         code=code_hash("pipeline.prm"),
-    threads: 8
-    resources:
-        gpu=GPU,
-        mem_mb=16000,
-        runtime=480,
-    log:
-        "results/logs/train_prm.log",
     script:
         "../scripts/train_prm.py"
 
@@ -53,16 +49,16 @@ rule prm_peaks:
     output:
         peaks="results/prm/peaks/{split}/{shard}.h5",
         problems="results/prm/peaks/{split}/{shard}.problems.tsv",
-    params:
-        cfg=PRM_PEAK_CFG,
-        code=code_hash("pipeline.prm"),
+    log:
+        "results/logs/prm_peaks/{split}/{shard}.log",
     threads: 4
     resources:
         gpu=GPU,
         mem_mb=8000,
         runtime=120,
-    log:
-        "results/logs/prm_peaks/{split}/{shard}.log",
+    params:
+        cfg=PRM_PEAK_CFG,
+        code=code_hash("pipeline.prm"),
     script:
         "../scripts/prm_peaks.py"
 
@@ -74,15 +70,15 @@ rule prm_instances:
         superpixels="results/superpixels/{split}/{shard}.h5",
     output:
         instances="results/prm/instances/{split}/{shard}.h5",
-    params:
-        cfg=PRM["instances"],
-        code=code_hash("pipeline.prm_instances"),
+    log:
+        "results/logs/prm_instances/{split}/{shard}.log",
     threads: 1
     resources:
         mem_mb=4000,
         runtime=120,
-    log:
-        "results/logs/prm_instances/{split}/{shard}.log",
+    params:
+        cfg=PRM["instances"],
+        code=code_hash("pipeline.prm_instances"),
     script:
         "../scripts/prm_instances.py"
 
@@ -94,16 +90,16 @@ rule evaluate_prm_instances:
     output:
         metrics="results/metrics/prm_instances.json",
         problems="results/metrics/prm_instances.problems.tsv",
+    log:
+        "results/logs/evaluate/prm_instances.log",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
     params:
         classes=CLASSES,
         split=EVAL_SPLIT,
         threshold=PRM["instances"]["iou_threshold"],
         code=code_hash("pipeline.evaluate_instances"),
-    threads: 1
-    resources:
-        mem_mb=4000,
-        runtime=60,
-    log:
-        "results/logs/evaluate/prm_instances.log",
     script:
         "../scripts/evaluate_prm_instances.py"

@@ -3,35 +3,28 @@
 # One row per CAM source: rw walks the plain CAMs, sccam_rw the last SC-CAM round's, eps_rw
 # EPS's, all over the AffinityNet trained on the affinity labels of the plain CAMs.
 
-# random-walk row -> the CAM directory (under results/) it walks
-RW_ROWS = {"rw": "cam"}
-if SCCAM["enabled"]:
-    RW_ROWS["sccam_rw"] = sccam_cams(SCCAM["k"], SCCAM["rounds"])
-if EPS["enabled"]:
-    RW_ROWS["eps_rw"] = EPS_ROWS["eps"]
-
 
 rule random_walk:
     input:
         lambda w: split_data(w.split),
         manifest="results/manifest/{split}/{shard}.tsv",
-        cams=lambda w: f"results/{RW_ROWS[w.rw]}/{w.split}/{w.shard}.h5",
-        model=rules.train_affinity.output.model,
+        cams=lambda w: f"results/{PLAN.rw_rows[w.rw]}/{w.split}/{w.shard}.h5",
+        model=plan.AFFINITY_NET,
     output:
         masks="results/{rw}/{split}/{shard}.h5",
         png=directory("results/{rw}/{split}/png/{shard}"),
         problems="results/{rw}/{split}/{shard}.problems.tsv",
+    log:
+        "results/logs/random_walk/{rw}/{split}/{shard}.log",
     wildcard_constraints:
-        rw="|".join(RW_ROWS),
-    params:
-        cfg={k: v for k, v in CFG["random_walk"].items() if k != "crf_profile"},
-        code=code_hash("pipeline.random_walk"),
+        rw="|".join(PLAN.rw_rows),
     threads: 4
     resources:
         gpu=GPU,
         mem_mb=8000,
         runtime=120,
-    log:
-        "results/logs/random_walk/{rw}/{split}/{shard}.log",
+    params:
+        cfg={k: v for k, v in CFG["random_walk"].items() if k != "crf_profile"},
+        code=code_hash("pipeline.random_walk"),
     script:
         "../scripts/random_walk.py"

@@ -3,33 +3,7 @@
 # `saliency` (max F-measure, adaptive F, MAE in results/metrics/saliency.json; not an mIoU,
 # so not in summary.tsv). Other sources (the ablation) build next to it.
 
-from pipeline.saliency import default_source
-from pipeline.weights import verified_path
-
-SALIENCY = CFG["saliency"]
-if SALIENCY["source"] == "auto":  # the trained detector on photographs (pipeline/saliency.py)
-    SALIENCY["source"] = default_source(DS["name"])
-# the training-free detectors and a folder of maps (rule saliency); the trained detector, a
-# network that asks for the job's GPU (rule saliency_detector)
-MAP_SOURCES = "manifold_ranking|frequency_tuned|folder"
-DETECTOR_SOURCES = "u2netp"
-SALIENCY_SOURCES = f"{MAP_SOURCES}|{DETECTOR_SOURCES}"
-if SALIENCY["source"] == "folder" and not SALIENCY["folder"]["dir"]:
-    raise ValueError("saliency.source is folder but saliency.folder.dir is not set")
-if "u2netp" in [SALIENCY["source"], *SALIENCY["ablation_sources"]]:
-    verified_path("u2netp")  # a missing or damaged model file stops the run here, naming the file and why
-# saliency row -> its source; rows saliency_<source> are the ablation's
-SALIENCY_ROWS = {"saliency": SALIENCY["source"],
-                 **{f"saliency_{s}": s for s in SALIENCY["ablation_sources"] if s != SALIENCY["source"]}}
-
-
-def saliency_shards(source, split):
-    return shard_files(f"results/saliency/{source}/{{split}}/{{shard}}.h5", split)
-
-
-def saliency_params(w):
-    # u2netp's batch_size only says how it runs (the adapter reads it from the config)
-    return {"source": w.source, w.source: {k: v for k, v in SALIENCY[w.source].items() if k != "batch_size"}}
+SALIENCY = CFG["saliency"]  # source: resolved from `auto` in common.smk
 
 
 rule saliency:
@@ -39,18 +13,18 @@ rule saliency:
     output:
         saliency="results/saliency/{source}/{split}/{shard}.h5",
         problems="results/saliency/{source}/{split}/{shard}.problems.tsv",
+    log:
+        "results/logs/saliency/{source}/{split}/{shard}.log",
     wildcard_constraints:
-        source=MAP_SOURCES,
-    params:
-        cfg=saliency_params,
-        classes=CLASSES,
-        code=code_hash("pipeline.saliency"),
+        source="|".join(plan.SALIENCY_MAP_SOURCES),
     threads: 1
     resources:
         mem_mb=2000,
         runtime=60,
-    log:
-        "results/logs/saliency/{source}/{split}/{shard}.log",
+    params:
+        cfg=lambda w: plan.saliency_settings(SALIENCY, w.source),
+        classes=CLASSES,
+        code=code_hash("pipeline.saliency"),
     script:
         "../scripts/saliency.py"
 
@@ -62,41 +36,41 @@ rule saliency_detector:
     output:
         saliency="results/saliency/{source}/{split}/{shard}.h5",
         problems="results/saliency/{source}/{split}/{shard}.problems.tsv",
+    log:
+        "results/logs/saliency/{source}/{split}/{shard}.log",
     wildcard_constraints:
-        source=DETECTOR_SOURCES,
-    params:
-        cfg=saliency_params,
-        classes=CLASSES,
-        code=code_hash("pipeline.saliency"),
+        source="|".join(plan.SALIENCY_DETECTOR_SOURCES),
     threads: 2
     resources:
         gpu=GPU,
         mem_mb=4000,
         runtime=60,
-    log:
-        "results/logs/saliency/{source}/{split}/{shard}.log",
+    params:
+        cfg=lambda w: plan.saliency_settings(SALIENCY, w.source),
+        classes=CLASSES,
+        code=code_hash("pipeline.saliency"),
     script:
         "../scripts/saliency.py"
 
 
 rule evaluate_saliency:
     input:
-        saliency=lambda w: saliency_shards(SALIENCY_ROWS[w.stage], EVAL_SPLIT),
+        saliency=lambda w: saliency_shards(PLAN.saliency_rows[w.stage], EVAL_SPLIT),
         manifests=lambda w: shard_files("results/manifest/{split}/{shard}.tsv", EVAL_SPLIT),
     output:
         metrics="results/metrics/{stage}.json",
         problems="results/metrics/{stage}.problems.tsv",
+    log:
+        "results/logs/evaluate/{stage}.log",
     wildcard_constraints:
-        stage="|".join(SALIENCY_ROWS),
-    params:
-        classes=CLASSES,
-        split=EVAL_SPLIT,
-        code=code_hash("pipeline.saliency"),
+        stage="|".join(PLAN.saliency_rows),
     threads: 1
     resources:
         mem_mb=4000,
         runtime=60,
-    log:
-        "results/logs/evaluate/{stage}.log",
+    params:
+        classes=CLASSES,
+        split=EVAL_SPLIT,
+        code=code_hash("pipeline.saliency"),
     script:
         "../scripts/evaluate_saliency.py"

@@ -4,12 +4,6 @@
 # (a round segmenter's predictions there, the next round's seeds, use its own `predict` settings).
 
 
-def segment_cfg(name, split):
-    if name in ROUND_SEGMENTERS and split == TRAIN_SPLIT:
-        return ROUND_SEGMENTERS[name]["predict"]
-    return {"scales": SEG["test_scales"], "flip": SEG["test_flip"]}
-
-
 rule segment:
     input:
         lambda w: split_data(w.split),
@@ -19,17 +13,17 @@ rule segment:
         masks="results/{segmenter}/{split}/{shard}.h5",
         png=directory("results/{segmenter}/{split}/png/{shard}"),
         problems="results/{segmenter}/{split}/{shard}.problems.tsv",
+    log:
+        "results/logs/segment/{segmenter}/{split}/{shard}.log",
     wildcard_constraints:
-        segmenter="|".join(SEGMENTER_RUNS),
-    params:
-        cfg=lambda w: segment_cfg(w.segmenter, w.split),
-        code=code_hash("pipeline.segment"),
+        segmenter="|".join(PLAN.segmenter_runs),
     threads: 4
     resources:
         gpu=GPU,
         mem_mb=8000,
         runtime=240,
-    log:
-        "results/logs/segment/{segmenter}/{split}/{shard}.log",
+    params:
+        cfg=lambda w: PLAN.segment_settings(w.segmenter, w.split),
+        code=code_hash("pipeline.segment"),
     script:
         "../scripts/segment.py"

@@ -9,16 +9,18 @@ rule superpixels:
     output:
         superpixels="results/superpixels/{split}/{shard}.h5",
         problems="results/superpixels/{split}/{shard}.problems.tsv",
-    params:
-        cfg={"method": CFG["superpixels"]["method"],
-             CFG["superpixels"]["method"]: CFG["superpixels"][CFG["superpixels"]["method"]]},
-        classes=CLASSES,
-        code=code_hash("pipeline.superpixels"),
+    log:
+        "results/logs/superpixels/{split}/{shard}.log",
     threads: 1
     resources:
         mem_mb=2000,
         runtime=60,
-    log:
-        "results/logs/superpixels/{split}/{shard}.log",
+    params:
+        cfg={
+            "method": CFG["superpixels"]["method"],
+            CFG["superpixels"]["method"]: CFG["superpixels"][CFG["superpixels"]["method"]],
+        },
+        classes=CLASSES,
+        code=code_hash("pipeline.superpixels"),
     script:
         "../scripts/superpixels.py"

@@ -8,7 +8,8 @@ from pipeline.logs import stage_logging
 with stage_logging(snakemake.log[0]):
     p = snakemake.params
     # SC-CAM rows carry their round's cluster report (sizes, purity against known sub-types)
-    extra = {"clusters": json.loads(Path(snakemake.input.report).read_text())} if snakemake.input.get("report") else None
+    extra = ({"clusters": json.loads(Path(snakemake.input.report).read_text())}
+             if snakemake.input.get("report") else None)
     evaluate.evaluate_cams(manifest_paths=snakemake.input.manifests, cam_paths=snakemake.input.cams,
                            classes=p.classes, thresholds=p.thresholds, split=p.split, stage=snakemake.wildcards.stage,
                            out_path=snakemake.output.metrics, problems_path=snakemake.output.problems, extra=extra)

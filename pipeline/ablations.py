@@ -1,0 +1,77 @@
+"""The methods' ablation tables, from the metric files of their rows (torch-free: an edit of a
+network reruns none of them). Each writes a TSV (fractions 0..1) and returns the same aligned
+for the terminal (in percent). Which run a row stands for comes from the plan
+(pipeline/plan.py), never from parsing its name."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .summary import aligned, percent, write_rows
+
+# EPS's railroad and water cases: classes whose context the saliency loss should cut away
+# (VOC and the synthetic data name them alike)
+CONTEXT_CLASSES = ("train", "boat")
+
+
+def _load(path) -> dict:
+    return json.loads(Path(path).read_text())
+
+
+def sccam_table(metric_paths, runs: dict[str, tuple[int, int]], out_path) -> str:
+    """SC-CAM over k and rounds: `runs` maps each row to its (k, round)."""
+    rows = []
+    for path in metric_paths:
+        m = _load(path)
+        k, round_ = runs[m["stage"]]
+        purity = (m.get("clusters") or {}).get("purity") or {}
+        rows.append({"k": k, "round": round_, "miou": m["miou"], "best_threshold": m["best_threshold"],
+                     "purity": purity.get("purity"), "nmi": purity.get("nmi")})
+    rows.sort(key=lambda r: (r["k"], r["round"]))
+    write_rows(rows, ["k", "round", "miou", "best_threshold", "purity", "nmi"], out_path)
+
+    def cell(v):
+        return "" if v is None else f"{v:.4f}"
+
+    shown = [["k", "round", "CAM mIoU", "threshold", "purity", "NMI"]]
+    shown += [[str(r["k"]), str(r["round"]), percent(r["miou"]), cell(r["best_threshold"]), cell(r["purity"]),
+               cell(r["nmi"])] for r in rows]
+    return aligned(shown)
+
+
+def eps_table(row_paths, runs: dict[str, tuple[str, float]], cam_path, saliency_paths, out_path) -> str:
+    """EPS over tau and saliency source: `runs` maps each row to its (source, tau); the plain
+    CAM row and each source's saliency max F are there for reference."""
+    saliency = {}
+    for path in saliency_paths:
+        m = _load(path)
+        saliency[m.get("source") or m["stage"].removeprefix("saliency_")] = m
+    cam = _load(cam_path)
+    context = [c for c in CONTEXT_CLASSES if c in cam["per_class_iou"]]
+    rows = [{"row": "cam", "source": "", "tau": None, "miou": cam["miou"], "best_threshold": cam["best_threshold"],
+             **{f"iou_{c}": cam["per_class_iou"][c] for c in context}, "saliency_max_f": None}]
+    for path in row_paths:
+        m = _load(path)
+        source, tau = runs[m["stage"]]
+        rows.append({"row": m["stage"], "source": source, "tau": float(tau), "miou": m["miou"],
+                     "best_threshold": m["best_threshold"], **{f"iou_{c}": m["per_class_iou"][c] for c in context},
+                     "saliency_max_f": saliency.get(source, {}).get("max_f")})
+    rows[1:] = sorted(rows[1:], key=lambda r: (r["source"], r["tau"]))
+    columns = ["row", "source", "tau", "miou", "best_threshold", *(f"iou_{c}" for c in context), "saliency_max_f"]
+    write_rows(rows, columns, out_path)
+    cells = [["row", "saliency source", "tau", "mIoU", "threshold", *(f"IoU {c}" for c in context), "saliency max F"]]
+    cells += [[r["row"], r["source"], "" if r["tau"] is None else f"{r['tau']:g}", percent(r["miou"]),
+               f"{r['best_threshold']:.2f}", *(percent(r[f"iou_{c}"]) for c in context), percent(r["saliency_max_f"])]
+              for r in rows]
+    return aligned(cells)
+
+
+def metric_rows_table(metric_paths, out_path, columns=("stage", "split", "miou", "miou_full", "coverage",
+                                                       "precision", "n_images")) -> str:
+    """Rows straight from their metric files, in the given order (MCOF's chain against the
+    self-training control)."""
+    rows = [_load(p) for p in metric_paths]
+    write_rows(rows, columns, out_path)
+    shown = ("miou", "miou_full", "coverage", "precision")
+    return aligned([list(columns)] + [[percent(r.get(c)) if c in shown else str(r.get(c, "")) for c in columns]
+                                      for r in rows])

@@ -1,0 +1,178 @@
+"""The plan of the workflow (pipeline/plan.py): rows, models and mask sources from a config,
+checked without Snakemake; and that the order of the rule files' includes does not matter."""
+import re
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from pipeline import plan
+from pipeline.config import DEFAULT_CONFIG, layered, resolve, scale_warning
+from pipeline.manifest import GROUND_TRUTH
+
+from conftest import REPO, SNAKEMAKE, TINY, deep_update
+
+
+def default_cfg(extra=None) -> dict:
+    cfg, _ = layered([DEFAULT_CONFIG], {})
+    cfg = deep_update(cfg, extra or {})
+    if cfg["saliency"]["source"] == "auto":
+        cfg["saliency"]["source"] = "manifold_ranking"
+    return cfg
+
+
+def build(extra=None, masks=True, instances=True):
+    return plan.build(default_cfg(extra), has_masks=lambda split: masks, eval_has_instances=instances)
+
+
+def test_the_default_config_plans_every_row_of_the_results_table():
+    p = build()
+    assert p.evaluated_stages == [
+        "cam", "eps", "affinity_labels", "mcof_seeds", "mcof_regionnet_r1", "mcof_saliency", "mcof_pixelnet_r1",
+        "rw", "eps_rw", "rw_crf", "segmenter_masks", "deeplab_aspp", "deeplab_aspp_crf", "fully_supervised",
+        "mcof", "prm",
+    ]
+    assert p.mask_stages["rw"] == ("results/rw/{split}/{shard}.h5", "val")
+    assert p.mask_stages["segmenter_masks"] == ("results/rw/{split}/{shard}.h5", "train")
+    assert p.mask_stages["mcof_pixelnet_r1"][1] == "train" and p.mask_stages["mcof"][1] == "val"
+    assert p.artifact_stages == {"segmenter_masks": "rw", "mcof": "mcof_pixelnet_r1"}
+    assert p.rw_rows == {"rw": "cam", "eps_rw": "eps/manifold_ranking/tau0.3/cam"}  # eps.tau 0.3
+    assert p.cam_models["cam"] == "results/classifier/model.pt"
+    assert p.cam_models["eps/manifold_ranking/tau0.3/cam"] == "results/eps/manifold_ranking/tau0.3/model.pt"
+    assert p.segmenters == {"deeplab_aspp": ("aspp", "rw"), "fully_supervised": ("aspp", GROUND_TRUTH)}
+    assert set(p.crf_sources) == {"rw", "deeplab_aspp", "fully_supervised"}
+    assert p.prm_instance_metrics == ["results/metrics/prm_instances.json"]
+    # every evaluated row has a montage; every montage row's pattern names its split's shards
+    assert set(p.report_stages) == set(p.cam_rows) | set(p.mask_stages)
+    assert p.histories["classifier"] == "results/classifier/history.json"
+    assert p.histories["eps"] == "results/eps/manifold_ranking/tau0.3/history.json"
+
+
+@pytest.mark.parametrize("source", ["rw", "rw_crf", "sccam_rw", "eps_rw"])
+def test_every_segmenter_source_the_schema_allows_has_a_producer(source):
+    schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
+    enum = schema["properties"]["segmenter"]["properties"]["source"]["oneOf"][0]["enum"]
+    assert source in enum and len(enum) == 4
+    p = build({"sccam": {"enabled": True}, "eps": {"enabled": True}, "segmenter": {"source": source}})
+    assert p.seg_source == source and p.mask_sources[source] == f"results/{source}/{{split}}/{{shard}}.h5"
+    assert p.mask_stages["segmenter_masks"][0] == p.mask_sources[source]
+    # a source that needs a method switched off is refused, naming the setting
+    if source in ("sccam_rw", "eps_rw"):
+        method = source.removesuffix("_rw")
+        with pytest.raises(ValueError, match=rf"segmenter.source: {source} is not made.*{method}.enabled"):
+            build({method: {"enabled": False}, "segmenter": {"source": source}})
+
+
+def test_names_built_here_match_the_directories_and_rows():
+    p = build({"sccam": {"enabled": True, "k": 3, "rounds": 2, "ablation_k": [1, 3]},
+               "eps": {"tau": 0.4, "ablation_tau": [0.3, 0.5]}, "saliency": {"ablation_sources": ["frequency_tuned"]}})
+    assert p.sccam_rows == {"sccam_r1": "sccam/k3/r1/cam", "sccam_r2": "sccam/k3/r2/cam"}
+    assert p.sccam_ablation_rows == {"sccam_k1_r1": "sccam/k1/r1/cam", "sccam_k1_r2": "sccam/k1/r2/cam",
+                                     "sccam_k3_r1": "sccam/k3/r1/cam", "sccam_k3_r2": "sccam/k3/r2/cam"}
+    assert p.cam_models["sccam/k1/r2/cam"] == "results/sccam/k1/r2/model.pt"
+    assert p.cam_reports["sccam/k3/r1/cam"] == "results/sccam/k3/r1/clusters.json"
+    assert p.previous_classifier(3, 1) == "results/classifier/model.pt"
+    assert p.previous_classifier("3", "2") == "results/sccam/k3/r1/model.pt"
+    assert p.rw_rows["sccam_rw"] == "sccam/k3/r2/cam"
+    assert p.eps_ablation_runs == {"eps_manifold_ranking_tau0.3": ("manifold_ranking", 0.3),
+                                   "eps_manifold_ranking_tau0.5": ("manifold_ranking", 0.5),
+                                   "eps_frequency_tuned_tau0.4": ("frequency_tuned", 0.4)}
+    assert p.eps_ablation_rows["eps_frequency_tuned_tau0.4"] == "eps/frequency_tuned/tau0.4/cam"
+    assert p.saliency_rows == {"saliency": "manifold_ranking", "saliency_frequency_tuned": "frequency_tuned"}
+
+
+def test_mcof_rounds_chain_regionnet_pixelnet_and_the_self_training_control():
+    p = build({"mcof": {"rounds": 2}})
+    assert list(p.mcof_train_rows) == ["mcof_seeds", "mcof_regionnet_r1", "mcof_saliency", "mcof_pixelnet_r1",
+                                       "mcof_regionnet_r2", "mcof_pixelnet_r2"]
+    assert p.regionnet_labels(1) == ("results/mcof_seeds/{split}/{shard}.h5", "mcof_seeds")
+    assert p.regionnet_labels("2") == ("results/mcof_pixelnet_r1/{split}/{shard}.h5", "mcof_pixelnet_r1")
+    assert p.round_segmenters["mcof_pixelnet_r1"]["source"] == "mcof_saliency"
+    assert p.round_segmenters["mcof_pixelnet_r2"]["source"] == "mcof_regionnet_r2"
+    assert [p.round_segmenters[f"selftrain_r{r}"]["source"] for r in (1, 2)] == ["mcof_seeds", "selftrain_r1"]
+    assert p.mask_stages["mcof"] == ("results/mcof_pixelnet_r2/{split}/{shard}.h5", "val")
+    assert set(p.selftrain_rows) <= set(p.all_mask_stages) and not set(p.selftrain_rows) & set(p.mask_stages)
+    # a round segmenter predicts the training split with its own settings, the evaluation split with the test ones
+    pixelnet = default_cfg()["mcof"]["pixelnet"]
+    assert p.segment_settings("mcof_pixelnet_r1", "train") == {"scales": pixelnet["predict_scales"],
+                                                                 "flip": pixelnet["predict_flip"]}
+    assert p.segment_settings("mcof_pixelnet_r1", "val") == p.segment_settings("deeplab_aspp", "val")
+    no_saliency = build({"mcof": {"saliency": {"enabled": False}}})
+    assert "mcof_saliency" not in no_saliency.mcof_train_rows
+    assert no_saliency.round_segmenters["mcof_pixelnet_r1"]["source"] == "mcof_regionnet_r1"
+
+
+def test_without_ground_truth_only_what_needs_none_is_planned():
+    p = build(masks=False, instances=False)
+    assert "fully_supervised" not in p.segmenters and "segmenter_masks" not in p.mask_stages
+    assert "affinity_labels" not in p.mask_stages and "mcof_seeds" not in p.mask_stages
+    assert p.prm_instance_metrics == []
+    folder = build({"segmenter": {"source": {"folder": "/data/masks"}}})
+    assert folder.seg_source == plan.FOLDER and folder.mask_folder == "/data/masks"
+    assert folder.folder_rows == {"segmenter_masks": ("/data/masks", "train")}
+    assert "segmenter_masks" not in folder.mask_stages and folder.segmenters["deeplab_aspp"] == ("aspp", "folder")
+
+
+def test_settings_the_schema_cannot_check_stop_the_plan():
+    with pytest.raises(ValueError, match="mcof.seeds.threshold"):
+        build({"mcof": {"seeds": {"threshold": 0.1, "bg_threshold": 0.2}}})
+    with pytest.raises(ValueError, match="saliency.folder.dir is not set"):
+        build({"saliency": {"source": "folder"}})
+
+
+def test_the_plan_imports_neither_snakemake_nor_torch():
+    code = ("import sys, pipeline.plan; bad = [m for m in ('torch', 'snakemake') if m in sys.modules]; "
+            "assert not bad, bad")
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_schema_defaults_alone_make_a_plan():
+    cfg = resolve({})
+    cfg["saliency"]["source"] = "u2netp"
+    p = plan.build(cfg, has_masks=lambda split: True, eval_has_instances=False)
+    assert p.train_split == cfg["dataset"]["train_split"] and p.eval_split == cfg["dataset"]["eval_split"]
+    assert "rw" in p.rw_rows and p.segment_predict["scales"] == cfg["segmenter"]["test_scales"]
+
+
+def canonical_dag(dot: str) -> list[str]:
+    """The jobs (rule and wildcards) and their edges of `snakemake --dag`, without its numbering."""
+    labels = dict(re.findall(r'^\s*(\d+)\[label = "(.*?)", color', dot, re.M))
+    edges = re.findall(r"^\s*(\d+) -> (\d+)", dot, re.M)
+    return sorted(labels.values()) + sorted(f"{labels[a]} -> {labels[b]}" for a, b in edges)
+
+
+@pytest.mark.slow
+def test_the_order_of_the_includes_does_not_matter(tmp_path):
+    text = (REPO / "workflow/Snakefile").read_text()
+    includes = re.findall(r'^include: "rules/(\w+)\.smk"\n', text, re.M)
+    assert len(includes) >= 15 and includes[0] == "common"
+    # common.smk first (it builds the plan); every other rule file in reverse order
+    shuffled = [includes[0], *reversed(includes[1:])]
+    body = re.sub(r'^include: "rules/\w+\.smk"\n', "", text, flags=re.M)
+    body = body.replace('report: "report/workflow.rst"', f'report: "{REPO}/workflow/report/workflow.rst"')
+    head = "".join(f'include: "{REPO}/workflow/rules/{name}.smk"\n' for name in shuffled)
+    (tmp_path / "Snakefile").write_text(head + body)
+
+    def dag(snakefile):
+        proc = subprocess.run([str(SNAKEMAKE), "--snakefile", str(snakefile), "-n", "--dag", "dot", "all",
+                               "sccam_ablation", "eps_ablation", "mcof_ablation"],
+                              cwd=REPO, capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+        return canonical_dag(proc.stdout)
+
+    normal, reordered = dag(REPO / "Snakefile"), dag(tmp_path / "Snakefile")
+    assert len(normal) > 500 and reordered == normal
+
+
+def test_the_smoke_config_is_the_tests_tiny_config_on_the_embedded_default():
+    path = REPO / ".test/config/config.yaml"
+    smoke = yaml.safe_load(path.read_text())
+    assert smoke.pop("extends") == "config/config.yaml" and smoke == TINY
+    cfg, chain = layered([path], {})
+    assert DEFAULT_CONFIG.resolve() in [c.resolve() for c in chain]
+    assert scale_warning(cfg, chain) is None
+    assert cfg["classifier"]["epochs"] == 1 and cfg["dataset"]["synthetic"]["n_images"] == {"train": 24, "val": 16}
+    proc = subprocess.run([str(SNAKEMAKE), "-n", "--directory", ".test", "--configfile", str(path)],
+                          cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and re.search(r"^total\s+\d+", proc.stdout, re.M), proc.stdout[-3000:]
