@@ -1,5 +1,5 @@
 """Command line: python -m pipeline {status,inspect,show,export-masks,evaluate-masks,export-instances,config,
-labels-csv,benchmark,benchmark-rw,benchmark-dag,benchmark-backbones} ..."""
+labels-csv,benchmark,stage-times,benchmark-rw,benchmark-dag,benchmark-backbones} ..."""
 from __future__ import annotations
 
 import argparse
@@ -73,6 +73,9 @@ def main(argv=None) -> int:
                    help="measure the CAM stage on an existing run in --workdir without rerunning the workflow")
     p.add_argument("--skip-backbones", action="store_true", help="leave out the speed of each backbone at VOC size")
 
+    p = sub.add_parser("stage-times", help="wall time of a run's jobs summed per method and per stage")
+    p.add_argument("results", nargs="?", default="results", help="the run's results folder")
+
     p = sub.add_parser("benchmark-rw", help="sparse vs dense random walk (time, peak memory) and CRF speed")
     p.add_argument("--cores", type=int, default=2)
     p.add_argument("--strides", type=int, nargs="+", default=[8, 4], help="feature strides to measure")
@@ -129,6 +132,10 @@ def main(argv=None) -> int:
             from .benchmark import main as benchmark
 
             benchmark(args)
+        elif args.command == "stage-times":
+            from .stage_times import time_table
+
+            print(time_table(args.results))
         elif args.command == "benchmark-rw":
             from .benchmark_rw import main as benchmark_rw
 

@@ -187,6 +187,11 @@ def main(args) -> dict:
         print(f"  {name.ljust(width)}  {value}")
     if "warning" in out:
         print(f"  WARNING: {out['warning']}")
+    from .stage_times import job_times, time_table
+
+    out["job_times"] = [{**r, "wildcards": list(r["wildcards"])} for r in job_times(workdir / "results")]
+    print(f"\nwall time per method and per stage, summed over jobs (results/benchmarks/):\n"
+          f"{time_table(workdir / 'results')}")
     if not args.skip_backbones:
         from .benchmark_backbones import DEFAULT_BACKBONES, main as backbone_speeds
 

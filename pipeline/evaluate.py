@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+from pathlib import Path
 
 import numpy as np
 
@@ -93,6 +94,21 @@ def threshold_grid(spec: dict) -> np.ndarray:
     return np.round(spec["min"] + spec["step"] * np.arange(n), 6)
 
 
+def chosen_threshold(metrics_path) -> tuple[float, str]:
+    """(threshold, split) chosen on another split: the best background threshold of a row's
+    evaluation on the training split (a CAM row's best_threshold, a walk's sweep_best_threshold),
+    the papers' protocol for pseudo masks, so that nothing is chosen on the split reported."""
+    m = json.loads(Path(metrics_path).read_text())
+    threshold = m.get("best_threshold") if m.get("best_threshold") is not None else m.get("sweep_best_threshold")
+    if threshold is None:
+        raise ValueError(f"{metrics_path}: holds no best background threshold to apply")
+    return float(threshold), m["split"]
+
+
+def _grid_index(grid: np.ndarray, threshold: float) -> int:
+    return int(np.argmin(np.abs(grid - threshold)))
+
+
 def load_ground_truth(record: mf.Record, n_classes: int) -> np.ndarray:
     """The record's class mask; ImageReadError when missing or holding values outside 0..C / 255."""
     if not record.mask:
@@ -172,8 +188,12 @@ def _finish(metrics: dict, stage: str, split: str, out_path, problems: ProblemRe
 
 
 def evaluate_cams(*, manifest_paths, cam_paths, classes, thresholds: dict, split: str, stage: str,
-                  out_path, problems_path, artifact_stage: str = "cam", extra: dict | None = None) -> dict:
-    """Best-threshold mIoU of the CAMs of a split (all shards) against the ground truth;
+                  out_path, problems_path, artifact_stage: str = "cam", extra: dict | None = None,
+                  chosen_on=None) -> dict:
+    """mIoU of the CAMs of a split (all shards) against the ground truth at a constant background
+    threshold: the one chosen on another split when `chosen_on` (that row's metrics on the
+    training split) is given, else this split's best (`threshold_from` says which). The sweep
+    and this split's own best stay in the metrics (`split_best_threshold`, `split_best_miou`).
     `extra` facts about the stage (SC-CAM's cluster purity) are added to the metrics."""
     n = len(classes) + 1
     grid = threshold_grid(thresholds)
@@ -199,14 +219,19 @@ def evaluate_cams(*, manifest_paths, cam_paths, classes, thresholds: dict, split
     if np.all(np.isnan(curve)):
         raise ValueError(f"evaluate {stage}: every ground-truth pixel of split {split!r} is ignored (255)")
     best = int(np.nanargmax(curve))
-    metrics = metrics_dict(stage, split, classes, sweep.confusion(best), n_images, len(problems),
-                           best_threshold=float(grid[best]), **(extra or {}),
+    used, threshold_from = best, split
+    if chosen_on:
+        threshold, threshold_from = chosen_threshold(chosen_on)
+        used = _grid_index(grid, threshold)
+    metrics = metrics_dict(stage, split, classes, sweep.confusion(used), n_images, len(problems),
+                           best_threshold=float(grid[used]), threshold_from=threshold_from,
+                           split_best_threshold=float(grid[best]), split_best_miou=curve[best], **(extra or {}),
                            threshold_sweep=[{"threshold": float(t), "miou": m} for t, m in zip(grid, curve)])
     return _finish(metrics, stage, split, out_path, problems)
 
 
 def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: str, artifact_stage: str,
-                   out_path, problems_path, sweep: dict | None = None) -> dict:
+                   out_path, problems_path, sweep: dict | None = None, chosen_on=None) -> dict:
     """mIoU of the label maps `mask` of a split against the ground truth.
 
     Pixels a mask leaves undecided (255, as affinity labels and seeds do) are left out of the
@@ -219,6 +244,9 @@ def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: st
     With `sweep` (a threshold grid spec) the stage's score maps (`scores`, `keys`, background
     first) are also evaluated at every constant background score, as the CAMs are; the row
     stays that of the masks as written, the sweep is in the metrics for choosing the threshold.
+    With `chosen_on` too (the row's metrics on the training split), the mIoU at the threshold
+    best there is `chosen_threshold_miou`: what the masks score with a threshold not chosen on
+    the split reported.
     """
     n = len(classes) + 1
     scores = MaskScores(n)
@@ -252,6 +280,11 @@ def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: st
         best = int(np.nanargmax(curve))
         extra = {"sweep_best_threshold": float(grid[best]), "sweep_best_miou": curve[best],
                  "threshold_sweep": [{"threshold": float(t), "miou": m} for t, m in zip(grid, curve)]}
+        if chosen_on:
+            threshold, threshold_from = chosen_threshold(chosen_on)
+            used = _grid_index(grid, threshold)
+            extra.update(chosen_threshold=float(grid[used]), chosen_threshold_miou=curve[used],
+                         threshold_from=threshold_from)
     metrics = scores.metrics(stage, split, classes, len(problems), **extra)
     return _finish(metrics, stage, split, out_path, problems)
 

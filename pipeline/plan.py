@@ -122,15 +122,26 @@ class Plan:
     all_cam_rows: dict[str, str]
     folder_rows: dict[str, tuple[str, str]]
     evaluated_stages: list[str]
+    # row -> whether it uses the ground-truth image labels at inference (CAMs, walks, MCOF's
+    # training-split chain, PRM) or not (segmenters on the evaluation split)
+    image_labels: dict[str, bool]
     # rows whose artifacts another stage wrote: row -> that stage
     artifact_stages: dict[str, str]
     # rows that store score maps with a constant background score (evaluated with the sweep)
     score_stages: set[str]
+    # rows whose background threshold is chosen on the training split (its metrics under
+    # results/metrics/train_split/) and applied to the evaluation split
+    threshold_rows: set[str]
     # row -> what its montage draws: kind (cam or mask), split, pattern, stage
     report_stages: dict[str, dict]
     # trained model -> its training history
     histories: dict[str, str]
     segment_predict: dict = field(default_factory=dict)
+
+    def chosen_on(self, row: str) -> list[str]:
+        """The metrics of `row` on the training split, where its threshold is chosen; [] when
+        the training split has no ground truth (the row then reports its own split's best)."""
+        return [f"results/metrics/train_split/{row}.json"] if row in self.threshold_rows else []
 
     def previous_classifier(self, k, round_) -> str:
         """The classifier SC-CAM round r starts its features (and, optionally, weights) from."""
@@ -208,7 +219,9 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
         "head": pixelnet_cfg["head"],
         **({"iterations": pixelnet_cfg["iterations"]} if pixelnet_cfg["iterations"] else {}),
     }
-    pixelnet_predict = {"scales": pixelnet_cfg["predict_scales"], "flip": pixelnet_cfg["predict_flip"]}
+    # on the training split the image's classes are known: predictions keep to them, as the masks do
+    pixelnet_predict = {"scales": pixelnet_cfg["predict_scales"], "flip": pixelnet_cfg["predict_flip"],
+                        "restrict_to_labels": True}
     mask_sources, round_segmenters = {}, {}
     mcof_train_rows = {"mcof_seeds": artifact("mcof_seeds")} if mcof["enabled"] else {}
     for r in mcof_rounds:
@@ -219,11 +232,12 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
         mask_sources[learns_from] = mcof_train_rows[learns_from]
         round_segmenters[pixelnet(r)] = {"source": learns_from, "train": pixelnet_train, "predict": pixelnet_predict}
         mcof_train_rows[pixelnet(r)] = artifact(pixelnet(r))
-    # the control: the same segmenter, retrained on its own predictions from the initial seeds
+    # the paper's control: from round 1's segmentation result (PixelNet 1), the same segmenter
+    # retrained on its own predictions, round after round, without RegionNet or saliency
     selftrain_rows = {}
-    for r in mcof_rounds:
-        learns_from = "mcof_seeds" if r == 1 else selftrain(r - 1)
-        mask_sources[learns_from] = mcof_train_rows["mcof_seeds"] if r == 1 else selftrain_rows[learns_from]
+    for r in mcof_rounds[1:]:
+        learns_from = pixelnet(1) if r == 2 else selftrain(r - 1)
+        mask_sources[learns_from] = mcof_train_rows[pixelnet(1)] if r == 2 else selftrain_rows[learns_from]
         round_segmenters[selftrain(r)] = {"source": learns_from, "train": pixelnet_train, "predict": pixelnet_predict}
         selftrain_rows[selftrain(r)] = artifact(selftrain(r))
 
@@ -284,6 +298,17 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
     cam_rows = {"cam": "cam", **sccam_rows, **eps_rows}
     all_cam_rows = {**cam_rows, **sccam_ablation_rows, **eps_ablation_rows}
     folder_rows = {"segmenter_masks": (mask_folder, train)} if mask_folder and train_masks else {}
+    # the papers' protocol: thresholds chosen on the training split's pseudo masks; the sweep
+    # replaces a constant background score, which PSA's walked background is not
+    score_stages = set(rw_rows) if cfg["random_walk"]["normalisation"] != "psa" else set()
+    threshold_rows = set(all_cam_rows) | score_stages if train_masks and train != evaluation else set()
+    # segmenters predict without labels; everything else on a split keeps to the image's classes
+    # (MCOF's PixelNet too, on its training images)
+    without_labels = {*segmenters, *(f"{s}_crf" for s in segmenters), "mcof"}
+    image_labels = {row: row not in without_labels
+                    for row in [*all_cam_rows, *all_mask_stages, *folder_rows]}
+    if mask_folder:
+        image_labels["segmenter_masks"] = False  # made elsewhere: unknown, counted as not
     artifact_stages = {"segmenter_masks": seg_source}
     if mcof_rounds:
         artifact_stages["mcof"] = pixelnet(mcof_rounds[-1])
@@ -342,8 +367,10 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
         all_cam_rows=all_cam_rows,
         folder_rows=folder_rows,
         evaluated_stages=[*cam_rows, *mask_stages, *folder_rows],
+        image_labels=image_labels,
         artifact_stages=artifact_stages,
-        score_stages=set(rw_rows),
+        score_stages=score_stages,
+        threshold_rows=threshold_rows,
         report_stages=report_stages,
         histories=histories,
         segment_predict={"scales": seg["test_scales"], "flip": seg["test_flip"]},

@@ -15,7 +15,11 @@ Scoring (the paper's code; defaults from its demo): for the PRM R of a peak of c
 (normalised to sum 1) and a proposal M,
     score = balance * sum(R inside M) + sum(R on the contour of M) - penalty * |M and B_c|
 where the contour is the morphological gradient of M (a contour_width square) and B_c the
-pixels whose class response is below bg_factor x its mean. Proposals larger than
+pixels whose class response is below bg_factor x its mean. The paper's constants are for
+448 x 448 inputs: with reference_size set, an image of other size s^2 = H x W scores with
+penalty x (448^2 / s^2) (the penalty counts pixels, while the PRM sums to 1) and a contour
+of contour_width x s / 448 pixels (at least 1), so the terms keep the paper's proportions.
+Proposals larger than
 size_limit[1] or smaller than size_limit[0] of the image are not considered. Each peak takes
 its best proposal; instances then go through non-maximum suppression across classes
 (highest score first; one overlapping another kept one by IoU >= nms is dropped).
@@ -194,9 +198,20 @@ def semantic_mask(masks: np.ndarray, classes: np.ndarray, scores: np.ndarray, sh
     return out
 
 
+def scaled_scoring(cfg: dict, h: int, w: int) -> dict:
+    """The scoring constants for an H x W image: the paper's (for reference_size^2 inputs)
+    scaled to its size, or as given when reference_size is null."""
+    ref = cfg.get("reference_size")
+    if not ref:
+        return cfg
+    return {**cfg, "penalty": cfg["penalty"] * ref * ref / (h * w),
+            "contour_width": max(1, round(cfg["contour_width"] * (h * w) ** 0.5 / ref))}
+
+
 def image_instances(rgb: np.ndarray, segments: np.ndarray, peaks: dict, cfg: dict) -> dict:
     """Instance masks of one image from its peaks (prm_peaks' arrays) and superpixels."""
     h, w = segments.shape
+    cfg = scaled_scoring(cfg, h, w)
     n_peaks = len(peaks["peak_classes"])
     empty = {"masks": np.zeros((0, h, w), bool), "classes": np.zeros(0, np.uint8), "scores": np.zeros(0, np.float32),
              "peak_index": np.zeros(0, np.int32), "n_proposals": 0}

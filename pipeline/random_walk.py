@@ -3,9 +3,16 @@
 On the feature grid (stride 8, N = h * w cells) the affinity of cells i and j within the
 radius (dy^2 + dx^2 < r^2, the cell itself included) is W_ij = exp(-mean_c |f_i - f_j|)^beta;
 the transition T = D^-1 W (D the row sums) averages each cell over its neighbours. The CAM,
-average-pooled to the grid, is propagated t = 2^logt steps: v <- T v. Each class map is then
-upsampled to the image, divided by its maximum, and background is a constant score
-bg_threshold; the mask is the argmax.
+average-pooled to the grid, is propagated t = 2^logt steps: v <- T v. How background and
+class maps meet (random_walk.normalisation):
+  irn        every walked class map divided by the largest value over all classes of the
+             image, background the constant bg_threshold (IRN, step/make_sem_seg_labels.py:
+             rw_up / torch.max(rw_up), padded with sem_seg_bg_thres);
+  psa        a background channel (1 - max_c CAM_c)^alpha walked with the class maps (PSA,
+             infer_aff.py); no threshold;
+  per_class  each walked class map divided by its own maximum, background the constant
+             bg_threshold (this project's first version; not a paper's).
+The scores are upsampled to the image and the mask is their argmax.
 
 Public code builds T as a dense N x N matrix and squares it logt times (T^(2^logt) in logt
 products): memory N^2 (0.5 GB for a VOC image at stride 4). Squaring a sparse T fills it in,
@@ -116,21 +123,52 @@ def random_walk_dense(features: torch.Tensor, maps: torch.Tensor, radius: int, b
     return (t @ maps.reshape(k, n).T).T.reshape(k, h, w)
 
 
+NORMALISATIONS = ("irn", "psa", "per_class")
+
+
 def normalise_max(maps: torch.Tensor) -> torch.Tensor:
-    """Each map divided by its maximum (IRN)."""
+    """Each map divided by its own maximum (normalisation per_class)."""
     return maps / maps.flatten(1).max(1).values.clamp_min(1e-5)[:, None, None] if len(maps) else maps
+
+
+def normalise_global_max(maps: torch.Tensor) -> torch.Tensor:
+    """All maps divided by the largest value of any of them (IRN)."""
+    return maps / maps.max().clamp_min(1e-5) if len(maps) else maps
+
+
+def psa_background(cams: torch.Tensor, alpha: float) -> torch.Tensor:
+    """PSA's background map (1 - max_c CAM_c)^alpha [H, W] of CAMs scaled to max 1 [K, H, W]."""
+    if not len(cams):
+        return cams.new_ones(cams.shape[1:])
+    return (1 - cams.max(0).values.clamp(0, 1)) ** alpha
+
+
+def walked_scores(features: torch.Tensor, cams: torch.Tensor, cfg: dict, radius: int) -> torch.Tensor:
+    """Scores [K + 1, h, w] on the feature grid, background first, from CAMs [K, H, W] (each
+    scaled to max 1) walked over the affinities of `features`, as cfg["normalisation"] says."""
+    grid = features.shape[1:]
+    mode = cfg["normalisation"]
+    if mode == "psa":
+        maps = torch.cat([psa_background(cams, cfg["alpha"])[None], cams])
+        return random_walk(features, F.adaptive_avg_pool2d(maps[None], grid)[0], radius, cfg["beta"], cfg["logt"])
+    small = F.adaptive_avg_pool2d(cams[None], grid)[0] if len(cams) else cams.new_zeros((0, *grid))
+    walked = random_walk(features, small, radius, cfg["beta"], cfg["logt"])
+    if mode == "irn":
+        walked = normalise_global_max(walked)
+    elif mode == "per_class":
+        walked = normalise_max(walked)
+    else:
+        raise ValueError(f"random_walk.normalisation: {mode!r} is not one of {', '.join(NORMALISATIONS)}")
+    return torch.cat([walked.new_full((1, *grid), float(cfg["bg_threshold"])), walked])
 
 
 @torch.no_grad()
 def walk_image(model, rgb: np.ndarray, cams: np.ndarray, keys, cfg: dict, radius: int, device):
-    """(scores [K+1, h, w] on the feature grid: the constant background, then the walked CAMs
-    each divided by its max; mask uint8 [H, W] = keys[argmax] of the scores upsampled)."""
+    """(scores [K+1, h, w] on the feature grid (walked_scores); mask uint8 [H, W] = keys[argmax]
+    of the scores upsampled to the image)."""
     features = model(to_tensor(rgb).to(device)[None])[0]
-    grid = features.shape[1:]
     cam = torch.from_numpy(cams.astype(np.float32)).to(device)
-    small = F.adaptive_avg_pool2d(cam[None], grid)[0] if len(cam) else cam.new_zeros((0, *grid))
-    walked = normalise_max(random_walk(features, small, radius, cfg["beta"], cfg["logt"]))
-    scores = torch.cat([walked.new_full((1, *grid), float(cfg["bg_threshold"])), walked]).cpu()
+    scores = walked_scores(features, cam, cfg, radius).cpu()
     values = np.concatenate([[0], np.asarray(keys, np.int64)]).astype(np.uint8)
     return scores, values[upsample_scores(scores, rgb.shape[:2]).argmax(0).numpy()]
 
@@ -145,8 +183,8 @@ def run(*, manifest_path, cam_path, model_path, cfg: dict, device: str, code_has
     problems = ProblemReport(problems_path)
     png_dir = Path(png_dir)
     png_dir.mkdir(parents=True, exist_ok=True)
-    log.info("%s: random walk of %d images (beta %s, %d steps, radius %d) on %s", shard, len(records),
-             cfg["beta"], 2 ** cfg["logt"], radius, dev)
+    log.info("%s: random walk of %d images (beta %s, %d steps, radius %d, %s normalisation) on %s", shard,
+             len(records), cfg["beta"], 2 ** cfg["logt"], radius, cfg["normalisation"], dev)
     with ArtifactReader(cam_path, stage="cam") as cams_in, \
             ArtifactWriter(out_path, stage=stage, split=split, shard=shard, classes=saved["classes"],
                            params={**cfg, "radius": radius}, code_hash=code_hash) as out:

@@ -40,9 +40,16 @@ def multiscale_probs(model, rgb: np.ndarray, scales, flip: bool, device="cpu") -
     return total / count
 
 
-def segment_image(model, rgb: np.ndarray, scales, flip: bool, device="cpu") -> tuple[np.ndarray, np.ndarray]:
-    """(scores float16 [C, ceil(H/8), ceil(W/8)], mask uint8 [H, W]) of one image."""
+def segment_image(model, rgb: np.ndarray, scales, flip: bool, device="cpu",
+                  allowed=None) -> tuple[np.ndarray, np.ndarray]:
+    """(scores float16 [C, ceil(H/8), ceil(W/8)], mask uint8 [H, W]) of one image. `allowed`
+    (class values, background 0 always among them) restricts the prediction to the image's
+    classes, as MCOF's PixelNet predicts its training images (whose labels it knows)."""
     probs = multiscale_probs(model, rgb, scales, flip, device)
+    if allowed is not None:
+        keep = torch.zeros(len(probs), dtype=torch.bool, device=probs.device)
+        keep[[0, *allowed]] = True
+        probs = probs * keep[:, None, None]
     h, w = rgb.shape[:2]
     grid = (math.ceil(h / STRIDE), math.ceil(w / STRIDE))
     scores = F.adaptive_avg_pool2d(probs[None], grid)[0]
@@ -64,7 +71,8 @@ def run(*, manifest_path, model_path, cfg: dict, device: str, code_hash: str, st
                         params={**cfg, "source": saved["source"], "head": model.arch["head"]},
                         code_hash=code_hash) as out:
         for r, rgb in readable_images(progress(records, desc=f"{stage} {split}/{shard}", unit="img"), problems):
-            scores, mask = segment_image(model, rgb, cfg["scales"], cfg["flip"], dev)
+            allowed = r.labels if cfg.get("restrict_to_labels") else None
+            scores, mask = segment_image(model, rgb, cfg["scales"], cfg["flip"], dev, allowed)
             out.add(r.image_id, {"image_path": r.image, "mask_path": r.mask, "height": rgb.shape[0],
                                  "width": rgb.shape[1]}, scores=scores, keys=keys, mask=mask)
             write_label_png(png_dir / f"{r.image_id}.png", mask)

@@ -3,7 +3,11 @@
 results/metrics/summary.tsv is tab-separated with the columns
     stage  split  miou  n_images  n_skipped  best_threshold  precision  coverage  iou_<class> ...
 (mIoU, IoU, precision and coverage in 0..1; best_threshold only for stages that sweep a
-background threshold; precision and coverage only for label maps. A stage that leaves
+background threshold, with threshold_from the split it was chosen on (the training split's
+pseudo masks where they have ground truth; the reported split itself otherwise); precision and
+coverage only for label maps; image_labels: whether the row uses the ground-truth image
+labels at inference (CAMs, walks, MCOF's training-split rows, PRM: yes; segmenters: no), so
+that like is compared with like. A stage that leaves
 pixels undecided, such as affinity_labels, has coverage < 1 and its mIoU is computed on its
 decided pixels only. The `fully_supervised` row is the segmenter trained on the ground-truth
 masks: an upper bound, not a weakly-supervised result.)
@@ -18,7 +22,8 @@ from pathlib import Path
 from .atomic import write_text
 
 UPPER_BOUND = "fully_supervised"  # the row trained on ground truth
-FIXED = ("stage", "split", "miou", "n_images", "n_skipped", "best_threshold", "precision", "coverage")
+FIXED = ("stage", "split", "miou", "n_images", "n_skipped", "best_threshold", "threshold_from", "precision",
+         "coverage", "image_labels")
 
 
 def _fmt(value) -> str:
@@ -29,11 +34,15 @@ def _fmt(value) -> str:
     return str(value)
 
 
-def rows_from_metrics(paths) -> tuple[list[str], list[dict]]:
+def rows_from_metrics(paths, image_labels=None) -> tuple[list[str], list[dict]]:
+    """Rows of the metric files; `image_labels` (row -> bool, from the plan) says whether a row
+    uses the ground-truth image labels at inference (column image_labels: yes / no)."""
     rows, classes = [], []
     for p in paths:
         m = json.loads(Path(p).read_text())
         row = {k: _fmt(m.get(k)) for k in FIXED}
+        if image_labels is not None and m["stage"] in image_labels:
+            row["image_labels"] = "yes" if image_labels[m["stage"]] else "no"
         for name, v in m["per_class_iou"].items():
             if name not in classes:
                 classes.append(name)
@@ -42,8 +51,8 @@ def rows_from_metrics(paths) -> tuple[list[str], list[dict]]:
     return [*FIXED, *(f"iou_{c}" for c in classes)], rows
 
 
-def write_summary(metric_paths, out_path) -> str:
-    columns, rows = rows_from_metrics(metric_paths)
+def write_summary(metric_paths, out_path, image_labels=None) -> str:
+    columns, rows = rows_from_metrics(metric_paths, image_labels)
     buf = io.StringIO()
     w = csv.DictWriter(buf, columns, delimiter="\t", lineterminator="\n", restval="")
     w.writeheader()
@@ -83,6 +92,12 @@ def format_table(tsv_path, columns=TABLE_COLUMNS) -> str:
     partial = [r["stage"] for r in rows if r.get("coverage") not in (None, "", "nan") and float(r["coverage"]) < 1]
     if partial:
         table += f"\n(mIoU of {', '.join(partial)}: on the decided pixels only; coverage = their share)"
+    chosen = {}
+    for r in rows:
+        if r.get("best_threshold") and r.get("threshold_from") not in (None, "", r["split"]):
+            chosen.setdefault(r["threshold_from"], []).append(r["stage"])
+    for split, stages in chosen.items():
+        table += f"\n(best_threshold of {', '.join(stages)}: chosen on the {split} split, applied here)"
     if any(r["stage"] == UPPER_BOUND for r in rows):
         table += f"\n({UPPER_BOUND}: trained on the ground-truth masks, an upper bound, not weakly supervised)"
     return table

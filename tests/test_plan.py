@@ -47,6 +47,13 @@ def test_the_default_config_plans_every_row_of_the_results_table():
     assert set(p.report_stages) == set(p.cam_rows) | set(p.mask_stages)
     assert p.histories["classifier"] == "results/classifier/history.json"
     assert p.histories["eps"] == "results/eps/manifold_ranking/tau0.3/history.json"
+    # like with like: which rows use the ground-truth image labels at inference
+    assert set(p.image_labels) >= set(p.evaluated_stages)
+    assert {r for r in p.evaluated_stages if not p.image_labels[r]} == {
+        "deeplab_aspp", "deeplab_aspp_crf", "fully_supervised", "mcof"}
+    # thresholds chosen on the training split: every CAM row and every walk
+    assert p.threshold_rows == set(p.all_cam_rows) | {"rw", "eps_rw"}
+    assert p.chosen_on("eps_rw") == ["results/metrics/train_split/eps_rw.json"] and p.chosen_on("rw_crf") == []
 
 
 @pytest.mark.parametrize("source", ["rw", "rw_crf", "sccam_rw", "eps_rw"])
@@ -90,13 +97,18 @@ def test_mcof_rounds_chain_regionnet_pixelnet_and_the_self_training_control():
     assert p.regionnet_labels("2") == ("results/mcof_pixelnet_r1/{split}/{shard}.h5", "mcof_pixelnet_r1")
     assert p.round_segmenters["mcof_pixelnet_r1"]["source"] == "mcof_saliency"
     assert p.round_segmenters["mcof_pixelnet_r2"]["source"] == "mcof_regionnet_r2"
-    assert [p.round_segmenters[f"selftrain_r{r}"]["source"] for r in (1, 2)] == ["mcof_seeds", "selftrain_r1"]
+    # the paper's control starts from round 1's segmentation result: round 2 retrains on PixelNet 1's predictions
+    assert "selftrain_r1" not in p.round_segmenters
+    assert p.round_segmenters["selftrain_r2"]["source"] == "mcof_pixelnet_r1"
+    assert p.mask_sources["mcof_pixelnet_r1"] == "results/mcof_pixelnet_r1/{split}/{shard}.h5"
+    assert build({"mcof": {"rounds": 1}}).selftrain_rows == {}
     assert p.mask_stages["mcof"] == ("results/mcof_pixelnet_r2/{split}/{shard}.h5", "val")
     assert set(p.selftrain_rows) <= set(p.all_mask_stages) and not set(p.selftrain_rows) & set(p.mask_stages)
     # a round segmenter predicts the training split with its own settings, the evaluation split with the test ones
     pixelnet = default_cfg()["mcof"]["pixelnet"]
     assert p.segment_settings("mcof_pixelnet_r1", "train") == {"scales": pixelnet["predict_scales"],
-                                                                 "flip": pixelnet["predict_flip"]}
+                                                                 "flip": pixelnet["predict_flip"],
+                                                                 "restrict_to_labels": True}
     assert p.segment_settings("mcof_pixelnet_r1", "val") == p.segment_settings("deeplab_aspp", "val")
     no_saliency = build({"mcof": {"saliency": {"enabled": False}}})
     assert "mcof_saliency" not in no_saliency.mcof_train_rows
@@ -108,6 +120,9 @@ def test_without_ground_truth_only_what_needs_none_is_planned():
     assert "fully_supervised" not in p.segmenters and "segmenter_masks" not in p.mask_stages
     assert "affinity_labels" not in p.mask_stages and "mcof_seeds" not in p.mask_stages
     assert p.prm_instance_metrics == []
+    assert p.threshold_rows == set() and p.chosen_on("cam") == []  # nothing to choose on: val's own best
+    psa = build({"random_walk": {"normalisation": "psa"}})
+    assert psa.score_stages == set() and "rw" not in psa.threshold_rows  # no constant background to sweep
     folder = build({"segmenter": {"source": {"folder": "/data/masks"}}})
     assert folder.seg_source == plan.FOLDER and folder.mask_folder == "/data/masks"
     assert folder.folder_rows == {"segmenter_masks": ("/data/masks", "train")}
@@ -165,7 +180,7 @@ def test_the_order_of_the_includes_does_not_matter(tmp_path):
     assert len(normal) > 500 and reordered == normal
 
 
-def test_the_smoke_config_is_the_tests_tiny_config_on_the_embedded_default():
+def test_the_smoke_config_is_the_tests_tiny_config_on_the_embedded_default(tmp_path):
     path = REPO / ".test/config/config.yaml"
     smoke = yaml.safe_load(path.read_text())
     assert smoke.pop("extends") == "config/config.yaml" and smoke == TINY
@@ -173,6 +188,6 @@ def test_the_smoke_config_is_the_tests_tiny_config_on_the_embedded_default():
     assert DEFAULT_CONFIG.resolve() in [c.resolve() for c in chain]
     assert scale_warning(cfg, chain) is None
     assert cfg["classifier"]["epochs"] == 1 and cfg["dataset"]["synthetic"]["n_images"] == {"train": 24, "val": 16}
-    proc = subprocess.run([str(SNAKEMAKE), "-n", "--directory", ".test", "--configfile", str(path)],
+    proc = subprocess.run([str(SNAKEMAKE), "-n", "--directory", str(tmp_path), "--configfile", str(path)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and re.search(r"^total\s+\d+", proc.stdout, re.M), proc.stdout[-3000:]

@@ -221,3 +221,15 @@ def test_image_instances_find_two_objects_of_one_class():
     none = pi.image_instances(rgb, segments, {**peaks, "peak_classes": np.zeros(0, int), "prms": prms[:0]},
                               INSTANCE_CFG)
     assert none["masks"].shape == (0, 20, 40)
+
+
+def test_scoring_constants_scale_from_the_papers_448_inputs():
+    from pipeline.prm_instances import scaled_scoring
+
+    cfg = {"penalty": 1e-5, "contour_width": 5, "reference_size": 448, "balance": 0.8}
+    assert scaled_scoring(cfg, 448, 448)["penalty"] == pytest.approx(1e-5)
+    assert scaled_scoring(cfg, 448, 448)["contour_width"] == 5
+    small = scaled_scoring(cfg, 224, 224)  # a quarter of the pixels: each counts 4 x, the band halves
+    assert small["penalty"] == pytest.approx(4e-5) and small["contour_width"] == 2 and small["balance"] == 0.8
+    assert scaled_scoring(cfg, 40, 40)["contour_width"] == 1
+    assert scaled_scoring({**cfg, "reference_size": None}, 224, 224) == {**cfg, "reference_size": None}

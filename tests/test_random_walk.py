@@ -6,7 +6,7 @@ import torch
 from pipeline.data import upsample_scores
 from pipeline.imageio import read_label_map, write_label_png
 from pipeline.random_walk import (neighbour_affinities, neighbour_offsets, random_walk, random_walk_dense,
-                                  transition_matrix)
+                                  psa_background, transition_matrix, walked_scores)
 
 
 def region_features(h=24, w=30, c=16, seed=0):
@@ -77,3 +77,32 @@ def test_upsample_keeps_values_and_png_export_round_trips(tmp_path):
     from PIL import Image
 
     assert Image.open(tmp_path / "m.png").mode == "P"
+
+
+def test_normalisations_irn_psa_and_per_class():
+    """IRN divides by the image's largest walked value (one class stays below another),
+    per_class lifts every class to 1, PSA walks (1 - max CAM)^alpha as a background channel."""
+    torch.manual_seed(0)
+    features = torch.randn(4, 6, 6)
+    cams = torch.zeros(2, 48, 48)
+    cams[0, :24] = 1.0   # a strong class on the top half
+    cams[1, 24:] = 0.3   # a weak class on the bottom half
+    base = {"beta": 8.0, "logt": 2, "bg_threshold": 0.25, "alpha": 16.0}
+    irn = walked_scores(features, cams, {**base, "normalisation": "irn"}, radius=3)
+    per_class = walked_scores(features, cams, {**base, "normalisation": "per_class"}, radius=3)
+    psa = walked_scores(features, cams, {**base, "normalisation": "psa"}, radius=3)
+    assert irn.shape == per_class.shape == psa.shape == (3, 6, 6)
+    assert torch.all(irn[0] == 0.25) and torch.all(per_class[0] == 0.25)
+    assert irn[1:].max() == pytest.approx(1.0) and irn[2].max() < 0.6  # the weak class stays weak
+    assert per_class[1].max() == pytest.approx(1.0) and per_class[2].max() == pytest.approx(1.0)
+    # PSA: the background channel is (1 - 0.3)^16 ~ 0.003 under the weak class, and wins where no class fires
+    assert psa[0].max() < 0.01
+    empty = cams.clone()
+    empty[1, 24:, 24:] = 0
+    psa_empty = walked_scores(features, empty, {**base, "normalisation": "psa"}, radius=3)
+    assert (psa_empty.argmax(0)[4:, 4:] == 0).all() and (psa_empty.argmax(0)[:2] == 1).all()
+    none = walked_scores(features, torch.zeros(0, 48, 48), {**base, "normalisation": "psa"}, radius=3)
+    assert none.shape == (1, 6, 6) and torch.allclose(none, torch.ones(1, 6, 6), atol=1e-5)
+    assert torch.allclose(psa_background(torch.tensor([[[0.5]]]), 2.0), torch.tensor([[0.25]]))
+    with pytest.raises(ValueError, match="random_walk.normalisation"):
+        walked_scores(features, cams, {**base, "normalisation": "mine"}, radius=3)

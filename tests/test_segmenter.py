@@ -134,3 +134,21 @@ def test_segment_stores_probabilities_on_the_stride_8_grid_and_the_argmax_mask(t
     probs = multiscale_probs(net.eval(), read_image(records[0].image), [1.0, 0.75], flip=True)
     np.testing.assert_array_equal(d["mask"], probs.argmax(0).numpy())
     np.testing.assert_array_equal(read_label_map(tmp_path / "png" / f"{records[0].image_id}.png"), d["mask"])
+
+
+def test_predictions_can_keep_to_the_image_s_classes(tiny_dataset):
+    """MCOF's PixelNet on its training images: only background and the image's classes."""
+    from pipeline.segment import segment_image
+
+    torch.manual_seed(0)
+    net = DeepLab(len(CLASSES) + 1, "aspp", Backbone("resnet18", 8)).eval()
+    record = read_tsv(tiny_dataset["val"])[0]
+    rgb = read_image(record.image)
+    free_scores, free = segment_image(net, rgb, [1.0], False)
+    allowed = record.labels
+    kept_scores, kept = segment_image(net, rgb, [1.0], False, allowed=allowed)
+    assert set(np.unique(kept).tolist()) <= {0, *allowed}
+    absent = [c for c in range(1, len(CLASSES) + 1) if c not in allowed]
+    assert np.all(kept_scores[absent] == 0)
+    inside = np.isin(free, [0, *allowed])
+    np.testing.assert_array_equal(kept[inside], free[inside])  # where the free argmax was allowed, nothing moves

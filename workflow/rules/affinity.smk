@@ -15,6 +15,8 @@ rule train_affinity:
         problems="results/affinity/problems.tsv",
     log:
         "results/logs/train_affinity.log",
+    benchmark:
+        "results/benchmarks/train_affinity.tsv"
     threads: 8
     resources:
         gpu=GPU,

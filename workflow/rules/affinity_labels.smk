@@ -12,6 +12,8 @@ rule affinity_labels:
         problems="results/affinity_labels/{split}/{shard}.problems.tsv",
     log:
         "results/logs/affinity_labels/{split}/{shard}.log",
+    benchmark:
+        "results/benchmarks/affinity_labels/{split}/{shard}.tsv"
     threads: 8  # CRF processes
     resources:
         mem_mb=4000,

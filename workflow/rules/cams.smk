@@ -14,6 +14,8 @@ rule make_cams:
         problems="results/{cams}/{split}/{shard}.problems.tsv",
     log:
         "results/logs/make_cams/{cams}/{split}/{shard}.log",
+    benchmark:
+        "results/benchmarks/make_cams/{cams}/{split}/{shard}.tsv"
     wildcard_constraints:
         cams="|".join(map(re.escape, PLAN.cam_models)),
     threads: 4

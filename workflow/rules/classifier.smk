@@ -14,6 +14,8 @@ rule train_classifier:
         problems="results/classifier/problems.tsv",
     log:
         "results/logs/train_classifier.log",
+    benchmark:
+        "results/benchmarks/train_classifier.tsv"
     threads: 8
     resources:
         gpu=GPU,

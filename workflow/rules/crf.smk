@@ -14,6 +14,8 @@ rule crf_masks:
         problems="results/{source}_crf/{split}/{shard}.problems.tsv",
     log:
         "results/logs/crf_masks/{source}/{split}/{shard}.log",
+    benchmark:
+        "results/benchmarks/crf_masks/{source}/{split}/{shard}.tsv"
     wildcard_constraints:
         source="|".join(PLAN.crf_sources),
     threads: 8  # CRF processes

@@ -25,6 +25,8 @@ rule manifest_shard:
         "results/manifest/{split}/{shard}.tsv",
     log:
         "results/logs/manifest/{split}/{shard}.log",
+    benchmark:
+        "results/benchmarks/manifest/{split}/{shard}.tsv"
     localrule: True
     params:
         digest=lambda w: mf.digest(SHARDS[w.split][w.shard]),
@@ -39,6 +41,8 @@ rule manifest:
         left_out="results/manifest/{split}.problems.tsv",
     log:
         "results/logs/manifest/{split}.log",
+    benchmark:
+        "results/benchmarks/manifest/{split}.tsv"
     localrule: True
     params:
         digest=lambda w: mf.digest(MANIFESTS[w.split]),

@@ -19,6 +19,8 @@ rule train_eps:
         problems="results/eps/{source}/tau{tau}/problems.tsv",
     log:
         "results/logs/train_eps/{source}/tau{tau}.log",
+    benchmark:
+        "results/benchmarks/train_eps/{source}/tau{tau}.tsv"
     wildcard_constraints:
         source="|".join(plan.SALIENCY_SOURCES),
         tau=r"[0-9.]+",
@@ -48,6 +50,8 @@ rule eps_ablation:
         "results/metrics/eps_ablation.tsv",
     log:
         "results/logs/eps_ablation.log",
+    benchmark:
+        "results/benchmarks/eps_ablation.tsv"
     localrule: True
     params:
         runs=PLAN.eps_ablation_runs,

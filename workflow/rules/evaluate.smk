@@ -7,11 +7,14 @@ rule evaluate_cams:
         cams=lambda w: shard_files(f"results/{PLAN.all_cam_rows[w.stage]}/{{split}}/{{shard}}.h5", EVAL_SPLIT),
         manifests=lambda w: shard_files("results/manifest/{split}/{shard}.tsv", EVAL_SPLIT),
         report=lambda w: PLAN.cam_reports.get(PLAN.all_cam_rows[w.stage], []),
+        chosen=lambda w: PLAN.chosen_on(w.stage),
     output:
         metrics="results/metrics/{stage}.json",
         problems="results/metrics/{stage}.problems.tsv",
     log:
         "results/logs/evaluate/{stage}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{stage}.tsv"
     wildcard_constraints:
         stage="|".join(PLAN.all_cam_rows),
     threads: 1
@@ -31,11 +34,14 @@ rule evaluate_masks:
     input:
         masks=lambda w: shard_files(PLAN.all_mask_stages[w.stage][0], PLAN.all_mask_stages[w.stage][1]),
         manifests=lambda w: shard_files("results/manifest/{split}/{shard}.tsv", PLAN.all_mask_stages[w.stage][1]),
+        chosen=lambda w: PLAN.chosen_on(w.stage),
     output:
         metrics="results/metrics/{stage}.json",
         problems="results/metrics/{stage}.problems.tsv",
     log:
         "results/logs/evaluate/{stage}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{stage}.tsv"
     wildcard_constraints:
         stage="|".join(PLAN.all_mask_stages),
     threads: 1
@@ -53,6 +59,61 @@ rule evaluate_masks:
         "../scripts/evaluate_masks.py"
 
 
+# The same rows on the training split, where their background threshold is chosen
+rule evaluate_cams_on_train:
+    input:
+        cams=lambda w: shard_files(f"results/{PLAN.all_cam_rows[w.stage]}/{{split}}/{{shard}}.h5", TRAIN_SPLIT),
+        manifests=lambda w: shard_files("results/manifest/{split}/{shard}.tsv", TRAIN_SPLIT),
+        report=lambda w: PLAN.cam_reports.get(PLAN.all_cam_rows[w.stage], []),
+    output:
+        metrics="results/metrics/train_split/{stage}.json",
+        problems="results/metrics/train_split/{stage}.problems.tsv",
+    log:
+        "results/logs/evaluate/train_split/{stage}.log",
+    benchmark:
+        "results/benchmarks/evaluate/train_split/{stage}.tsv"
+    wildcard_constraints:
+        stage="|".join(sorted(set(PLAN.all_cam_rows) & PLAN.threshold_rows)) or "^$",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        thresholds=CFG["evaluation"]["bg_threshold"],
+        classes=CLASSES,
+        split=TRAIN_SPLIT,
+        code=code_hash("pipeline.evaluate"),
+    script:
+        "../scripts/evaluate_cams.py"
+
+
+rule evaluate_masks_on_train:
+    input:
+        masks=lambda w: shard_files(plan.artifact(w.stage), TRAIN_SPLIT),
+        manifests=lambda w: shard_files("results/manifest/{split}/{shard}.tsv", TRAIN_SPLIT),
+    output:
+        metrics="results/metrics/train_split/{stage}.json",
+        problems="results/metrics/train_split/{stage}.problems.tsv",
+    log:
+        "results/logs/evaluate/train_split/{stage}.log",
+    benchmark:
+        "results/benchmarks/evaluate/train_split/{stage}.tsv"
+    wildcard_constraints:
+        stage="|".join(sorted(PLAN.score_stages & PLAN.threshold_rows)) or "^$",
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        classes=CLASSES,
+        split=TRAIN_SPLIT,
+        artifact_stage=lambda w: w.stage,
+        sweep=CFG["evaluation"]["bg_threshold"],
+        code=code_hash("pipeline.evaluate"),
+    script:
+        "../scripts/evaluate_masks.py"
+
+
 rule evaluate_mask_folder:
     """A folder of PNG masks made elsewhere (segmenter.source: {folder: DIR}) against the split's ground truth."""
     input:
@@ -63,6 +124,8 @@ rule evaluate_mask_folder:
         problems="results/metrics/{stage}.problems.tsv",
     log:
         "results/logs/evaluate/{stage}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{stage}.tsv"
     wildcard_constraints:
         stage="|".join(PLAN.folder_rows) or "^$",
     threads: 1
@@ -85,10 +148,13 @@ rule summary:
         "results/metrics/summary.tsv",
     log:
         "results/logs/summary.log",
+    benchmark:
+        "results/benchmarks/summary.tsv"
     localrule: True
     params:
+        image_labels=PLAN.image_labels,
         code=code_hash("pipeline.summary"),
     run:
         from pipeline.summary import write_summary
 
-        Path(log[0]).write_text(write_summary(input, output[0]))
+        Path(log[0]).write_text(write_summary(input, output[0], params.image_labels))

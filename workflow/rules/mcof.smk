@@ -31,6 +31,8 @@ rule mcof_seeds:
         problems="results/mcof_seeds/{split}/{shard}.problems.tsv",
     log:
         "results/logs/mcof_seeds/{split}/{shard}.log",
+    benchmark:
+        "results/benchmarks/mcof_seeds/{split}/{shard}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -53,6 +55,8 @@ rule mcof_features:
         problems="results/mcof/features/{split}/{shard}.problems.tsv",
     log:
         "results/logs/mcof_features/{split}/{shard}.log",
+    benchmark:
+        "results/benchmarks/mcof_features/{split}/{shard}.tsv"
     threads: 4
     resources:
         gpu=GPU,
@@ -74,6 +78,8 @@ rule train_regionnet:
         history="results/mcof/r{round}/regionnet_history.json",
     log:
         "results/logs/train_regionnet/r{round}.log",
+    benchmark:
+        "results/benchmarks/train_regionnet/r{round}.tsv"
     threads: 2
     resources:
         mem_mb=8000,
@@ -97,6 +103,8 @@ rule mcof_regionnet:
         regions="results/mcof/r{round}/regionnet/{split}/{shard}.h5",
     log:
         "results/logs/mcof_regionnet/r{round}/{split}/{shard}.log",
+    benchmark:
+        "results/benchmarks/mcof_regionnet/r{round}/{split}/{shard}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -116,6 +124,8 @@ rule mcof_saliency:
         masks="results/mcof/r1/saliency/{split}/{shard}.h5",
     log:
         "results/logs/mcof_saliency/{split}/{shard}.log",
+    benchmark:
+        "results/benchmarks/mcof_saliency/{split}/{shard}.tsv"
     threads: 1
     resources:
         mem_mb=2000,
@@ -135,6 +145,8 @@ rule mcof_ablation:
         "results/metrics/mcof_ablation.tsv",
     log:
         "results/logs/mcof_ablation.log",
+    benchmark:
+        "results/benchmarks/mcof_ablation.tsv"
     localrule: True
     params:
         code=code_hash("pipeline.ablations"),

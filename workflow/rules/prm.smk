@@ -25,6 +25,8 @@ rule train_prm:
         problems="results/prm/problems.tsv",
     log:
         "results/logs/train_prm.log",
+    benchmark:
+        "results/benchmarks/train_prm.tsv"
     threads: 8
     resources:
         gpu=GPU,
@@ -51,6 +53,8 @@ rule prm_peaks:
         problems="results/prm/peaks/{split}/{shard}.problems.tsv",
     log:
         "results/logs/prm_peaks/{split}/{shard}.log",
+    benchmark:
+        "results/benchmarks/prm_peaks/{split}/{shard}.tsv"
     threads: 4
     resources:
         gpu=GPU,
@@ -72,6 +76,8 @@ rule prm_instances:
         instances="results/prm/instances/{split}/{shard}.h5",
     log:
         "results/logs/prm_instances/{split}/{shard}.log",
+    benchmark:
+        "results/benchmarks/prm_instances/{split}/{shard}.tsv"
     threads: 1
     resources:
         mem_mb=4000,
@@ -92,6 +98,8 @@ rule evaluate_prm_instances:
         problems="results/metrics/prm_instances.problems.tsv",
     log:
         "results/logs/evaluate/prm_instances.log",
+    benchmark:
+        "results/benchmarks/evaluate/prm_instances.tsv"
     threads: 1
     resources:
         mem_mb=4000,

@@ -16,6 +16,8 @@ rule random_walk:
         problems="results/{rw}/{split}/{shard}.problems.tsv",
     log:
         "results/logs/random_walk/{rw}/{split}/{shard}.log",
+    benchmark:
+        "results/benchmarks/random_walk/{rw}/{split}/{shard}.tsv"
     wildcard_constraints:
         rw="|".join(PLAN.rw_rows),
     threads: 4

@@ -75,6 +75,8 @@ rule report_figures:
         ),
     log:
         "results/logs/report_figures.log",
+    benchmark:
+        "results/benchmarks/report_figures.tsv"
     threads: 1
     resources:
         mem_mb=4000,

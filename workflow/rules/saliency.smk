@@ -15,6 +15,8 @@ rule saliency:
         problems="results/saliency/{source}/{split}/{shard}.problems.tsv",
     log:
         "results/logs/saliency/{source}/{split}/{shard}.log",
+    benchmark:
+        "results/benchmarks/saliency/{source}/{split}/{shard}.tsv"
     wildcard_constraints:
         source="|".join(plan.SALIENCY_MAP_SOURCES),
     threads: 1
@@ -38,6 +40,8 @@ rule saliency_detector:
         problems="results/saliency/{source}/{split}/{shard}.problems.tsv",
     log:
         "results/logs/saliency/{source}/{split}/{shard}.log",
+    benchmark:
+        "results/benchmarks/saliency/{source}/{split}/{shard}.tsv"
     wildcard_constraints:
         source="|".join(plan.SALIENCY_DETECTOR_SOURCES),
     threads: 2
@@ -62,6 +66,8 @@ rule evaluate_saliency:
         problems="results/metrics/{stage}.problems.tsv",
     log:
         "results/logs/evaluate/{stage}.log",
+    benchmark:
+        "results/benchmarks/evaluate/{stage}.tsv"
     wildcard_constraints:
         stage="|".join(PLAN.saliency_rows),
     threads: 1

@@ -26,6 +26,8 @@ rule sccam_features:
         problems="results/sccam/k{k}/r{round}/features/{shard}.problems.tsv",
     log:
         "results/logs/sccam_features/k{k}/r{round}/{shard}.log",
+    benchmark:
+        "results/benchmarks/sccam_features/k{k}/r{round}/{shard}.tsv"
     threads: 4
     resources:
         gpu=GPU,
@@ -56,6 +58,8 @@ rule sccam_clusters:
         ),
     log:
         "results/logs/sccam_clusters/k{k}/r{round}.log",
+    benchmark:
+        "results/benchmarks/sccam_clusters/k{k}/r{round}.tsv"
     threads: 2
     resources:
         mem_mb=8000,
@@ -83,6 +87,8 @@ rule train_sccam:
         problems="results/sccam/k{k}/r{round}/problems.tsv",
     log:
         "results/logs/train_sccam/k{k}/r{round}.log",
+    benchmark:
+        "results/benchmarks/train_sccam/k{k}/r{round}.tsv"
     threads: 8
     resources:
         gpu=GPU,
@@ -107,6 +113,8 @@ rule sccam_ablation:
         "results/metrics/sccam_ablation.tsv",
     log:
         "results/logs/sccam_ablation.log",
+    benchmark:
+        "results/benchmarks/sccam_ablation.tsv"
     localrule: True
     params:
         runs=PLAN.sccam_ablation_runs,

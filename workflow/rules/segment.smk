@@ -15,6 +15,8 @@ rule segment:
         problems="results/{segmenter}/{split}/{shard}.problems.tsv",
     log:
         "results/logs/segment/{segmenter}/{split}/{shard}.log",
+    benchmark:
+        "results/benchmarks/segment/{segmenter}/{split}/{shard}.tsv"
     wildcard_constraints:
         segmenter="|".join(PLAN.segmenter_runs),
     threads: 4

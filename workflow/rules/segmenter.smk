@@ -18,6 +18,8 @@ rule train_segmenter:
         problems="results/segmenter/{segmenter}/problems.tsv",
     log:
         "results/logs/train_segmenter/{segmenter}.log",
+    benchmark:
+        "results/benchmarks/train_segmenter/{segmenter}.tsv"
     wildcard_constraints:
         segmenter="|".join(PLAN.segmenter_runs),
     threads: 8

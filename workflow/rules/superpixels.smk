@@ -11,6 +11,8 @@ rule superpixels:
         problems="results/superpixels/{split}/{shard}.problems.tsv",
     log:
         "results/logs/superpixels/{split}/{shard}.log",
+    benchmark:
+        "results/benchmarks/superpixels/{split}/{shard}.tsv"
     threads: 1
     resources:
         mem_mb=2000,

@@ -12,4 +12,5 @@ with stage_logging(snakemake.log[0]):
              if snakemake.input.get("report") else None)
     evaluate.evaluate_cams(manifest_paths=snakemake.input.manifests, cam_paths=snakemake.input.cams,
                            classes=p.classes, thresholds=p.thresholds, split=p.split, stage=snakemake.wildcards.stage,
-                           out_path=snakemake.output.metrics, problems_path=snakemake.output.problems, extra=extra)
+                           out_path=snakemake.output.metrics, problems_path=snakemake.output.problems, extra=extra,
+                           chosen_on=snakemake.input.get("chosen") or None)
