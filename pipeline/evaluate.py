@@ -284,7 +284,7 @@ def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: st
             threshold, threshold_from = chosen_threshold(chosen_on)
             used = _grid_index(grid, threshold)
             extra.update(chosen_threshold=float(grid[used]), chosen_threshold_miou=curve[used],
-                         threshold_from=threshold_from)
+                         chosen_threshold_from=threshold_from)
     metrics = scores.metrics(stage, split, classes, len(problems), **extra)
     return _finish(metrics, stage, split, out_path, problems)
 

@@ -307,6 +307,8 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
     without_labels = {*segmenters, *(f"{s}_crf" for s in segmenters), "mcof"}
     image_labels = {row: row not in without_labels
                     for row in [*all_cam_rows, *all_mask_stages, *folder_rows]}
+    if mcof_rounds and train == evaluation:  # then row mcof is PixelNet's training-split prediction
+        image_labels["mcof"] = True
     if mask_folder:
         image_labels["segmenter_masks"] = False  # made elsewhere: unknown, counted as not
     artifact_stages = {"segmenter_masks": seg_source}
@@ -375,6 +377,14 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
         histories=histories,
         segment_predict={"scales": seg["test_scales"], "flip": seg["test_flip"]},
     )
+
+
+def walk_settings(walk_cfg: dict) -> dict:
+    """What defines a random walk's masks: the settings of its normalisation mode only (the CRF
+    profile is rw_crf's; alpha is PSA's, bg_threshold the other modes'), so that changing one
+    reruns only the walks it changes."""
+    unused = {"crf_profile", "bg_threshold" if walk_cfg["normalisation"] == "psa" else "alpha"}
+    return {k: v for k, v in walk_cfg.items() if k not in unused}
 
 
 def saliency_settings(saliency_cfg: dict, source: str) -> dict:

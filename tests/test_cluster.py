@@ -219,3 +219,13 @@ def test_dag_benchmark_plans_one_job_per_shard_per_stage(tmp_path):
     # 10 added images touch the shards their ids hash to, and move no existing image
     touched = {zlib.crc32(f"added_{j:02d}".encode()) % 8 for j in range(10)}
     assert benchmark_dag.shard_stability([f"img{i}" for i in range(200)], 8) == (len(touched), 0)
+
+
+def test_slurm_runs_stop_before_submitting_without_partition_and_account(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k not in ("WSSS_SLURM_PARTITION", "WSSS_SLURM_ACCOUNT")}
+    proc = subprocess.run([str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+                           "--executor", "slurm", "--jobs", "1", "results/manifest/val/shard00.tsv"],
+                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=300)
+    assert proc.returncode != 0
+    assert "set WSSS_SLURM_PARTITION and WSSS_SLURM_ACCOUNT" in proc.stdout, proc.stdout[-3000:]
+    assert not (tmp_path / "results/manifest/val/shard00.tsv").exists()  # nothing ran, nothing was submitted

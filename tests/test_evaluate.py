@@ -98,3 +98,36 @@ def test_mask_evaluation_counts_decided_pixels_only_and_reports_precision_and_co
     assert m["n_images"] == 1 and m["n_skipped"] == 1  # b's mask file is missing: reported, not fatal
     assert json.loads((tmp_path / "out.json").read_text())["coverage"] == pytest.approx(4 / 7)
     assert "missing.png" in (tmp_path / "p.tsv").read_text()
+
+
+def test_cam_rows_apply_the_threshold_chosen_on_the_training_split(tmp_path):
+    """The papers' protocol: the background threshold best on the training split's CAMs is the
+    one reported on the evaluation split; that split's own best stays beside it, for reference."""
+    import json
+
+    from pipeline.artifacts import ArtifactWriter
+    from pipeline.evaluate import evaluate_cams
+    from pipeline.imageio import write_label_png
+    from pipeline.manifest import Record, write_tsv
+
+    gt = np.array([[0, 0, 1, 1]], np.uint8)
+    cams = np.array([[[0.1, 0.3, 0.5, 0.9]]], np.float32)  # class 1's CAM; best thresholds 0.3 .. 0.49
+    write_label_png(tmp_path / "a.png", gt)
+    write_tsv([Record("a", str(tmp_path / "a.jpg"), (1,), mask=str(tmp_path / "a.png"))], tmp_path / "m.tsv")
+    with ArtifactWriter(tmp_path / "c.h5", stage="cam", split="val", shard="s0", classes=["x"], params={},
+                        code_hash="h") as w:
+        w.add("a", cams=cams, keys=np.array([1], np.uint8))
+    grid = {"min": 0.0, "max": 0.95, "step": 0.05}
+    common = dict(manifest_paths=[tmp_path / "m.tsv"], cam_paths=[tmp_path / "c.h5"], classes=["x"], thresholds=grid,
+                  split="val", stage="cam", problems_path=tmp_path / "p.tsv")
+    own = evaluate_cams(**common, out_path=tmp_path / "own.json")
+    assert own["threshold_from"] == "val" and own["miou"] == 1.0 and own["split_best_miou"] == 1.0
+    (tmp_path / "train.json").write_text(json.dumps({"split": "train", "best_threshold": 0.6}))
+    fair = evaluate_cams(**common, out_path=tmp_path / "fair.json", chosen_on=tmp_path / "train.json")
+    # at 0.6 the pixel of CAM 0.5 turns background: 3 of 4 right
+    assert fair["threshold_from"] == "train" and fair["best_threshold"] == pytest.approx(0.6)
+    assert fair["miou"] == pytest.approx((2 / 3 + 1 / 2) / 2) and fair["split_best_miou"] == 1.0
+    assert json.loads((tmp_path / "fair.json").read_text())["miou"] == fair["miou"]
+    (tmp_path / "nothing.json").write_text(json.dumps({"split": "train"}))
+    with pytest.raises(ValueError, match="holds no best background threshold"):
+        evaluate_cams(**common, out_path=tmp_path / "x.json", chosen_on=tmp_path / "nothing.json")

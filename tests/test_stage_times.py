@@ -1,5 +1,9 @@
 """Where a run's time went (pipeline/stage_times.py): benchmark files summed per method and stage."""
+import re
+
 from pipeline.stage_times import job_times, method_of, time_table
+
+from conftest import REPO
 
 HEADER = "s\th:m:s\tmax_rss\tmax_vms\tmax_uss\tmax_pss\tio_in\tio_out\tmean_load\tcpu_time\n"
 
@@ -38,6 +42,22 @@ def test_methods_of_the_rules():
     assert method_of("random_walk", ("eps_rw", "val", "shard00")) == "random walk"
     assert method_of("evaluate_masks", ("rw",)) == "evaluation and report"
     assert method_of("saliency_detector", ("u2netp", "train", "shard00")) == "saliency and EPS"
+
+
+def test_every_rule_writes_its_benchmark_under_its_own_name():
+    """job_times takes the rule from the first folder of a benchmark path: each rule has its own,
+    and only evaluation rules fall to "evaluation and report"."""
+    rules = {}
+    for path in (REPO / "workflow/rules").glob("*.smk"):
+        for name, body in re.findall(r"^rule (\w+):\n(.*?)(?=^rule |\Z)", path.read_text(), re.M | re.S):
+            bench = re.search(r'benchmark:\n\s+"results/benchmarks/([^"]+)"', body)
+            if bench:
+                rules[name] = bench.group(1)
+    assert len(rules) >= 35
+    for name, bench in rules.items():
+        assert bench == f"{name}.tsv" or bench.startswith(f"{name}/"), (name, bench)
+    evaluation = {name for name in rules if method_of(name, ("cam",)) == "evaluation and report"}
+    assert evaluation == {n for n in rules if n.startswith("evaluate") or n in ("summary", "report_figures")}
 
 
 def test_a_run_without_benchmarks_says_so(tmp_path):

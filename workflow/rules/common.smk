@@ -1,6 +1,7 @@
 # Shared set-up, run when the workflow is parsed (before any job): the config is validated
 # against workflow/schemas/config.schema.yaml and completed with its defaults; the manifests
 # of the splits are built, so listing errors stop the run before work starts.
+import os
 import re
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from pipeline.report import montage_ids
 from pipeline.saliency import default_source
 from pipeline.summary import format_table
 from pipeline.weights import backbone_weights_file, verified_path
+from snakemake.exceptions import WorkflowError
 from snakemake.logging import logger
 
 # --configfile replaces config/config.yaml rather than being merged into it: each config file
@@ -155,6 +157,22 @@ def show_table(title, table, log_path):
     """A local rule's table: into its log and onto the terminal."""
     Path(log_path).write_text(table)
     print(f"\n{title}:\n{table}")
+
+
+SLURM_ENVVARS = ("WSSS_SLURM_PARTITION", "WSSS_SLURM_ACCOUNT")
+
+
+def check_slurm_environment():
+    """Stop before the first sbatch when the SLURM executor runs without partition or account."""
+    plugin = workflow.executor_plugin
+    if plugin is None or plugin.name != "slurm":
+        return
+    missing = [name for name in SLURM_ENVVARS if not os.environ.get(name)]
+    if missing:
+        raise WorkflowError(
+            f"the SLURM profile takes partition and account from the environment: set {' and '.join(missing)} "
+            "(export WSSS_SLURM_PARTITION=<partition> WSSS_SLURM_ACCOUNT=<account>; docs/cluster.md)"
+        )
 
 
 def print_summary():

@@ -26,7 +26,7 @@ rule manifest_shard:
     log:
         "results/logs/manifest/{split}/{shard}.log",
     benchmark:
-        "results/benchmarks/manifest/{split}/{shard}.tsv"
+        "results/benchmarks/manifest_shard/{split}/{shard}.tsv"
     localrule: True
     params:
         digest=lambda w: mf.digest(SHARDS[w.split][w.shard]),

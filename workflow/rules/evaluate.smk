@@ -14,7 +14,7 @@ rule evaluate_cams:
     log:
         "results/logs/evaluate/{stage}.log",
     benchmark:
-        "results/benchmarks/evaluate/{stage}.tsv"
+        "results/benchmarks/evaluate_cams/{stage}.tsv"
     wildcard_constraints:
         stage="|".join(PLAN.all_cam_rows),
     threads: 1
@@ -41,7 +41,7 @@ rule evaluate_masks:
     log:
         "results/logs/evaluate/{stage}.log",
     benchmark:
-        "results/benchmarks/evaluate/{stage}.tsv"
+        "results/benchmarks/evaluate_masks/{stage}.tsv"
     wildcard_constraints:
         stage="|".join(PLAN.all_mask_stages),
     threads: 1
@@ -71,7 +71,7 @@ rule evaluate_cams_on_train:
     log:
         "results/logs/evaluate/train_split/{stage}.log",
     benchmark:
-        "results/benchmarks/evaluate/train_split/{stage}.tsv"
+        "results/benchmarks/evaluate_cams_on_train/train_split/{stage}.tsv"
     wildcard_constraints:
         stage="|".join(sorted(set(PLAN.all_cam_rows) & PLAN.threshold_rows)) or "^$",
     threads: 1
@@ -97,7 +97,7 @@ rule evaluate_masks_on_train:
     log:
         "results/logs/evaluate/train_split/{stage}.log",
     benchmark:
-        "results/benchmarks/evaluate/train_split/{stage}.tsv"
+        "results/benchmarks/evaluate_masks_on_train/train_split/{stage}.tsv"
     wildcard_constraints:
         stage="|".join(sorted(PLAN.score_stages & PLAN.threshold_rows)) or "^$",
     threads: 1
@@ -125,7 +125,7 @@ rule evaluate_mask_folder:
     log:
         "results/logs/evaluate/{stage}.log",
     benchmark:
-        "results/benchmarks/evaluate/{stage}.tsv"
+        "results/benchmarks/evaluate_mask_folder/{stage}.tsv"
     wildcard_constraints:
         stage="|".join(PLAN.folder_rows) or "^$",
     threads: 1

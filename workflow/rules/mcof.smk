@@ -14,8 +14,9 @@
 #                    the row mcof_pixelnet_r<r> and round r + 1's seeds.
 # Rows: mcof_seeds, mcof_regionnet_r<r>, mcof_saliency, mcof_pixelnet_r<r> on the training
 # split; `mcof`, the last PixelNet's predictions on the evaluation split.
-# Target `mcof_ablation`: segmenters selftrain_r<r> retrained on their own predictions from
-# the initial seeds (no RegionNet, no saliency), as many rounds -> results/metrics/mcof_ablation.tsv.
+# Target `mcof_ablation`: the paper's control, segmenters selftrain_r<r> (rounds r >= 2) retrained
+# on their own predictions from round 1's PixelNet (no RegionNet, no saliency)
+# -> results/metrics/mcof_ablation.tsv.
 
 MCOF = CFG["mcof"]
 

@@ -99,7 +99,7 @@ rule evaluate_prm_instances:
     log:
         "results/logs/evaluate/prm_instances.log",
     benchmark:
-        "results/benchmarks/evaluate/prm_instances.tsv"
+        "results/benchmarks/evaluate_prm_instances/prm_instances.tsv"
     threads: 1
     resources:
         mem_mb=4000,

@@ -26,7 +26,7 @@ rule random_walk:
         mem_mb=8000,
         runtime=120,
     params:
-        cfg={k: v for k, v in CFG["random_walk"].items() if k != "crf_profile"},
+        cfg=plan.walk_settings(CFG["random_walk"]),
         code=code_hash("pipeline.random_walk"),
     script:
         "../scripts/random_walk.py"

@@ -41,7 +41,7 @@ rule saliency_detector:
     log:
         "results/logs/saliency/{source}/{split}/{shard}.log",
     benchmark:
-        "results/benchmarks/saliency/{source}/{split}/{shard}.tsv"
+        "results/benchmarks/saliency_detector/{source}/{split}/{shard}.tsv"
     wildcard_constraints:
         source="|".join(plan.SALIENCY_DETECTOR_SOURCES),
     threads: 2
@@ -67,7 +67,7 @@ rule evaluate_saliency:
     log:
         "results/logs/evaluate/{stage}.log",
     benchmark:
-        "results/benchmarks/evaluate/{stage}.tsv"
+        "results/benchmarks/evaluate_saliency/{stage}.tsv"
     wildcard_constraints:
         stage="|".join(PLAN.saliency_rows),
     threads: 1
