@@ -50,7 +50,9 @@ def cam_labels(cams: np.ndarray, keys: np.ndarray, threshold: float) -> np.ndarr
     h, w = cams.shape[1:]
     if cams.shape[0] == 0:
         return np.zeros((h, w), np.uint8)
-    top = cams.max(0)
+    # compared in float64, as ThresholdSweep does: float16 CAMs against a Python float would
+    # round the threshold to float16 and flip the pixels that sit on it
+    top = cams.max(0).astype(np.float64)
     return np.where(top > threshold, np.asarray(keys)[cams.argmax(0)], 0).astype(np.uint8)
 
 

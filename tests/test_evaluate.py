@@ -131,3 +131,16 @@ def test_cam_rows_apply_the_threshold_chosen_on_the_training_split(tmp_path):
     (tmp_path / "nothing.json").write_text(json.dumps({"split": "train"}))
     with pytest.raises(ValueError, match="holds no best background threshold"):
         evaluate_cams(**common, out_path=tmp_path / "x.json", chosen_on=tmp_path / "nothing.json")
+
+
+def test_cam_labels_agree_with_the_sweep_on_float16_cams_at_the_threshold():
+    """A float16 CAM value just above a threshold (0.6 is 0.60009765625 in float16) is foreground
+    in both, as the sweep decides in float64."""
+    cams = np.array([[[0.6, 0.59, 0.7]]], np.float16)
+    keys = np.array([1])
+    labels = cam_labels(cams, keys, 0.6)
+    sweep = ThresholdSweep(2, [0.6])
+    gt = np.array([[1, 0, 1]], np.uint8)
+    sweep.add(gt, cams, keys)
+    assert labels.tolist() == [[1, 0, 1]]
+    np.testing.assert_array_equal(sweep.confusion(0), confusion_matrix(gt, labels, 2))

@@ -120,10 +120,12 @@ def test_random_walk_change_reruns_the_walk_and_what_follows_only(tiny_run):
     changed = write_config(work / "beta.yaml", {"random_walk": {"beta": 10}})
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
     n_val, n_train = (len(list((work / f"results/rw/{s}").glob("*.h5"))) for s in ("val", "train"))
-    # the walk of both splits (the segmenter learns from the training split's), SC-CAM's and EPS's
-    # walks, the segmenter trained on it and what follows; not the ground-truth trained one
-    assert jobs == {"random_walk": 3 * n_val + n_train, "crf_masks": 2 * n_val, "train_segmenter": 1,
-                    "segment": n_val, "evaluate_masks": 7, "summary": 1, "report_figures": 1, "all": 1}
+    # the walk of both splits (the segmenter learns from the training split's; every walk's
+    # threshold is chosen there), SC-CAM's and EPS's walks, the segmenter trained on it and what
+    # follows; not the ground-truth trained one
+    assert jobs == {"random_walk": 3 * n_val + 3 * n_train, "evaluate_masks_on_train": 3, "crf_masks": 2 * n_val,
+                    "train_segmenter": 1, "segment": n_val, "evaluate_masks": 7, "summary": 1, "report_figures": 1,
+                    "all": 1}
 
 
 def test_mask_source_change_retrains_only_the_segmenter_and_what_follows(tiny_run):
@@ -174,10 +176,12 @@ def test_sccam_round_r_starts_from_round_r_minus_1(tiny_run):
     changed = write_config(work / "rounds.yaml", {"sccam": {"rounds": 3}})
     out = snakemake(work, changed, "--dry-run").stdout
     n_train, n_val = (len(list((work / f"results/cam/{s}").glob("*.h5"))) for s in ("train", "val"))
-    # one more round: its features from round 2's classifier, and the walk moves to round 3
-    assert planned_jobs(out) == {"sccam_features": n_train, "sccam_clusters": 1, "train_sccam": 1, "make_cams": n_val,
-                                 "evaluate_cams": 1, "random_walk": n_val, "evaluate_masks": 1, "summary": 1,
-                                 "report_figures": 1, "all": 1}
+    # one more round: its features from round 2's classifier, and the walk moves to round 3 (CAMs
+    # and walk on both splits: the thresholds are chosen on the training split)
+    assert planned_jobs(out) == {"sccam_features": n_train, "sccam_clusters": 1, "train_sccam": 1,
+                                 "make_cams": n_val + n_train, "evaluate_cams_on_train": 1, "evaluate_cams": 1,
+                                 "random_walk": n_val + n_train, "evaluate_masks_on_train": 1, "evaluate_masks": 1,
+                                 "summary": 1, "report_figures": 1, "all": 1}
     features_job = re.search(r"rule sccam_features:\n\s+input: ([^\n]+)", out).group(1)
     assert "results/sccam/k2/r2/model.pt" in features_job
     assert re.search(r"rule random_walk:\n\s+input: [^\n]*results/sccam/k2/r3/cam/val/", out)
@@ -189,9 +193,10 @@ def test_sccam_k_change_redoes_only_the_rounds_and_what_follows(tiny_run):
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
     n_train, n_val = (len(list((work / f"results/cam/{s}").glob("*.h5"))) for s in ("train", "val"))
     # neither the classifier, its CAMs, AffinityNet nor the segmenters
-    assert jobs == {"sccam_features": 2 * n_train, "sccam_clusters": 2, "train_sccam": 2, "make_cams": 2 * n_val,
-                    "evaluate_cams": 2, "random_walk": n_val, "evaluate_masks": 1, "summary": 1, "report_figures": 1,
-                    "all": 1}
+    assert jobs == {"sccam_features": 2 * n_train, "sccam_clusters": 2, "train_sccam": 2,
+                    "make_cams": 2 * n_val + 2 * n_train, "evaluate_cams_on_train": 2, "evaluate_cams": 2,
+                    "random_walk": n_val + n_train, "evaluate_masks_on_train": 1, "evaluate_masks": 1, "summary": 1,
+                    "report_figures": 1, "all": 1}
     off = write_config(work / "off.yaml", {"sccam": {"enabled": False}})
     assert planned_jobs(snakemake(work, off, "--dry-run").stdout) == {"summary": 1, "report_figures": 1, "all": 1}
 
@@ -221,15 +226,17 @@ def test_eps_tau_and_saliency_source_changes_redo_only_eps(tiny_run, tmp_path):
     n_train, n_val = (len(list((work / f"results/cam/{s}").glob("*.h5"))) for s in ("train", "val"))
     tau = write_config(work / "tau.yaml", {"eps": {"tau": 0.6}})
     assert planned_jobs(snakemake(work, tau, "--dry-run").stdout) == {
-        "train_eps": 1, "make_cams": n_val, "evaluate_cams": 1, "random_walk": n_val, "evaluate_masks": 1,
+        "train_eps": 1, "make_cams": n_val + n_train, "evaluate_cams_on_train": 1, "evaluate_cams": 1,
+        "random_walk": n_val + n_train, "evaluate_masks_on_train": 1, "evaluate_masks": 1,
         "summary": 1, "report_figures": 1, "all": 1}
     source = write_config(work / "source_ft.yaml", {"saliency": {"source": "frequency_tuned"}})
     # EPS and MCOF's saliency step (its PixelNet and the rows that follow); frequency_tuned's
     # maps of the evaluation split exist (row saliency_frequency_tuned), manifold_ranking's
     # become row saliency_manifold_ranking
     assert planned_jobs(snakemake(work, source, "--dry-run").stdout) == {
-        "saliency": n_train, "evaluate_saliency": 2, "train_eps": 1, "make_cams": n_val, "evaluate_cams": 1,
-        "random_walk": n_val, "mcof_saliency": n_train, "train_segmenter": 1, "segment": n_train + n_val,
+        "saliency": n_train, "evaluate_saliency": 2, "train_eps": 1, "make_cams": n_val + n_train,
+        "evaluate_cams_on_train": 1, "evaluate_cams": 1, "random_walk": n_val + n_train, "evaluate_masks_on_train": 1,
+        "mcof_saliency": n_train, "train_segmenter": 1, "segment": n_train + n_val,
         "evaluate_masks": 4, "summary": 1, "report_figures": 1, "all": 1}
     folder = write_config(tmp_path / "folder.yaml", {"saliency": {"source": "folder"}})
     proc = snakemake(tmp_path, folder, check=False)
@@ -463,10 +470,11 @@ def test_cam_parameter_change_reruns_cams_and_what_follows_only(tiny_run):
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
     n_val, n_train = (len(list((work / f"results/cam/{s}").glob("*.h5"))) for s in ("val", "train"))
     # the plain CAMs and what follows, and each SC-CAM round's and EPS's CAMs (their classifiers
-    # do not depend on CAMs) with their rows and walks
-    assert jobs == {"make_cams": 4 * n_val + n_train, "evaluate_cams": 4, "affinity_labels": n_train,
-                    "mcof_seeds": n_train, "train_regionnet": 1, "mcof_regionnet": n_train, "mcof_saliency": n_train,
-                    "train_affinity": 1, "random_walk": 3 * n_val + n_train, "crf_masks": 2 * n_val,
+    # do not depend on CAMs) with their rows and walks, on both splits (thresholds chosen on train)
+    assert jobs == {"make_cams": 4 * n_val + 4 * n_train, "evaluate_cams_on_train": 4, "evaluate_cams": 4,
+                    "affinity_labels": n_train, "mcof_seeds": n_train, "train_regionnet": 1, "mcof_regionnet": n_train,
+                    "mcof_saliency": n_train, "train_affinity": 1, "random_walk": 3 * n_val + 3 * n_train,
+                    "evaluate_masks_on_train": 3, "crf_masks": 2 * n_val,
                     "train_segmenter": 2, "segment": 2 * n_val + n_train, "evaluate_masks": 13, "summary": 1,
                     "report_figures": 1, "all": 1}
 
@@ -496,8 +504,9 @@ def test_more_shards_do_not_retrain_the_classifier(tiny_run):
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
     assert "train_classifier" not in jobs and "synthetic_data" not in jobs and "manifest" not in jobs
     # the shards, redone under new names: 3 train + 3 val, CAMs of both splits, of the two SC-CAM
-    # rounds and of EPS on val (whose trainings see new lists of shards, as AffinityNet its labels)
-    assert jobs["manifest_shard"] == 6 and jobs["make_cams"] == 6 + 3 * 3
+    # rounds and of EPS on both splits too (whose trainings see new lists of shards, as AffinityNet
+    # its labels)
+    assert jobs["manifest_shard"] == 6 and jobs["make_cams"] == 6 + 3 * 6
 
 
 def test_more_validation_images_do_not_retrain(tiny_run):
@@ -524,8 +533,10 @@ def test_evaluation_change_reruns_evaluation_only(tiny_run):
     work, _, _ = tiny_run
     changed = write_config(work / "eval.yaml", {"evaluation": {"bg_threshold": {"step": 0.05}}})
     jobs = planned_jobs(snakemake(work, changed, "--dry-run").stdout)
-    # the CAM rows (cam, sccam_r1, sccam_r2, eps) and the walks' sweeps (rw, sccam_rw, eps_rw)
-    assert jobs == {"evaluate_cams": 4, "evaluate_masks": 3, "summary": 1, "report_figures": 1, "all": 1}
+    # the CAM rows (cam, sccam_r1, sccam_r2, eps) and the walks' sweeps (rw, sccam_rw, eps_rw), on
+    # the training split where their thresholds are chosen and on the evaluation split
+    assert jobs == {"evaluate_cams_on_train": 4, "evaluate_cams": 4, "evaluate_masks_on_train": 3,
+                    "evaluate_masks": 3, "summary": 1, "report_figures": 1, "all": 1}
 
 
 def test_invalid_config_stops_before_any_job(tmp_path):
