@@ -54,6 +54,9 @@ class SubCategoryClassifier(Classifier):
         self.arch.update(k=k, dropout=dropout)
         self.dropout = nn.Dropout(dropout)
         self.sub_head = nn.Conv2d(self.backbone.out_channels, n_classes * k, 1, bias=False)
+        # SC-CAM's code (network/resnet38_cls.py) starts both heads with Xavier-uniform weights
+        nn.init.xavier_uniform_(self.head.weight)
+        nn.init.xavier_uniform_(self.sub_head.weight)
 
     def both_heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(parent scores [N, C], sub-category scores [N, C * k])."""

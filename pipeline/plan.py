@@ -24,9 +24,9 @@ SALIENCY_DETECTOR_SOURCES = ("u2netp",)
 SALIENCY_SOURCES = SALIENCY_MAP_SOURCES + SALIENCY_DETECTOR_SOURCES
 # segmenter.source: the masks in a folder made elsewhere
 FOLDER = "folder"
-# the plain CAM classifier and AffinityNet, which several methods start from or use
+# the plain CAM classifier, which several methods start from; the AffinityNet of its CAMs
 CLASSIFIER = "results/classifier/model.pt"
-AFFINITY_NET = "results/affinity/model.pt"
+AFFINITY = "affinity"
 
 
 def artifact(stage: str) -> str:
@@ -71,6 +71,17 @@ def selftrain(round_) -> str:
     return f"selftrain_r{round_}"
 
 
+def affinity_net(name: str) -> str:
+    """The model of an AffinityNet: `affinity` learns from the plain CAMs' affinity labels,
+    `eps_affinity` / `sccam_affinity` from those of EPS's / SC-CAM's CAMs."""
+    return f"results/{name}/model.pt"
+
+
+def affinity_labels(name: str) -> str:
+    """The directory (under results/) of the affinity labels an AffinityNet learns from."""
+    return f"{name}_labels"
+
+
 @dataclass
 class Plan:
     train_split: str
@@ -103,6 +114,10 @@ class Plan:
     mask_sources: dict[str, str]
     # random-walk row -> the CAM directory it walks
     rw_rows: dict[str, str]
+    # AffinityNet name -> the CAM directory whose affinity labels it learns from
+    affinity_runs: dict[str, str]
+    # random-walk row -> the AffinityNet it walks over
+    rw_affinity: dict[str, str]
     # segmenter.source {folder: DIR}: DIR, else None; the source's stage name
     mask_folder: str | None
     seg_source: str
@@ -242,11 +257,17 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
         selftrain_rows[selftrain(r)] = artifact(selftrain(r))
 
     # random walks: the plain CAMs, the last SC-CAM round's, EPS's
-    rw_rows = {"rw": "cam"}
-    if sccam["enabled"]:
-        rw_rows["sccam_rw"] = sccam_cams(sccam["k"], sccam["rounds"])
-    if eps["enabled"]:
-        rw_rows["eps_rw"] = eps_rows["eps"]
+    # random walks: the plain CAMs, the last SC-CAM round's, EPS's; each over the AffinityNet of
+    # its own CAMs where the method trains one (own_affinity), else over the plain CAMs' one
+    rw_rows, affinity_runs, rw_affinity = {"rw": "cam"}, {AFFINITY: "cam"}, {"rw": AFFINITY}
+    for method, rw_row, cams in [("sccam", "sccam_rw", sccam_cams(sccam["k"], sccam["rounds"])),
+                                 ("eps", "eps_rw", eps_rows.get("eps"))]:
+        if cfg[method]["enabled"]:
+            rw_rows[rw_row] = cams
+            rw_affinity[rw_row] = AFFINITY
+            if cfg[method]["own_affinity"]:
+                rw_affinity[rw_row] = f"{method}_{AFFINITY}"
+                affinity_runs[rw_affinity[rw_row]] = cams
 
     seg = cfg["segmenter"]
     mask_folder = seg["source"]["folder"] if isinstance(seg["source"], dict) else None
@@ -311,6 +332,8 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
         image_labels["mcof"] = True
     if mask_folder:
         image_labels["segmenter_masks"] = False  # made elsewhere: unknown, counted as not
+    if prm_rows and prm["classes"] == "predicted":  # PRM's own inference: classes from its scores
+        image_labels["prm"] = False
     artifact_stages = {"segmenter_masks": seg_source}
     if mcof_rounds:
         artifact_stages["mcof"] = pixelnet(mcof_rounds[-1])
@@ -329,7 +352,7 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
         ("classifier" if row == "cam" else row): cam_models[cam_dir].removesuffix("model.pt") + "history.json"
         for row, cam_dir in cam_rows.items()
     }
-    histories["affinity"] = "results/affinity/history.json"
+    histories.update({name: f"results/{name}/history.json" for name in affinity_runs})
     histories.update({name: f"results/segmenter/{name}/history.json" for name in segmenters})
     histories.update({pixelnet(r): f"results/segmenter/{pixelnet(r)}/history.json" for r in mcof_rounds})
     histories.update({f"mcof_regionnet_r{r}": f"{mcof_dir(r)}/regionnet_history.json" for r in mcof_rounds})
@@ -356,6 +379,8 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
         round_segmenters=round_segmenters,
         mask_sources=mask_sources,
         rw_rows=rw_rows,
+        affinity_runs=affinity_runs,
+        rw_affinity=rw_affinity,
         mask_folder=mask_folder,
         seg_source=seg_source,
         segmenters=segmenters,

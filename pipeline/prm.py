@@ -144,13 +144,23 @@ def select_peaks(maps: torch.Tensor, class_index: list[int], window: int, median
     return chosen
 
 
-def peak_response_maps(model: Classifier, rgb: np.ndarray, class_index: list[int], cfg: dict, device="cpu") -> dict:
-    """The peaks of the image's classes (0-based `class_index`) and their PRMs at image size.
+def predicted_classes(maps: torch.Tensor, cfg: dict) -> list[int]:
+    """0-based classes whose peak-stimulated score exceeds cfg["class_threshold"] (PRM's inference
+    without image labels; the demo's threshold is 0). maps [1, C, h, w]."""
+    scores = peak_stimulation(maps.detach(), cfg["window"], cfg["median_filter"])[0]
+    return torch.nonzero(scores > cfg["class_threshold"]).flatten().tolist()
 
-    Returns peaks int [P, 2] (y, x in image pixels), peak_classes [P] (index into
-    class_index), peak_scores [P] (responses), prms float32 [P, H, W] (each summing to 1, or
-    all 0 when nothing reaches the input), responses float32 [K, H, W] (the present classes'
-    response maps at image size, for the proposal scores' background term)."""
+
+def peak_response_maps(model: Classifier, rgb: np.ndarray, class_index: list[int] | None, cfg: dict,
+                       device="cpu") -> dict:
+    """The peaks of the image's classes (0-based `class_index`; None: the classes predicted from
+    the peak-stimulated scores) and their PRMs at image size.
+
+    Returns classes [K] (0-based, class_index or the predicted ones), peaks int [P, 2] (y, x in
+    image pixels), peak_classes [P] (index into classes), peak_scores [P] (responses), prms
+    float32 [P, H, W] (each summing to 1, or all 0 when nothing reaches the input), responses
+    float32 [K, H, W] (the classes' response maps at image size, for the proposal scores'
+    background term)."""
     h, w = rgb.shape[:2]
     # the peaks are back-propagated to the network's (normalised) input, as in the paper
     x = model.backbone.normalize(to_tensor(rgb).to(device)[None]).detach().requires_grad_(True)
@@ -158,6 +168,8 @@ def peak_response_maps(model: Classifier, rgb: np.ndarray, class_index: list[int
     with torch.enable_grad(), (excitation_convolutions(model) if cfg["backprop"] == "excitation"
                                else nullcontext(model)):
         maps = response_maps(model, x, cfg["sub_pixel_factor"], normalized=True)
+        if class_index is None:
+            class_index = predicted_classes(maps, cfg)
         peaks = select_peaks(maps, class_index, cfg["window"], cfg["median_filter"], cfg["peak_threshold"])
         prms = np.zeros((len(peaks), h, w), np.float32)
         for i, (k, py, px, _) in enumerate(peaks):
@@ -173,7 +185,7 @@ def peak_response_maps(model: Classifier, rgb: np.ndarray, class_index: list[int
     keys = torch.as_tensor(class_index, dtype=torch.long, device=maps.device)
     responses = (upsample_scores(maps.detach()[0, keys].cpu(), (h, w)).numpy() if class_index
                  else np.zeros((0, h, w), np.float32))
-    return {"peaks": locations, "peak_classes": np.array([p[0] for p in peaks], np.int64),
+    return {"classes": list(class_index), "peaks": locations, "peak_classes": np.array([p[0] for p in peaks], np.int64),
             "peak_scores": np.array([p[3] for p in peaks], np.float32), "prms": prms, "responses": responses}
 
 
@@ -210,13 +222,14 @@ def run_peaks(*, manifest_path, model_path, cfg: dict, device: str, code_hash: s
     model, saved = load_classifier(model_path, dev)
     problems = ProblemReport(problems_path)
     n_peaks = 0
+    by_labels = cfg["classes"] == "labels"
     with ArtifactWriter(out_path, stage="prm_peaks", split=split, shard=shard, classes=saved["classes"],
                         params=cfg, code_hash=code_hash) as out:
         for r, rgb in readable_images(progress(records, desc=f"prm_peaks {split}/{shard}", unit="img"), problems):
-            found = peak_response_maps(model, rgb, [v - 1 for v in r.labels], cfg, dev)
+            found = peak_response_maps(model, rgb, [v - 1 for v in r.labels] if by_labels else None, cfg, dev)
             peak_max = found["prms"].max(axis=(1, 2), initial=0)
             scaled = found["prms"] / np.maximum(peak_max, 1e-30)[:, None, None]
-            labels = np.asarray(r.labels, np.uint8)
+            labels = np.asarray([c + 1 for c in found["classes"]], np.uint8)
             n_peaks += len(found["peaks"])
             out.add(r.image_id, {"image_path": r.image, "mask_path": r.mask, "instances_path": r.instances,
                                  "height": rgb.shape[0], "width": rgb.shape[1]},

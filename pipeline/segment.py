@@ -2,13 +2,13 @@
 
 Each image runs at every scale and, with `flip`, mirrored; the softmax probabilities brought
 back to the image size are averaged. Stored per image: `mask` (argmax, full size), `scores`
-(the averaged probabilities of background and every class, average-pooled onto the stride-8
-grid to keep the shard small; the CRF stage upsamples them) and `keys` (0..C).
+(the averaged probabilities at full resolution, as DeepLab's CRF takes them, of background and
+of the classes that win at least one pixel: a class that wins none has no support for the CRF
+to grow from, and keeping only these keeps the shard small) and `keys` (their class values).
 """
 from __future__ import annotations
 
 import logging
-import math
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +21,7 @@ from .data import scaled_views, to_tensor, unflip
 from .devices import pick_device
 from .imageio import write_label_png
 from .logs import progress
-from .nets import STRIDE, load_segmenter
+from .nets import load_segmenter
 from .problems import ProblemReport, readable_images
 
 log = logging.getLogger(__name__)
@@ -41,19 +41,20 @@ def multiscale_probs(model, rgb: np.ndarray, scales, flip: bool, device="cpu") -
 
 
 def segment_image(model, rgb: np.ndarray, scales, flip: bool, device="cpu",
-                  allowed=None) -> tuple[np.ndarray, np.ndarray]:
-    """(scores float16 [C, ceil(H/8), ceil(W/8)], mask uint8 [H, W]) of one image. `allowed`
-    (class values, background 0 always among them) restricts the prediction to the image's
-    classes, as MCOF's PixelNet predicts its training images (whose labels it knows)."""
+                  allowed=None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(scores float16 [K, H, W], keys uint8 [K], mask uint8 [H, W]) of one image: the
+    probabilities of background and of the classes the mask holds. `allowed` (class values,
+    background 0 always among them) restricts the prediction to the image's classes, as MCOF's
+    PixelNet predicts its training images (whose labels it knows)."""
     probs = multiscale_probs(model, rgb, scales, flip, device)
     if allowed is not None:
         keep = torch.zeros(len(probs), dtype=torch.bool, device=probs.device)
         keep[[0, *allowed]] = True
         probs = probs * keep[:, None, None]
-    h, w = rgb.shape[:2]
-    grid = (math.ceil(h / STRIDE), math.ceil(w / STRIDE))
-    scores = F.adaptive_avg_pool2d(probs[None], grid)[0]
-    return scores.cpu().numpy().astype(np.float16), probs.argmax(0).to(torch.uint8).cpu().numpy()
+    mask = probs.argmax(0)
+    keys = torch.unique(torch.cat([mask.new_zeros(1), mask.flatten()]))
+    return (probs[keys].cpu().numpy().astype(np.float16), keys.to(torch.uint8).cpu().numpy(),
+            mask.to(torch.uint8).cpu().numpy())
 
 
 def run(*, manifest_path, model_path, cfg: dict, device: str, code_hash: str, stage: str, split: str, shard: str,
@@ -61,7 +62,6 @@ def run(*, manifest_path, model_path, cfg: dict, device: str, code_hash: str, st
     records = mf.read_tsv(manifest_path)
     dev = pick_device(device)
     model, saved = load_segmenter(model_path, dev)
-    keys = np.arange(len(saved["classes"]) + 1, dtype=np.uint8)
     problems = ProblemReport(problems_path)
     png_dir = Path(png_dir)
     png_dir.mkdir(parents=True, exist_ok=True)
@@ -72,7 +72,7 @@ def run(*, manifest_path, model_path, cfg: dict, device: str, code_hash: str, st
                         code_hash=code_hash) as out:
         for r, rgb in readable_images(progress(records, desc=f"{stage} {split}/{shard}", unit="img"), problems):
             allowed = r.labels if cfg.get("restrict_to_labels") else None
-            scores, mask = segment_image(model, rgb, cfg["scales"], cfg["flip"], dev, allowed)
+            scores, keys, mask = segment_image(model, rgb, cfg["scales"], cfg["flip"], dev, allowed)
             out.add(r.image_id, {"image_path": r.image, "mask_path": r.mask, "height": rgb.shape[0],
                                  "width": rgb.shape[1]}, scores=scores, keys=keys, mask=mask)
             write_label_png(png_dir / f"{r.image_id}.png", mask)

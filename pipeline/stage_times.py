@@ -21,10 +21,12 @@ def method_of(rule: str, wildcards: tuple[str, ...]) -> str:
         return "data"
     if rule in ("train_classifier",) or (rule == "make_cams" and first == "cam"):
         return "CAM"
-    if rule.startswith("sccam") or rule == "train_sccam" or (rule == "make_cams" and first == "sccam"):
+    # a method's own AffinityNet (eps_affinity, sccam_affinity) counts for the method
+    own = rule in ("affinity_labels", "train_affinity") and first != "affinity"
+    if rule.startswith("sccam") or rule == "train_sccam" or (rule == "make_cams" or own) and first.startswith("sccam"):
         return "SC-CAM"
     eps_rules = ("saliency", "saliency_detector", "train_eps", "eps_ablation")
-    if rule in eps_rules or (rule == "make_cams" and first == "eps"):
+    if rule in eps_rules or (rule == "make_cams" or own) and first.startswith("eps"):
         return "saliency and EPS"
     if rule.startswith("mcof") or rule == "train_regionnet":
         return "MCOF"

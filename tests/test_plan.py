@@ -56,6 +56,20 @@ def test_the_default_config_plans_every_row_of_the_results_table():
     assert p.chosen_on("eps_rw") == ["results/metrics/train_split/eps_rw.json"] and p.chosen_on("rw_crf") == []
 
 
+def test_each_walk_uses_the_affinity_net_of_its_own_cams_where_asked():
+    """EPS walks over an AffinityNet trained on its own CAMs (eps.own_affinity, default), SC-CAM
+    over the plain CAMs' one unless sccam.own_affinity; each network has its labels and history."""
+    p = build({"sccam": {"enabled": True, "k": 3, "rounds": 2}})
+    assert p.affinity_runs == {"affinity": "cam", "eps_affinity": "eps/manifold_ranking/tau0.3/cam"}
+    assert p.rw_affinity == {"rw": "affinity", "sccam_rw": "affinity", "eps_rw": "eps_affinity"}
+    assert plan.affinity_net("eps_affinity") == "results/eps_affinity/model.pt"
+    assert plan.affinity_labels("affinity") == "affinity_labels"  # the row of the plain CAMs' labels
+    assert p.histories["eps_affinity"] == "results/eps_affinity/history.json"
+    p = build({"sccam": {"enabled": True, "k": 3, "rounds": 2, "own_affinity": True}, "eps": {"own_affinity": False}})
+    assert p.affinity_runs == {"affinity": "cam", "sccam_affinity": "sccam/k3/r2/cam"}
+    assert p.rw_affinity == {"rw": "affinity", "sccam_rw": "sccam_affinity", "eps_rw": "affinity"}
+
+
 @pytest.mark.parametrize("source", ["rw", "rw_crf", "sccam_rw", "eps_rw"])
 def test_every_segmenter_source_the_schema_allows_has_a_producer(source):
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())
@@ -191,3 +205,8 @@ def test_the_smoke_config_is_the_tests_tiny_config_on_the_embedded_default(tmp_p
     proc = subprocess.run([str(SNAKEMAKE), "-n", "--directory", str(tmp_path), "--configfile", str(path)],
                           cwd=REPO, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and re.search(r"^total\s+\d+", proc.stdout, re.M), proc.stdout[-3000:]
+
+
+def test_prm_with_predicted_classes_counts_as_a_row_without_labels():
+    assert build().image_labels["prm"] is True
+    assert build({"prm": {"classes": "predicted"}}).image_labels["prm"] is False

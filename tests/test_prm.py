@@ -8,6 +8,7 @@ from pipeline import evaluate_instances as ei
 from pipeline import prm
 from pipeline import prm_instances as pi
 from pipeline.backbones import Backbone
+from pipeline.data import to_tensor
 from pipeline.nets import Classifier
 
 INSTANCE_CFG = {"strategies": ["colour", "size"], "contour_width": 3, "size_limit": [0.0, 0.85], "bg_factor": 0.95,
@@ -99,6 +100,33 @@ def test_peak_response_maps_are_normalised_and_local(mode):
     for prm_map, (py, px) in zip(found["prms"], found["peaks"]):
         cy, cx = (prm_map * ys).sum(), (prm_map * xs).sum()
         assert np.hypot(cy - py, cx - px) < 0.5 * np.hypot(96, 128)
+
+
+def test_classes_predicted_from_peak_stimulated_scores_without_labels():
+    """PRM's own inference: the classes whose peak-stimulated score exceeds class_threshold
+    (the paper's 0), their peaks back-propagated as the labels' would be."""
+    maps = torch.full((1, 3, 8, 8), -1.0)  # class 1: negative everywhere
+    maps[0, 0] = 1.0
+    maps[0, 0, 2, 2] = 5.0  # class 0: one strong peak on a positive map
+    maps[0, 2] = 0.5        # class 2: flat and weakly positive
+    cfg = {"window": 3, "median_filter": True, "class_threshold": 0.0}
+    scores = prm.peak_stimulation(maps, 3, True)[0]
+    assert scores[0] > 0 and scores[1] < 0 and scores[2] > 0
+    assert prm.predicted_classes(maps, cfg) == [0, 2]
+    assert prm.predicted_classes(maps, {**cfg, "class_threshold": 0.6}) == [0]
+    torch.manual_seed(0)
+    model = Classifier(2, Backbone("resnet18", 16)).eval()
+    rgb = np.random.default_rng(0).integers(0, 255, (96, 128, 3), dtype=np.uint8)
+    cfg = {"window": 3, "median_filter": True, "sub_pixel_factor": 4, "peak_threshold": 0.0, "backprop": "gradient"}
+    with torch.no_grad():
+        maps = prm.response_maps(model, to_tensor(rgb)[None], 4)
+    for threshold in (-1e9, 1e9):  # every class, then none
+        found = prm.peak_response_maps(model, rgb, None, {**cfg, "class_threshold": threshold})
+        expected = prm.predicted_classes(maps, {**cfg, "class_threshold": threshold})
+        assert found["classes"] == expected == ([0, 1] if threshold < 0 else [])
+        assert found["responses"].shape[0] == len(expected) and set(found["peak_classes"]) <= set(range(len(expected)))
+    labelled = prm.peak_response_maps(model, rgb, [1], cfg)
+    assert labelled["classes"] == [1]
 
 
 def test_hierarchical_grouping_merges_similar_neighbours_first():

@@ -42,6 +42,12 @@ def test_methods_of_the_rules():
     assert method_of("random_walk", ("eps_rw", "val", "shard00")) == "random walk"
     assert method_of("evaluate_masks", ("rw",)) == "evaluation and report"
     assert method_of("saliency_detector", ("u2netp", "train", "shard00")) == "saliency and EPS"
+    # AffinityNet of the plain CAMs serves the random walk; EPS's own (eps_affinity) serves EPS
+    assert method_of("train_affinity", ("affinity",)) == "random walk"
+    assert method_of("affinity_labels", ("affinity", "train", "shard00")) == "random walk"
+    assert method_of("train_affinity", ("eps_affinity",)) == "saliency and EPS"
+    assert method_of("affinity_labels", ("eps_affinity", "train", "shard00")) == "saliency and EPS"
+    assert method_of("affinity_labels", ("sccam_affinity", "train", "shard00")) == "SC-CAM"
 
 
 def test_every_rule_writes_its_benchmark_under_its_own_name():

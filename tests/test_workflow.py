@@ -219,6 +219,14 @@ def test_eps_and_saliency_rows_and_their_artifacts(tiny_run):
     assert model.arch["background_map"] and saved["tau"] == 0.4
     with ArtifactReader(next((work / "results/eps_rw/val").glob("*.h5")), stage="eps_rw") as rd:
         assert rd.read(rd.image_ids()[0], "mask")["mask"].dtype == np.uint8
+    # EPS's walk goes over its own AffinityNet, trained on the affinity labels of EPS's CAMs
+    eps_labels = next((work / "results/eps_affinity_labels/train").glob("*.h5"))
+    with ArtifactReader(eps_labels, stage="affinity_labels") as own, \
+            ArtifactReader(work / "results/affinity_labels/train" / eps_labels.name, stage="affinity_labels") as plain:
+        assert own.image_ids() == plain.image_ids()
+        masks = [(own.read(i, "mask")["mask"], plain.read(i, "mask")["mask"]) for i in own.image_ids()]
+        assert all(a.shape == b.shape for a, b in masks) and any((a != b).any() for a, b in masks)  # other CAMs
+    assert len(json.loads((work / "results/eps_affinity/history.json").read_text())["epochs"]) >= 1
 
 
 def test_eps_tau_and_saliency_source_changes_redo_only_eps(tiny_run, tmp_path):
@@ -227,6 +235,7 @@ def test_eps_tau_and_saliency_source_changes_redo_only_eps(tiny_run, tmp_path):
     tau = write_config(work / "tau.yaml", {"eps": {"tau": 0.6}})
     assert planned_jobs(snakemake(work, tau, "--dry-run").stdout) == {
         "train_eps": 1, "make_cams": n_val + n_train, "evaluate_cams_on_train": 1, "evaluate_cams": 1,
+        "affinity_labels": n_train, "train_affinity": 1,  # EPS's own AffinityNet, on its new CAMs
         "random_walk": n_val + n_train, "evaluate_masks_on_train": 1, "evaluate_masks": 1,
         "summary": 1, "report_figures": 1, "all": 1}
     source = write_config(work / "source_ft.yaml", {"saliency": {"source": "frequency_tuned"}})
@@ -235,8 +244,9 @@ def test_eps_tau_and_saliency_source_changes_redo_only_eps(tiny_run, tmp_path):
     # become row saliency_manifold_ranking
     assert planned_jobs(snakemake(work, source, "--dry-run").stdout) == {
         "saliency": n_train, "evaluate_saliency": 2, "train_eps": 1, "make_cams": n_val + n_train,
-        "evaluate_cams_on_train": 1, "evaluate_cams": 1, "random_walk": n_val + n_train, "evaluate_masks_on_train": 1,
-        "mcof_saliency": n_train, "train_segmenter": 1, "segment": n_train + n_val,
+        "evaluate_cams_on_train": 1, "evaluate_cams": 1, "affinity_labels": n_train, "train_affinity": 1,
+        "random_walk": n_val + n_train, "evaluate_masks_on_train": 1, "mcof_saliency": n_train, "train_segmenter": 1,
+        "segment": n_train + n_val,
         "evaluate_masks": 4, "summary": 1, "report_figures": 1, "all": 1}
     folder = write_config(tmp_path / "folder.yaml", {"saliency": {"source": "folder"}})
     proc = snakemake(tmp_path, folder, check=False)
@@ -472,8 +482,9 @@ def test_cam_parameter_change_reruns_cams_and_what_follows_only(tiny_run):
     # the plain CAMs and what follows, and each SC-CAM round's and EPS's CAMs (their classifiers
     # do not depend on CAMs) with their rows and walks, on both splits (thresholds chosen on train)
     assert jobs == {"make_cams": 4 * n_val + 4 * n_train, "evaluate_cams_on_train": 4, "evaluate_cams": 4,
-                    "affinity_labels": n_train, "mcof_seeds": n_train, "train_regionnet": 1, "mcof_regionnet": n_train,
-                    "mcof_saliency": n_train, "train_affinity": 1, "random_walk": 3 * n_val + 3 * n_train,
+                    "affinity_labels": 2 * n_train, "mcof_seeds": n_train, "train_regionnet": 1,
+                    "mcof_regionnet": n_train, "mcof_saliency": n_train, "train_affinity": 2,  # and EPS's own
+                    "random_walk": 3 * n_val + 3 * n_train,
                     "evaluate_masks_on_train": 3, "crf_masks": 2 * n_val,
                     "train_segmenter": 2, "segment": 2 * n_val + n_train, "evaluate_masks": 13, "summary": 1,
                     "report_figures": 1, "all": 1}
@@ -804,39 +815,59 @@ def test_folder_without_masks_makes_pseudo_masks_of_the_training_images(tmp_path
     assert jobs["segment"] == jobs["crf_masks"] >= 1  # to segment the other split with
 
 
-def test_voc_sample_end_to_end(tmp_path, voc_root):
-    """The real VOCdevkit layout (labels from the masks, palette masks with 255 borders) through the
-    whole workflow, on a slice of the sample to stay quick."""
+def test_voc_sample_config_end_to_end(tmp_path, voc_root):
+    """config/voc_sample.yaml itself (ImageNet MobileNetV2, the real VOCdevkit layout: labels from
+    the masks, palette masks with 255 borders) through every stage of the default run, on a
+    slice of the sample with shorter schedules to stay quick; the rows, not only that it ends."""
     ids = (voc_root / "ImageSets/Segmentation/train.txt").read_text().split()
-    (tmp_path / "mini_train.txt").write_text("\n".join(ids[:32]) + "\n")
-    (tmp_path / "mini_val.txt").write_text("\n".join(ids[32:40]) + "\n")
-    config = write_config(tmp_path / "voc.yaml", {
-        "dataset": {"name": "voc", "train_split": "mini_train", "eval_split": "mini_val",
-                    "voc": {"root": str(voc_root), "split_files": {"mini_train": str(tmp_path / "mini_train.txt"),
-                                                                   "mini_val": str(tmp_path / "mini_val.txt")}}},
-        "classifier": {"crop_size": 64, "rescale": [0.15, 0.2], "color_jitter": {"hue": 0.1}},
-        "cams": {"scales": [0.25]}, "sccam": {"enabled": False},  # SC-CAM and EPS run on the tiny synthetic data
-        "eps": {"enabled": False}})
-    proc = snakemake(tmp_path, config, timeout=1500)  # ~6 min on 2 idle cores; the limit only guards against hangs
-    # the tiny config's networks start from scratch: on photos that is worth a warning
-    assert "classifier.backbone: resnet18 trains from scratch on the voc photos" in proc.stdout
+    (tmp_path / "mini_train.txt").write_text("\n".join(ids[:24]) + "\n")
+    config = tmp_path / "voc_sample_slice.yaml"
+    config.write_text(yaml.safe_dump({
+        "extends": str(REPO / "config/voc_sample.yaml"),
+        "dataset": {"train_split": "mini_train", "eval_split": "mini_train", "n_shards": 2,
+                    "voc": {"root": str(voc_root), "split_files": {"mini_train": str(tmp_path / "mini_train.txt")}}},
+        "classifier": {"epochs": 1, "batch_size": 8, "crop_size": 160},
+        "cams": {"scales": [0.5]},
+        "affinity": {"epochs": 1, "crop_size": 160},
+        "mcof": {"regionnet": {"epochs": 1}},
+        "segmenter": {"iterations": 3, "batch_size": 4, "crop_size": 160},
+        "prm": {"epochs": 1}}))
+    proc = snakemake(tmp_path, config, timeout=1800)  # the limit only guards against hangs
+    assert "trains from scratch" not in proc.stdout  # ImageNet weights: no warning
+    rows = {r["stage"]: r for r in csv.DictReader((tmp_path / "results/metrics/summary.tsv").open(), delimiter="\t")}
+    assert list(rows) == ["cam", "eps", "affinity_labels", "mcof_seeds", "mcof_regionnet_r1", "mcof_saliency",
+                          "mcof_pixelnet_r1", "rw", "eps_rw", "rw_crf", "segmenter_masks", "deeplab_aspp",
+                          "deeplab_aspp_crf", "fully_supervised", "mcof", "prm"]
+    for row in rows.values():
+        assert row["split"] == "mini_train" and row["n_images"] == "24" and row["n_skipped"] == "0", row
+        assert 0 < float(row["miou"]) <= 1, row
     metrics = json.loads((tmp_path / "results/metrics/cam.json").read_text())
-    assert metrics["split"] == "mini_val" and metrics["n_images"] == 8 and metrics["n_skipped"] == 0
-    assert len(metrics["per_class_iou"]) == 21
-    h5 = next((tmp_path / "results/cam/mini_val").glob("*.h5"))
-    with ArtifactReader(h5) as r:
+    assert len(metrics["per_class_iou"]) == 21 and metrics["per_class_iou"]["background"] > 0
+    assert torch_load_arch(tmp_path / "results/classifier/model.pt")["name"] == "mobilenet_v2"
+    with ArtifactReader(next((tmp_path / "results/cam/mini_train").glob("*.h5")), stage="cam") as r:
         iid = r.image_ids()[0]
         cams = r.read(iid, "cams")["cams"]
         assert cams.shape[1:] == (r.image_attrs(iid)["height"], r.image_attrs(iid)["width"])
         assert max(cams.shape[1:]) == 500  # CAMs at the full VOC resolution
-    rows = [r["stage"] for r in csv.DictReader((tmp_path / "results/metrics/summary.tsv").open(), delimiter="\t")]
-    assert rows == ["cam", "affinity_labels", "mcof_seeds", "mcof_regionnet_r1", "mcof_saliency", "mcof_pixelnet_r1",
-                    "rw", "rw_crf", "segmenter_masks", "deeplab_aspp", "deeplab_aspp_crf", "fully_supervised", "mcof",
-                    "prm"]
     saliency = json.loads((tmp_path / "results/metrics/saliency.json").read_text())  # real photographs
-    assert saliency["n_images"] == 8 and 0 < saliency["max_f"] <= 1 and 0 < saliency["mae"] < 0.5
-    rw = json.loads((tmp_path / "results/metrics/rw_crf.json").read_text())
-    assert rw["n_images"] == 8 and rw["n_skipped"] == 0 and len(rw["per_class_iou"]) == 21
+    assert saliency["source"] == "u2netp" and saliency["n_images"] == 24 and 0 < saliency["max_f"] <= 1
+    assert (tmp_path / "results/eps_affinity/model.pt").is_file()  # EPS walks over its own AffinityNet
+
+
+def torch_load_arch(path) -> dict:
+    """The backbone description a trained model was saved with."""
+    import torch
+    return torch.load(path, map_location="cpu", weights_only=False)["arch"]["backbone"]
+
+
+def test_photos_trained_from_scratch_get_a_warning(tmp_path, voc_root):
+    ids = (voc_root / "ImageSets/Segmentation/train.txt").read_text().split()
+    (tmp_path / "mini.txt").write_text("\n".join(ids[:8]) + "\n")
+    config = write_config(tmp_path / "voc.yaml", {
+        "dataset": {"name": "voc", "train_split": "mini", "eval_split": "mini",
+                    "voc": {"root": str(voc_root), "split_files": {"mini": str(tmp_path / "mini.txt")}}}})
+    proc = snakemake(tmp_path, config, "--dry-run")
+    assert "classifier.backbone: resnet18 trains from scratch on the voc photos" in proc.stdout
 
 
 def test_mcof_rounds_are_wired_seed_to_regionnet_to_pixelnet_to_next_round(tmp_path):

@@ -1,22 +1,26 @@
-# Stage train_affinity: AffinityNet on the pairs of the affinity labels (pipeline/train_affinity.py).
-# Its resumable checkpoint lives outside the declared outputs, under results/checkpoints/.
+# Stage train_affinity: AffinityNet on the pairs of the affinity labels (pipeline/train_affinity.py),
+# one network per entry of PLAN.affinity_runs (results/affinity/ for the plain CAMs,
+# results/eps_affinity/ for EPS's). Its resumable checkpoint lives outside the declared outputs,
+# under results/checkpoints/.
 
 
 rule train_affinity:
     input:
         split_data(TRAIN_SPLIT),
         manifest=f"results/manifest/{TRAIN_SPLIT}.tsv",
-        labels=shard_files("results/affinity_labels/{split}/{shard}.h5", TRAIN_SPLIT),
+        labels=lambda w: shard_files(f"results/{plan.affinity_labels(w.affinity)}/{{split}}/{{shard}}.h5", TRAIN_SPLIT),
         classifier=plan.CLASSIFIER if CFG["affinity"]["init_from_classifier"] else [],
         pretrained=backbone_weights("affinity", CFG["affinity"]["init_from_classifier"]),
     output:
-        model=plan.AFFINITY_NET,
-        history="results/affinity/history.json",
-        problems="results/affinity/problems.tsv",
+        model="results/{affinity}/model.pt",
+        history="results/{affinity}/history.json",
+        problems="results/{affinity}/problems.tsv",
     log:
-        "results/logs/train_affinity.log",
+        "results/logs/train_{affinity}.log",
     benchmark:
-        "results/benchmarks/train_affinity.tsv"
+        "results/benchmarks/train_affinity/{affinity}.tsv"
+    wildcard_constraints:
+        affinity="|".join(PLAN.affinity_runs),
     threads: 8
     resources:
         gpu=GPU,
@@ -26,7 +30,7 @@ rule train_affinity:
         cfg=CFG["affinity"],
         seed=CFG["seed"],
         classes=CLASSES,
-        checkpoint="results/checkpoints/affinity.pt",
+        checkpoint=lambda w: f"results/checkpoints/{w.affinity}.pt",
         code=code_hash("pipeline.train_affinity"),
     script:
         "../scripts/train_affinity.py"

@@ -1,19 +1,23 @@
 # Stage affinity_labels: confident foreground / background of the training CAMs, refined by
-# the dense CRF (pipeline/affinity_labels.py); they supervise AffinityNet.
+# the dense CRF (pipeline/affinity_labels.py); they supervise AffinityNet. One set per
+# AffinityNet of the plan: affinity_labels from the plain CAMs, eps_affinity_labels from EPS's
+# (sccam_affinity_labels from SC-CAM's last round, when asked).
 
 
 rule affinity_labels:
     input:
         lambda w: split_data(w.split),
         manifest="results/manifest/{split}/{shard}.tsv",
-        cams="results/cam/{split}/{shard}.h5",
+        cams=lambda w: f"results/{PLAN.affinity_runs[w.affinity]}/{w.split}/{w.shard}.h5",
     output:
-        labels="results/affinity_labels/{split}/{shard}.h5",
-        problems="results/affinity_labels/{split}/{shard}.problems.tsv",
+        labels="results/{affinity}_labels/{split}/{shard}.h5",
+        problems="results/{affinity}_labels/{split}/{shard}.problems.tsv",
     log:
-        "results/logs/affinity_labels/{split}/{shard}.log",
+        "results/logs/{affinity}_labels/{split}/{shard}.log",
     benchmark:
-        "results/benchmarks/affinity_labels/{split}/{shard}.tsv"
+        "results/benchmarks/affinity_labels/{affinity}/{split}/{shard}.tsv"
+    wildcard_constraints:
+        affinity="|".join(PLAN.affinity_runs),
     threads: 8  # CRF processes
     resources:
         mem_mb=4000,

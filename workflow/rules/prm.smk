@@ -10,7 +10,9 @@
 # mAP^r at mask IoU 0.5 (pipeline/evaluate_instances.py) where the split has instance maps.
 
 PRM = CFG["prm"]
-PRM_PEAK_CFG = {k: PRM[k] for k in ("window", "median_filter", "sub_pixel_factor", "peak_threshold", "backprop")}
+PRM_PEAK_CFG = {
+    k: PRM[k] for k in ("window", "median_filter", "sub_pixel_factor", "peak_threshold", "backprop", "classes")
+} | ({"class_threshold": PRM["class_threshold"]} if PRM["classes"] == "predicted" else {})
 
 
 rule train_prm:

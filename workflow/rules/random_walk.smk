@@ -1,7 +1,7 @@
 # Stage random_walk: CAMs propagated over AffinityNet's affinities with sparse products
 # (pipeline/random_walk.py): pseudo masks per shard in HDF5 and as PNG label maps.
 # One row per CAM source: rw walks the plain CAMs, sccam_rw the last SC-CAM round's, eps_rw
-# EPS's, all over the AffinityNet trained on the affinity labels of the plain CAMs.
+# EPS's, each over the AffinityNet of PLAN.rw_affinity (EPS: its own, trained on its CAMs).
 
 
 rule random_walk:
@@ -9,7 +9,7 @@ rule random_walk:
         lambda w: split_data(w.split),
         manifest="results/manifest/{split}/{shard}.tsv",
         cams=lambda w: f"results/{PLAN.rw_rows[w.rw]}/{w.split}/{w.shard}.h5",
-        model=plan.AFFINITY_NET,
+        model=lambda w: plan.affinity_net(PLAN.rw_affinity[w.rw]),
     output:
         masks="results/{rw}/{split}/{shard}.h5",
         png=directory("results/{rw}/{split}/png/{shard}"),
