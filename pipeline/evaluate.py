@@ -155,9 +155,12 @@ class MaskScores:
         if self.n_labelled == 0:
             raise ValueError(f"evaluate {stage}: every ground-truth pixel of split {split!r} is ignored (255)")
         decided = int(self.conf.sum())
+        full = iou_per_class(self.conf_full)
         return metrics_dict(stage, split, classes, self.conf, self.n_images, n_skipped,
                             precision=float(np.trace(self.conf) / decided) if decided else float("nan"),
-                            coverage=decided / self.n_labelled, miou_full=mean_iou(self.conf_full), **extra)
+                            coverage=decided / self.n_labelled, miou_full=mean_iou(self.conf_full),
+                            per_class_iou_full={n: (None if np.isnan(v) else float(v))
+                                                for n, v in zip(["background", *classes], full)}, **extra)
 
 
 def _paired(records, readers, names, n_classes: int, problems: ProblemReport, desc: str, upstream: str):

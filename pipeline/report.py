@@ -31,6 +31,7 @@ from .evaluate import cam_labels
 from .figures import pyplot, save_figure
 from .imageio import ImageReadError, colorize, read_image, read_label_map
 from .inspection import heat_overlay, instance_overlay
+from .summary import whole_image
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def _images(records: list[mf.Record]) -> tuple[dict, dict]:
 
 def results_table_html(metric_paths, class_names) -> str:
     """Every stage's mIoU and IoU per class (%), the best of each column in bold on green."""
-    rows = [json.loads(Path(p).read_text()) for p in metric_paths]
+    rows = [whole_image(json.loads(Path(p).read_text())) for p in metric_paths]
     columns = ["miou", "background", *class_names]
     values = [[r["miou"] if c == "miou" else r.get("per_class_iou", {}).get(c) for c in columns] for r in rows]
     best = [max((v[i] for v in values if v[i] is not None), default=None) for i in range(len(columns))]

@@ -1,16 +1,19 @@
 """The results table: one row per evaluated stage, from the metrics JSON files.
 
 results/metrics/summary.tsv is tab-separated with the columns
-    stage  split  miou  n_images  n_skipped  best_threshold  precision  coverage  iou_<class> ...
+    stage  split  miou  miou_decided  n_images  n_skipped  best_threshold  threshold_from  precision
+    coverage  image_labels  iou_<class> ...
 (mIoU, IoU, precision and coverage in 0..1; best_threshold only for stages that sweep a
 background threshold, with threshold_from the split it was chosen on (the training split's
 pseudo masks where they have ground truth; the reported split itself otherwise); precision and
 coverage only for label maps; image_labels: whether the row uses the ground-truth image
 labels at inference (CAMs, walks, MCOF's training-split rows, PRM: yes; segmenters: no), so
 that like is compared with like. A stage that leaves
-pixels undecided, such as affinity_labels, has coverage < 1 and its mIoU is computed on its
-decided pixels only. The `fully_supervised` row is the segmenter trained on the ground-truth
-masks: an upper bound, not a weakly-supervised result.)
+pixels undecided, such as affinity_labels, has coverage < 1: its miou (and iou_<class>) count
+the undecided pixels as background, as a segmenter's output would be scored, so every row
+compares on whole images; miou_decided beside it is the mIoU of its decided pixels only.
+The `fully_supervised` row is the segmenter trained on the ground-truth masks: an upper bound,
+not a weakly-supervised result.)
 """
 from __future__ import annotations
 
@@ -22,8 +25,8 @@ from pathlib import Path
 from .atomic import write_text
 
 UPPER_BOUND = "fully_supervised"  # the row trained on ground truth
-FIXED = ("stage", "split", "miou", "n_images", "n_skipped", "best_threshold", "threshold_from", "precision",
-         "coverage", "image_labels")
+FIXED = ("stage", "split", "miou", "miou_decided", "n_images", "n_skipped", "best_threshold", "threshold_from",
+         "precision", "coverage", "image_labels")
 
 
 def _fmt(value) -> str:
@@ -34,12 +37,21 @@ def _fmt(value) -> str:
     return str(value)
 
 
+def whole_image(m: dict) -> dict:
+    """A row's metrics as the tables show them: a mask that leaves pixels undecided (coverage
+    < 1) is scored with those pixels as background (miou_full, per_class_iou_full), as a
+    segmenter's output would be; its decided-pixel mIoU moves to miou_decided."""
+    if m.get("coverage") is not None and m["coverage"] < 1:
+        return {**m, "miou": m["miou_full"], "miou_decided": m["miou"], "per_class_iou": m["per_class_iou_full"]}
+    return m
+
+
 def rows_from_metrics(paths, image_labels=None) -> tuple[list[str], list[dict]]:
     """Rows of the metric files; `image_labels` (row -> bool, from the plan) says whether a row
     uses the ground-truth image labels at inference (column image_labels: yes / no)."""
     rows, classes = [], []
     for p in paths:
-        m = json.loads(Path(p).read_text())
+        m = whole_image(json.loads(Path(p).read_text()))
         row = {k: _fmt(m.get(k)) for k in FIXED}
         if image_labels is not None and m["stage"] in image_labels:
             row["image_labels"] = "yes" if image_labels[m["stage"]] else "no"
@@ -77,7 +89,7 @@ def write_rows(rows: list[dict], columns, out_path) -> None:
                                                             for r in rows))
 
 
-TABLE_COLUMNS = ("stage", "split", "miou", "best_threshold", "coverage", "n_images", "n_skipped")
+TABLE_COLUMNS = ("stage", "split", "miou", "miou_decided", "best_threshold", "coverage", "n_images", "n_skipped")
 
 
 def format_table(tsv_path, columns=TABLE_COLUMNS) -> str:
@@ -86,12 +98,14 @@ def format_table(tsv_path, columns=TABLE_COLUMNS) -> str:
         rows = list(csv.DictReader(f, delimiter="\t"))
     cells = [list(columns)]
     for r in rows:
-        cells.append([f"{100 * float(r[c]):.1f}" if c in ("miou", "coverage") and r.get(c) not in (None, "", "nan")
+        cells.append([f"{100 * float(r[c]):.1f}" if c in ("miou", "miou_decided", "coverage")
+                      and r.get(c) not in (None, "", "nan")
                       else r.get(c, "") for c in columns])
     table = aligned(cells)
     partial = [r["stage"] for r in rows if r.get("coverage") not in (None, "", "nan") and float(r["coverage"]) < 1]
     if partial:
-        table += f"\n(mIoU of {', '.join(partial)}: on the decided pixels only; coverage = their share)"
+        table += (f"\n({', '.join(partial)}: undecided pixels count as background in miou; miou_decided "
+                  "= on the decided pixels only, coverage = their share)")
     chosen = {}
     for r in rows:
         if r.get("best_threshold") and r.get("threshold_from") not in (None, "", r["split"]):

@@ -98,6 +98,19 @@ def test_mask_evaluation_counts_decided_pixels_only_and_reports_precision_and_co
     assert m["n_images"] == 1 and m["n_skipped"] == 1  # b's mask file is missing: reported, not fatal
     assert json.loads((tmp_path / "out.json").read_text())["coverage"] == pytest.approx(4 / 7)
     assert "missing.png" in (tmp_path / "p.tsv").read_text()
+    # whole images: undecided as background, gt 0 0 1 1 / 0 2 2 against 0 0 1 2 / 0 2 0
+    full = {"background": 3 / 4, "x": 1 / 2, "y": 1 / 3}
+    assert m["per_class_iou_full"] == pytest.approx(full) and m["miou_full"] == pytest.approx(sum(full.values()) / 3)
+    # the results table shows the whole-image figure, the decided-pixel one beside it
+    from pipeline.summary import format_table, write_summary
+
+    write_summary([tmp_path / "out.json"], tmp_path / "summary.tsv", {"affinity_labels": True})
+    row = dict(zip(*(line.split("\t") for line in (tmp_path / "summary.tsv").read_text().splitlines())))
+    assert float(row["miou"]) == pytest.approx(m["miou_full"], abs=1e-4)
+    assert float(row["miou_decided"]) == pytest.approx(m["miou"], abs=1e-4)
+    assert float(row["iou_background"]) == pytest.approx(0.75) and row["image_labels"] == "yes"
+    table = format_table(tmp_path / "summary.tsv")
+    assert "undecided pixels count as background in miou" in table and " 52.8 " in table and " 66.7 " in table
 
 
 def test_cam_rows_apply_the_threshold_chosen_on_the_training_split(tmp_path):

@@ -89,6 +89,10 @@ def test_random_walk_outputs_and_their_rows(tiny_run):
     assert rows["affinity_labels"]["split"] == "train" and rows["rw"]["split"] == "val"
     labels = json.loads((work / "results/metrics/affinity_labels.json").read_text())
     assert 0 < labels["coverage"] < 1 and 0 < labels["precision"] <= 1 and labels["n_images"] == 24
+    # the table scores whole images: undecided pixels as background, the decided-pixel mIoU beside
+    assert float(rows["affinity_labels"]["miou"]) == pytest.approx(labels["miou_full"], abs=1e-4)
+    assert float(rows["affinity_labels"]["miou_decided"]) == pytest.approx(labels["miou"], abs=1e-4)
+    assert rows["rw"]["miou_decided"] == ""
     for stage in ("rw", "rw_crf"):
         m = json.loads((work / f"results/metrics/{stage}.json").read_text())
         assert m["coverage"] == 1 and m["n_images"] == 16 and 0 < m["miou"] < 1
