@@ -244,7 +244,7 @@ def evaluate_masks(args) -> None:
                                        problems_path=problems)
     table = out.with_suffix(".tsv")
     write_summary([out], table)
-    print(format_table(table, columns=("stage", "split", "miou", "coverage", "n_images", "n_skipped")))
+    print(format_table(table, columns=("stage", "split", "miou", "miou_decided", "coverage", "n_images", "n_skipped")))
     skipped = metrics["n_skipped"]
     print(f"metrics: {out}; per-class IoU: {table}"
           + (f"; {skipped} mask(s) missing or unusable, listed in {problems}" if skipped else ""))

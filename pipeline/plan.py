@@ -256,7 +256,6 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
         round_segmenters[selftrain(r)] = {"source": learns_from, "train": pixelnet_train, "predict": pixelnet_predict}
         selftrain_rows[selftrain(r)] = artifact(selftrain(r))
 
-    # random walks: the plain CAMs, the last SC-CAM round's, EPS's
     # random walks: the plain CAMs, the last SC-CAM round's, EPS's; each over the AffinityNet of
     # its own CAMs where the method trains one (own_affinity), else over the plain CAMs' one
     rw_rows, affinity_runs, rw_affinity = {"rw": "cam"}, {AFFINITY: "cam"}, {"rw": AFFINITY}

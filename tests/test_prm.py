@@ -120,10 +120,12 @@ def test_classes_predicted_from_peak_stimulated_scores_without_labels():
     cfg = {"window": 3, "median_filter": True, "sub_pixel_factor": 4, "peak_threshold": 0.0, "backprop": "gradient"}
     with torch.no_grad():
         maps = prm.response_maps(model, to_tensor(rgb)[None], 4)
-    for threshold in (-1e9, 1e9):  # every class, then none
+    scores = sorted(prm.peak_stimulation(maps, 3, True)[0].tolist())
+    between = (scores[0] + scores[1]) / 2  # between the two classes' scores: only the stronger passes
+    stronger = int(np.argmax(prm.peak_stimulation(maps, 3, True)[0].numpy()))
+    for threshold, expected in ((-1e9, [0, 1]), (between, [stronger]), (1e9, [])):
         found = prm.peak_response_maps(model, rgb, None, {**cfg, "class_threshold": threshold})
-        expected = prm.predicted_classes(maps, {**cfg, "class_threshold": threshold})
-        assert found["classes"] == expected == ([0, 1] if threshold < 0 else [])
+        assert found["classes"] == expected == prm.predicted_classes(maps, {**cfg, "class_threshold": threshold})
         assert found["responses"].shape[0] == len(expected) and set(found["peak_classes"]) <= set(range(len(expected)))
     labelled = prm.peak_response_maps(model, rgb, [1], cfg)
     assert labelled["classes"] == [1]

@@ -113,7 +113,7 @@ def test_training_on_a_stage_s_masks_records_the_images_it_lacks(tmp_path, tiny_
         train(tmp_path / "x", tiny_dataset["train"], source="rw", mask_paths=[], iterations=1)
 
 
-def test_segment_stores_probabilities_on_the_stride_8_grid_and_the_argmax_mask(tmp_path, tiny_dataset):
+def test_segment_stores_full_size_probabilities_of_predicted_classes_and_the_mask(tmp_path, tiny_dataset):
     torch.manual_seed(0)
     net = DeepLab(len(CLASSES) + 1, "aspp", Backbone("resnet18", 8))
     save_model(net, tmp_path / "model.pt", {"classes": list(CLASSES), "source": "rw"})
