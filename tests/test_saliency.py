@@ -247,11 +247,11 @@ def test_u2netp_maps_rerun_only_saliency_and_what_follows(tmp_path):
     n_train, n_val = (len(list((tmp_path / f"results/manifest/{s}").glob("*.tsv"))) for s in ("train", "val"))
     # EPS and MCOF's saliency step (its PixelNet and the rows that follow): as for frequency_tuned.
     # EPS's CAMs and its walk are made and scored on the training split too, where their
-    # background thresholds are chosen
+    # background thresholds are chosen; EPS's own AffinityNet learns from its new CAMs
     assert planned_jobs(redo) == {
         "saliency_detector": n_train + n_val, "evaluate_saliency": 1, "train_eps": 1, "make_cams": n_train + n_val,
-        "evaluate_cams_on_train": 1, "evaluate_cams": 1, "random_walk": n_train + n_val,
-        "evaluate_masks_on_train": 1, "mcof_saliency": n_train, "train_segmenter": 1,
+        "evaluate_cams_on_train": 1, "evaluate_cams": 1, "affinity_labels": n_train, "train_affinity": 1,
+        "random_walk": n_train + n_val, "evaluate_masks_on_train": 1, "mcof_saliency": n_train, "train_segmenter": 1,
         "segment": n_train + n_val, "evaluate_masks": 4, "summary": 1, "report_figures": 1, "all": 1}
     saliency_jobs = [j for j in planned_job_details(redo) if j["rule"] == "saliency_detector"]
     assert {j["wildcards"]["source"] for j in saliency_jobs} == {"u2netp"}

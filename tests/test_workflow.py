@@ -345,8 +345,8 @@ def test_report_holds_every_declared_item(tiny_run):
     assert sorted(p.stem for p in (made / "montages").glob("*.png")) == sorted([*rows, "all_stages_train",
                                                                                 "all_stages_val"])
     assert {p.stem for p in (made / "curves").glob("*.png")} == {
-        "classifier", "sccam_r1", "sccam_r2", "eps", "affinity", "deeplab_aspp", "fully_supervised",
-        "mcof_pixelnet_r1", "mcof_regionnet_r1", "prm"}
+        "classifier", "sccam_r1", "sccam_r2", "eps", "affinity", "eps_affinity", "deeplab_aspp",
+        "fully_supervised", "mcof_pixelnet_r1", "mcof_regionnet_r1", "prm"}
     files = sorted(p.name for p in made.rglob("*") if p.is_file())
     assert {"results.html", "saliency.html", "saliency_pr.png", "prm_instances.png", "config.yaml",
             "versions.tsv"} <= set(files)
@@ -702,7 +702,8 @@ def bad_input_run(tmp_path_factory):
     rows["train_00005"]["class_names"] = ""           # an image with no labels
     write_labels(tmp_path / "labels.csv", rows)
 
-    snakemake(tmp_path, folder_config(tmp_path, {"sccam": {"rounds": 1}}))  # one round shows the skipping
+    # one SC-CAM round shows the skipping; the limit (113 jobs) only guards against hangs
+    snakemake(tmp_path, folder_config(tmp_path, {"sccam": {"rounds": 1}}), timeout=1500)
     return tmp_path, rows
 
 
@@ -822,9 +823,11 @@ def test_folder_without_masks_makes_pseudo_masks_of_the_training_images(tmp_path
 def test_voc_sample_config_end_to_end(tmp_path, voc_root):
     """config/voc_sample.yaml itself (ImageNet MobileNetV2, the real VOCdevkit layout: labels from
     the masks, palette masks with 255 borders) through every stage of the default run, on a
-    slice of the sample with shorter schedules to stay quick; the rows, not only that it ends."""
+    slice of the sample with shorter schedules to stay quick; the rows, not only that it ends.
+    PRM stays out: its proposal retrieval takes minutes per shard of photos on two cores (its
+    stages are tested on the synthetic data)."""
     ids = (voc_root / "ImageSets/Segmentation/train.txt").read_text().split()
-    (tmp_path / "mini_train.txt").write_text("\n".join(ids[:24]) + "\n")
+    (tmp_path / "mini_train.txt").write_text("\n".join(ids[:16]) + "\n")
     config = tmp_path / "voc_sample_slice.yaml"
     config.write_text(yaml.safe_dump({
         "extends": str(REPO / "config/voc_sample.yaml"),
@@ -835,15 +838,15 @@ def test_voc_sample_config_end_to_end(tmp_path, voc_root):
         "affinity": {"epochs": 1, "crop_size": 160},
         "mcof": {"regionnet": {"epochs": 1}},
         "segmenter": {"iterations": 3, "batch_size": 4, "crop_size": 160},
-        "prm": {"epochs": 1}}))
+        "prm": {"enabled": False}}))
     proc = snakemake(tmp_path, config, timeout=1800)  # the limit only guards against hangs
     assert "trains from scratch" not in proc.stdout  # ImageNet weights: no warning
     rows = {r["stage"]: r for r in csv.DictReader((tmp_path / "results/metrics/summary.tsv").open(), delimiter="\t")}
     assert list(rows) == ["cam", "eps", "affinity_labels", "mcof_seeds", "mcof_regionnet_r1", "mcof_saliency",
                           "mcof_pixelnet_r1", "rw", "eps_rw", "rw_crf", "segmenter_masks", "deeplab_aspp",
-                          "deeplab_aspp_crf", "fully_supervised", "mcof", "prm"]
+                          "deeplab_aspp_crf", "fully_supervised", "mcof"]
     for row in rows.values():
-        assert row["split"] == "mini_train" and row["n_images"] == "24" and row["n_skipped"] == "0", row
+        assert row["split"] == "mini_train" and row["n_images"] == "16" and row["n_skipped"] == "0", row
         assert 0 < float(row["miou"]) <= 1, row
     metrics = json.loads((tmp_path / "results/metrics/cam.json").read_text())
     assert len(metrics["per_class_iou"]) == 21 and metrics["per_class_iou"]["background"] > 0
@@ -854,7 +857,7 @@ def test_voc_sample_config_end_to_end(tmp_path, voc_root):
         assert cams.shape[1:] == (r.image_attrs(iid)["height"], r.image_attrs(iid)["width"])
         assert max(cams.shape[1:]) == 500  # CAMs at the full VOC resolution
     saliency = json.loads((tmp_path / "results/metrics/saliency.json").read_text())  # real photographs
-    assert saliency["source"] == "u2netp" and saliency["n_images"] == 24 and 0 < saliency["max_f"] <= 1
+    assert saliency["source"] == "u2netp" and saliency["n_images"] == 16 and 0 < saliency["max_f"] <= 1
     assert (tmp_path / "results/eps_affinity/model.pt").is_file()  # EPS walks over its own AffinityNet
 
 
