@@ -1,5 +1,5 @@
 """Command line: python -m pipeline {status,inspect,show,export-masks,evaluate-masks,export-instances,config,
-labels-csv,benchmark,stage-times,benchmark-rw,benchmark-dag,benchmark-backbones} ..."""
+labels-csv,seeds,claims,benchmark,stage-times,benchmark-rw,benchmark-dag,benchmark-backbones} ..."""
 from __future__ import annotations
 
 import argparse
@@ -63,6 +63,20 @@ def main(argv=None) -> int:
     p.add_argument("root", help="the VOC2012 folder")
     p.add_argument("split", help="split name, e.g. train_aug")
     p.add_argument("-o", "--output", required=True)
+
+    p = sub.add_parser("seeds", help="run the workflow under several seeds side by side; each row's mean +- sd and "
+                       "the papers' claims judged on them")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the seeds (default: 0 1 2)")
+    p.add_argument("--configfile", nargs="+", default=[], help="config files (default: config/config.yaml)")
+    p.add_argument("--cores", default="all", help="cores of each seed's run (default: all)")
+    p.add_argument("--out", default="results/seeds", help="where seed<N>/ and the tables go (default: %(default)s)")
+    p.add_argument("--parallel", action="store_true", help="start every seed's run at once (for a cluster profile)")
+    p.add_argument("--no-run", action="store_true", help="only summarise the seeds' finished runs")
+    p.add_argument("snakemake_args", nargs=argparse.REMAINDER,
+                   help="after --: passed to each seed's snakemake (targets, --profile, ...)")
+
+    p = sub.add_parser("claims", help="the papers' claims judged on finished runs (each folder one seed)")
+    p.add_argument("results", nargs="+", help="results folders of runs that differ only in their seed")
 
     p = sub.add_parser("benchmark", help="time the default workflow and the CAM stage; print the numbers")
     p.add_argument("--workdir", help="run directory (default: a new temporary folder)")
@@ -128,6 +142,14 @@ def main(argv=None) -> int:
             from .datasets.voc import write_labels_csv
 
             print(f"{write_labels_csv(args.root, args.split, args.output)} images written to {args.output}")
+        elif args.command == "seeds":
+            seeds(args)
+        elif args.command == "claims":
+            from .claims import claims_table, judge, spread_rows, spread_table
+            from .seeds import read_runs
+
+            runs = read_runs(dict(enumerate(map(Path, args.results))))
+            print(spread_table(spread_rows(runs)) + "\n\n" + claims_table(judge(runs)))
         elif args.command == "benchmark":
             from .benchmark import main as benchmark
 
@@ -149,10 +171,26 @@ def main(argv=None) -> int:
             from .benchmark_dag import main as benchmark_dag
 
             benchmark_dag(args)
-    except (OSError, ValueError) as e:  # our errors name the file and the problem
+    except (OSError, ValueError, RuntimeError) as e:  # our errors name the file and the problem
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def seeds(args) -> None:
+    from .claims import claims_table, spread_table
+    from .seeds import read_runs, run_seeds, seed_dir, write_outputs
+
+    out = Path(args.out)
+    extra = args.snakemake_args[1:] if args.snakemake_args[:1] == ["--"] else args.snakemake_args
+    if not args.no_run:
+        run_seeds(args.seeds, args.configfile, args.cores, out, args.parallel, extra)
+    runs = read_runs({s: seed_dir(out, s) / "results" for s in args.seeds})
+    spread, judged = write_outputs(runs, out)
+    print(f"each row over seeds {', '.join(map(str, args.seeds))} (mIoU in %; {out}/spread.tsv):")
+    print(spread_table(spread))
+    print(f"\nthe papers' claims (differences in points; {out}/claims.tsv):")
+    print(claims_table(judged))
 
 
 class VersionAction(argparse.Action):

@@ -39,29 +39,42 @@ def sccam_table(metric_paths, runs: dict[str, tuple[int, int]], out_path) -> str
     return aligned(shown)
 
 
-def eps_table(row_paths, runs: dict[str, tuple[str, float]], cam_path, saliency_paths, out_path) -> str:
+def eps_table(row_paths, runs: dict[str, tuple[str, float]], cam_path, saliency_paths, out_path,
+              train_paths=()) -> str:
     """EPS over tau and saliency source: `runs` maps each row to its (source, tau); the plain
-    CAM row and each source's saliency max F are there for reference."""
+    CAM row and each source's saliency max F are there for reference. `train_paths`: the same
+    rows' metrics on the training split, where tau is chosen (column miou_train; `chosen` marks
+    each source's best there), so that the tau a config uses is not chosen on the split shown."""
     saliency = {}
     for path in saliency_paths:
         m = _load(path)
         saliency[m.get("source") or m["stage"].removeprefix("saliency_")] = m
+    on_train = {m["stage"]: m["miou"] for m in map(_load, train_paths)}
     cam = _load(cam_path)
     context = [c for c in CONTEXT_CLASSES if c in cam["per_class_iou"]]
     rows = [{"row": "cam", "source": "", "tau": None, "miou": cam["miou"], "best_threshold": cam["best_threshold"],
-             **{f"iou_{c}": cam["per_class_iou"][c] for c in context}, "saliency_max_f": None}]
+             **{f"iou_{c}": cam["per_class_iou"][c] for c in context}, "saliency_max_f": None, "miou_train": None,
+             "chosen": ""}]
     for path in row_paths:
         m = _load(path)
         source, tau = runs[m["stage"]]
         rows.append({"row": m["stage"], "source": source, "tau": float(tau), "miou": m["miou"],
                      "best_threshold": m["best_threshold"], **{f"iou_{c}": m["per_class_iou"][c] for c in context},
-                     "saliency_max_f": saliency.get(source, {}).get("max_f")})
+                     "saliency_max_f": saliency.get(source, {}).get("max_f"), "miou_train": on_train.get(m["stage"]),
+                     "chosen": ""})
     rows[1:] = sorted(rows[1:], key=lambda r: (r["source"], r["tau"]))
-    columns = ["row", "source", "tau", "miou", "best_threshold", *(f"iou_{c}" for c in context), "saliency_max_f"]
+    for source in {r["source"] for r in rows[1:]}:
+        scored = [r for r in rows[1:] if r["source"] == source and r["miou_train"] is not None]
+        if scored:
+            max(scored, key=lambda r: r["miou_train"])["chosen"] = "yes"
+    columns = ["row", "source", "tau", "miou", "best_threshold", *(f"iou_{c}" for c in context), "saliency_max_f",
+               "miou_train", "chosen"]
     write_rows(rows, columns, out_path)
-    cells = [["row", "saliency source", "tau", "mIoU", "threshold", *(f"IoU {c}" for c in context), "saliency max F"]]
+    cells = [["row", "saliency source", "tau", "mIoU", "threshold", *(f"IoU {c}" for c in context), "saliency max F",
+              "mIoU train split", "chosen"]]
     cells += [[r["row"], r["source"], "" if r["tau"] is None else f"{r['tau']:g}", percent(r["miou"]),
-               f"{r['best_threshold']:.2f}", *(percent(r[f"iou_{c}"]) for c in context), percent(r["saliency_max_f"])]
+               f"{r['best_threshold']:.2f}", *(percent(r[f"iou_{c}"]) for c in context), percent(r["saliency_max_f"]),
+               percent(r["miou_train"]), r["chosen"]]
               for r in rows]
     return aligned(cells)
 

@@ -1,7 +1,8 @@
 # EPS (pipeline/eps.py): the C + 1 classifier trained with the saliency loss, under
 # results/eps/<saliency source>/tau<tau>/ (model.pt; its CAMs by make_cams under cam/).
 # Row eps uses saliency.source and eps.tau; the target `eps_ablation` trains every tau of
-# eps.ablation_tau and every source of saliency.ablation_sources next to it.
+# eps.ablation_tau and every source of saliency.ablation_sources next to it, with each tau's
+# mIoU on the training split, where a config's tau is to be chosen (column `chosen`).
 
 EPS = CFG["eps"]
 
@@ -46,6 +47,8 @@ rule eps_ablation:
         rows=expand("results/metrics/{stage}.json", stage=PLAN.eps_ablation_rows),
         cam="results/metrics/cam.json",
         saliency=expand("results/metrics/{stage}.json", stage=PLAN.saliency_rows),
+        # the same rows on the training split, where tau is chosen
+        train=[path for row in PLAN.eps_ablation_rows for path in PLAN.chosen_on(row)],
     output:
         "results/metrics/eps_ablation.tsv",
     log:
@@ -59,5 +62,5 @@ rule eps_ablation:
     run:
         from pipeline.ablations import eps_table
 
-        table = eps_table(input.rows, params.runs, input.cam, input.saliency, output[0])
+        table = eps_table(input.rows, params.runs, input.cam, input.saliency, output[0], input.train)
         show_table(f"EPS ablation ({output[0]}; mIoU and IoU in %)", table, log[0])

@@ -1,0 +1,139 @@
+"""`python -m pipeline seeds`: one configuration run under several seeds, side by side, then each
+row's mean and spread and the papers' claims judged on them (pipeline/claims.py).
+
+Seed N runs in its own directory, <out>/seed<N>/ (results/seeds/seed<N>/ by default), with
+the user's configuration written there as config.yaml with `seed: N`: the data (and the
+synthetic dataset's own seed) stay the same, every random choice of training changes. Paths in
+the configuration that exist relative to the directory the command runs from are made absolute
+there, so a config that names ../shared/... works from the seed's directory too. A seed whose
+run is complete costs nothing the next time (Snakemake finds nothing to do), so adding a seed
+runs only that seed.
+
+Written to <out>/: spread.tsv (row, seeds, mean, sd, min, max, seed<N> columns; fractions
+0..1) and claims.tsv (each claim's mean, sd, seeds that met it, verdict).
+"""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from .atomic import write_text
+from .claims import judge, row_values, spread_rows
+from .config import DEFAULT_CONFIG, REPO, deep_merge, load_layers
+
+OUT = Path("results/seeds")
+
+
+def absolute_paths(value, base: Path):
+    """`value` with every string that names an existing file or folder relative to `base`
+    replaced by its absolute path (recursively through mappings and lists)."""
+    if isinstance(value, dict):
+        return {k: absolute_paths(v, base) for k, v in value.items()}
+    if isinstance(value, list):
+        return [absolute_paths(v, base) for v in value]
+    if isinstance(value, str) and value and not Path(value).is_absolute() and (base / value).exists():
+        return str((base / value).resolve())
+    return value
+
+
+def seed_config(configfiles, seed: int, base: Path) -> dict:
+    """The merged configuration of the given files (each on top of what it extends), paths made
+    absolute against `base`, with `seed` set."""
+    values = {}
+    for f in configfiles or [DEFAULT_CONFIG]:
+        values = deep_merge(values, load_layers(f)[0])
+    return {**absolute_paths(values, base), "seed": int(seed)}
+
+
+def seed_dir(out: Path, seed: int) -> Path:
+    return Path(out) / f"seed{seed}"
+
+
+def snakemake_command(workdir: Path, cores, extra=()) -> list[str]:
+    return [str(Path(sys.executable).with_name("snakemake")), "--snakefile", str(REPO / "Snakefile"),
+            "--directory", str(workdir), "--configfile", str(workdir / "config.yaml"), "--cores", str(cores),
+            *extra]
+
+
+def run_seeds(seeds, configfiles=(), cores="all", out: Path = OUT, parallel: bool = False, extra=()) -> None:
+    """Run the workflow once per seed, each in its own directory (one after another, or all at
+    once with `parallel`: for a cluster profile passed in `extra`). Raises naming the seed's log
+    when a run fails."""
+    base = Path.cwd()
+    started = []
+    for seed in seeds:
+        workdir = seed_dir(out, seed).resolve()
+        workdir.mkdir(parents=True, exist_ok=True)
+        text = yaml.safe_dump(seed_config(configfiles, seed, base), sort_keys=False)
+        if not (workdir / "config.yaml").is_file() or (workdir / "config.yaml").read_text() != text:
+            write_text(workdir / "config.yaml", text)  # unchanged: keeps its time, so nothing reruns for it
+        log = workdir / "snakemake.log"
+        print(f"seed {seed}: running in {workdir} (log {log})", flush=True)
+        with open(log, "w") as f:
+            proc = subprocess.Popen(snakemake_command(workdir, cores, extra), stdout=f, stderr=subprocess.STDOUT)
+        started.append((seed, proc, log))
+        if not parallel:
+            _wait(*started[-1])
+    if parallel:
+        for item in started:
+            _wait(*item)
+
+
+def _wait(seed, proc, log) -> None:
+    if proc.wait() != 0:
+        raise RuntimeError(f"seed {seed}: snakemake failed ({proc.returncode}); see {log}")
+    print(f"seed {seed}: done", flush=True)
+
+
+def read_run(results: Path) -> dict[str, dict]:
+    """A run's rows (row -> row_values) from its results/metrics/*.json, in the order of its
+    results table (summary.tsv), then the rest (ablation rows) by name."""
+    rows, metrics_dir = {}, Path(results, "metrics")
+    summary = metrics_dir / "summary.tsv"
+    order = [line.split("\t", 1)[0] for line in summary.read_text().splitlines()[1:]] if summary.is_file() else []
+    paths = sorted(metrics_dir.glob("*.json"), key=lambda p: (order.index(p.stem) if p.stem in order else len(order),
+                                                             p.stem))
+    for path in paths:
+        try:
+            metrics = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as e:
+            raise ValueError(f"{path}: cannot read the metrics: {e}") from e
+        values = row_values(metrics)
+        if values:
+            rows[path.stem] = values
+    return rows
+
+
+def read_runs(results_dirs: dict[int, Path]) -> dict[int, dict[str, dict]]:
+    """seed -> its rows; a folder without metrics is an error that names it."""
+    runs = {}
+    for seed, results in results_dirs.items():
+        runs[seed] = read_run(results)
+        if not runs[seed]:
+            raise ValueError(f"{results}/metrics: no metric files (has the run for seed {seed} finished?)")
+    return runs
+
+
+def write_outputs(runs: dict[int, dict[str, dict]], out: Path) -> tuple[list[dict], list[dict]]:
+    """spread.tsv and claims.tsv under `out`; returns (spread rows, judged claims)."""
+    spread, judged = spread_rows(runs), judge(runs)
+    seeds = list(runs)
+
+    def cell(v):
+        return "" if v is None else f"{v:.4f}"
+
+    lines = ["\t".join(["row", "n_seeds", "mean", "sd", "min", "max", *(f"seed{s}" for s in seeds)])]
+    lines += ["\t".join([r["row"], str(r["n_seeds"]), cell(r["mean"]), cell(r["sd"]), cell(r["min"]), cell(r["max"]),
+                         *(cell(r["per_seed"].get(s)) for s in seeds)]) for r in spread]
+    write_text(Path(out) / "spread.tsv", "\n".join(lines) + "\n")
+    lines = ["\t".join(["method", "claim", "paper", "n_seeds", "mean", "sd", "seeds_met", "verdict",
+                        *(f"seed{s}" for s in seeds)])]
+    lines += ["\t".join([c["method"], c["claim"], c["paper"], str(c["n_seeds"]), cell(c["mean"]), cell(c["sd"]),
+                         str(c["seeds_met"]), c["verdict"], *(cell(c["per_seed"].get(s)) for s in seeds)])
+              for c in judged]
+    write_text(Path(out) / "claims.tsv", "\n".join(lines) + "\n")
+    return spread, judged

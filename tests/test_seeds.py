@@ -1,0 +1,127 @@
+"""Runs under several seeds: each row's mean and spread, the papers' claims judged on them, and
+the seed directories' configurations (pipeline/claims.py, pipeline/seeds.py)."""
+from __future__ import annotations
+
+import json
+import statistics
+
+import pytest
+import yaml
+
+from conftest import TINY, write_config
+from pipeline.__main__ import main
+from pipeline.claims import CLAIMS, PRM_INSTANCES, Claim, judge, row_values, spread_rows
+from pipeline.seeds import absolute_paths, read_runs, run_seeds, seed_config
+
+
+def _metrics(stage, miou, **extra):
+    return {"stage": stage, "split": "val", "miou": miou, "per_class_iou": {}, **extra}
+
+
+def _write_run(results, rows: dict):
+    (results / "metrics").mkdir(parents=True)
+    for name, m in rows.items():
+        (results / "metrics" / f"{name}.json").write_text(json.dumps(m))
+
+
+def test_row_values_score_whole_images_and_keep_prm_instances():
+    partial = _metrics("affinity_labels", 0.7, miou_full=0.5, coverage=0.6)
+    assert row_values(partial) == {"miou": 0.5, "miou_decided": 0.7}
+    assert row_values(_metrics("cam", 0.4, coverage=None)) == {"miou": 0.4, "miou_decided": None}
+    inst = {"stage": "prm_instances", "map_r": 0.12, "same_class_pairs": {"two_or_more_matched": 0.25}}
+    assert row_values(inst) == {"map_r": 0.12, "two_or_more_matched": 0.25}
+    assert row_values({"stage": "saliency", "max_f": 0.8}) == {}
+
+
+def test_spread_is_mean_and_sample_sd_over_the_seeds_that_have_the_row():
+    runs = {0: {"cam": {"miou": 0.40}, "rw": {"miou": 0.50}},
+            1: {"cam": {"miou": 0.44}, "rw": {"miou": 0.46}},
+            2: {"cam": {"miou": 0.42}}}
+    rows = {r["row"]: r for r in spread_rows(runs)}
+    assert rows["cam"]["n_seeds"] == 3
+    assert rows["cam"]["mean"] == pytest.approx(0.42)
+    assert rows["cam"]["sd"] == pytest.approx(statistics.stdev([0.40, 0.44, 0.42]))
+    assert (rows["cam"]["min"], rows["cam"]["max"]) == (0.40, 0.44)
+    assert rows["rw"]["n_seeds"] == 2 and rows["rw"]["per_seed"] == {0: 0.50, 1: 0.46}
+    one = spread_rows({0: {"cam": {"miou": 0.4}}})[0]
+    assert one["sd"] is None and one["mean"] == 0.4
+
+
+def test_claims_hold_on_the_mean_and_count_the_seeds_that_met_them():
+    walk = next(c for c in CLAIMS if c.row == "rw" and c.minus == "cam")
+    # +6, +7 and +1 points: the mean (+4.7) misses the 5 points although two seeds met them
+    runs = {s: {"cam": {"miou": 0.40}, "rw": {"miou": 0.40 + d}} for s, d in enumerate([0.06, 0.07, 0.01])}
+    (verdict,) = judge(runs, [walk])
+    assert verdict["mean"] == pytest.approx(0.04667, abs=1e-4)
+    assert verdict["seeds_met"] == 2 and verdict["verdict"] == "does not hold"
+    runs[2]["rw"]["miou"] = 0.46
+    (verdict,) = judge(runs, [walk])
+    assert verdict["verdict"] == "holds" and verdict["seeds_met"] == 3
+    # at or above: exactly 5 points meets the claim
+    (verdict,) = judge({0: {"cam": {"miou": 0.25}, "rw": {"miou": 0.75}}},
+                       [Claim("x", "y", "z", "rw", "cam", at_least=0.5, strict=False)])
+    assert verdict["seeds_met"] == 1 and verdict["verdict"].startswith("holds (1 seed: too few")
+
+
+def test_claims_without_their_rows_are_not_run_and_single_values_are_judged_alone():
+    prm = [c for c in CLAIMS if c.row == PRM_INSTANCES]
+    runs = {s: {PRM_INSTANCES: {"map_r": v, "two_or_more_matched": None}} for s, v in enumerate([0.10, 0.2, 0.21])}
+    judged = judge(runs, prm)
+    assert judged[0]["mean"] == pytest.approx(0.17) and judged[0]["verdict"] == "holds"
+    assert judged[1]["verdict"] == "not run" and judged[1]["n_seeds"] == 0
+    assert {c["verdict"] for c in judge({0: {}})} == {"not run"}
+
+
+def test_seed_config_makes_existing_relative_paths_absolute_and_sets_the_seed(tmp_path):
+    (tmp_path / "data" / "VOC2012").mkdir(parents=True)
+    cfg = tmp_path / "run.yaml"
+    cfg.write_text(yaml.safe_dump({"extends": "config/config.yaml", "seed": 9,
+                                   "dataset": {"voc": {"root": "data/VOC2012"}},
+                                   "saliency": {"source": "manifold_ranking"}}))
+    out = seed_config([cfg], 3, tmp_path)
+    assert out["seed"] == 3
+    assert out["dataset"]["voc"]["root"] == str((tmp_path / "data" / "VOC2012").resolve())
+    assert out["saliency"]["source"] == "manifold_ranking"  # not a path here
+    assert out["dataset"]["name"] == "synthetic"  # from the file it extends
+    assert absolute_paths(["data", "nothing", 4], tmp_path) == [str((tmp_path / "data").resolve()), "nothing", 4]
+
+
+def test_seeds_command_writes_the_spread_and_the_claims_of_finished_runs(tmp_path, capsys):
+    out = tmp_path / "seeds"
+    for seed, (cam, rw) in {0: (0.40, 0.47), 1: (0.42, 0.49), 5: (0.44, 0.51)}.items():
+        _write_run(out / f"seed{seed}" / "results", {"cam": _metrics("cam", cam), "rw": _metrics("rw", rw)})
+    assert main(["seeds", "--seeds", "0", "1", "5", "--out", str(out), "--no-run"]) == 0
+    printed = capsys.readouterr().out
+    assert "42.0 +- 2.0" in printed  # cam over the three seeds
+    spread = [line.split("\t") for line in (out / "spread.tsv").read_text().splitlines()]
+    assert spread[0] == ["row", "n_seeds", "mean", "sd", "min", "max", "seed0", "seed1", "seed5"]
+    assert spread[1] == ["cam", "3", "0.4200", "0.0200", "0.4000", "0.4400", "0.4000", "0.4200", "0.4400"]
+    claims = {line.split("\t")[1]: line.split("\t") for line in (out / "claims.tsv").read_text().splitlines()[1:]}
+    walk = claims["rw at least 5 points above cam"]
+    assert walk[3:8] == ["3", "0.0700", "0.0000", "3", "holds"]
+    assert claims["eps above cam"][7] == "not run"
+
+
+def test_seeds_command_names_a_seed_without_results(tmp_path, capsys):
+    assert main(["seeds", "--seeds", "0", "--out", str(tmp_path), "--no-run"]) == 1
+    assert f"{tmp_path}/seed0/results/metrics: no metric files" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="cannot read the metrics"):
+        (tmp_path / "bad" / "metrics").mkdir(parents=True)
+        (tmp_path / "bad" / "metrics" / "cam.json").write_text("{")
+        read_runs({0: tmp_path / "bad"})
+
+
+def test_each_seed_plans_its_own_run_in_its_own_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = write_config(tmp_path / "tiny.yaml", {"prm": {"enabled": False}})
+    run_seeds([0, 1], [config], cores=1, out=tmp_path / "seeds", extra=["-n", "--quiet", "rules"])
+    for seed in (0, 1):
+        written = yaml.safe_load((tmp_path / "seeds" / f"seed{seed}" / "config.yaml").read_text())
+        assert written["seed"] == seed and written["classifier"] == TINY["classifier"]
+        log = (tmp_path / "seeds" / f"seed{seed}" / "snakemake.log").read_text()
+        assert "train_classifier" in log, log[-2000:]
+    before = (tmp_path / "seeds" / "seed0" / "config.yaml").stat().st_mtime_ns
+    run_seeds([0], [config], cores=1, out=tmp_path / "seeds", extra=["-n"])
+    assert (tmp_path / "seeds" / "seed0" / "config.yaml").stat().st_mtime_ns == before  # nothing to rerun
+    with pytest.raises(RuntimeError, match="seed 2: snakemake failed"):
+        run_seeds([2], [config], cores=1, out=tmp_path / "seeds", extra=["--config", "classifier={epochs: -1}"])
