@@ -79,6 +79,27 @@ def eps_table(row_paths, runs: dict[str, tuple[str, float]], cam_path, saliency_
     return aligned(cells)
 
 
+def segmenter_table(row_paths, runs: dict[str, float], out_path, train_paths=()) -> str:
+    """The segmenter over learning rates: `runs` maps each row to its rate; `train_paths` the
+    same rows' metrics on the training split, where the rate is chosen (`chosen` marks the best
+    there), so that the rate a config uses is not chosen on the split shown."""
+    on_train = {m["stage"]: m["miou"] for m in map(_load, train_paths)}
+    rows = []
+    for path in row_paths:
+        m = _load(path)
+        rows.append({"row": m["stage"], "lr": runs[m["stage"]], "miou": m["miou"],
+                     "miou_train": on_train.get(m["stage"]), "chosen": ""})
+    rows.sort(key=lambda r: r["lr"])
+    scored = [r for r in rows if r["miou_train"] is not None]
+    if scored:
+        max(scored, key=lambda r: r["miou_train"])["chosen"] = "yes"
+    for r in rows:
+        r["lr"] = f"{r['lr']:g}"  # as given, not rounded to 4 decimals
+    write_rows(rows, ["row", "lr", "miou", "miou_train", "chosen"], out_path)
+    return aligned([["row", "lr", "mIoU", "mIoU train split", "chosen"]]
+                   + [[r["row"], r["lr"], percent(r["miou"]), percent(r["miou_train"]), r["chosen"]] for r in rows])
+
+
 def metric_rows_table(metric_paths, out_path, columns=("stage", "split", "miou", "miou_full", "coverage",
                                                        "precision", "n_images")) -> str:
     """Rows straight from their metric files, in the given order (MCOF's chain against the

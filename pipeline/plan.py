@@ -67,6 +67,10 @@ def pixelnet(round_) -> str:
     return f"mcof_pixelnet_r{round_}"
 
 
+def segmenter_lr_row(head: str, lr: float) -> str:
+    return f"deeplab_{head}_lr{lr:g}"
+
+
 def selftrain(round_) -> str:
     return f"selftrain_r{round_}"
 
@@ -125,6 +129,8 @@ class Plan:
     segmenters: dict[str, tuple[str, str]]
     # every segmenter train_segmenter makes: name -> (training settings, the masks it learns from)
     segmenter_runs: dict[str, tuple[dict, str]]
+    # the learning-rate ablation (target segmenter_ablation): row -> its learning rate
+    segmenter_ablation_runs: dict[str, float]
     # stage refined by the dense CRF -> its CRF profile name
     crf_sources: dict[str, str]
     prm_rows: dict[str, str]
@@ -147,6 +153,9 @@ class Plan:
     # rows whose background threshold is chosen on the training split (its metrics under
     # results/metrics/train_split/) and applied to the evaluation split
     threshold_rows: set[str]
+    # label-map rows also scored on the training split (rule evaluate_masks_on_train): the
+    # walks whose threshold is chosen there, the segmenter ablation whose rate is chosen there
+    train_scored_rows: set[str]
     # row -> what its montage draws: kind (cam or mask), split, pattern, stage
     report_stages: dict[str, dict]
     # trained model -> its training history
@@ -157,6 +166,14 @@ class Plan:
         """The metrics of `row` on the training split, where its threshold is chosen; [] when
         the training split has no ground truth (the row then reports its own split's best)."""
         return [f"results/metrics/train_split/{row}.json"] if row in self.threshold_rows else []
+
+    def train_metrics(self, row: str) -> list[str]:
+        """The metrics of `row` on the training split, where a setting is chosen (its own metrics
+        when the training split is the one evaluated); [] when that split has no ground truth."""
+        if row in self.train_scored_rows:
+            return [f"results/metrics/train_split/{row}.json"]
+        return [f"results/metrics/{row}.json"] if self.train_split == self.eval_split and row in self.all_mask_stages \
+            else []
 
     def previous_classifier(self, k, round_) -> str:
         """The classifier SC-CAM round r starts its features (and, optionally, weights) from."""
@@ -281,12 +298,17 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
             f"(choose one of {sorted(mask_sources)}; sccam_rw needs sccam.enabled, eps_rw eps.enabled)"
         )
     # what defines the training (inference settings and the choice of rows do not)
-    inference_only = ("heads", "source", "fully_supervised", "test_scales", "test_flip", "crf_profile")
+    inference_only = ("heads", "source", "fully_supervised", "test_scales", "test_flip", "crf_profile", "ablation_lr")
     seg_training = {k: v for k, v in seg.items() if k not in inference_only}
     segmenter_runs = {name: ({**seg_training, "head": head}, src) for name, (head, src) in segmenters.items()}
     segmenter_runs.update(
         {name: ({**seg_training, **run["train"]}, run["source"]) for name, run in round_segmenters.items()}
     )
+    # the first head on the same masks at each learning rate of the ablation (each trains its
+    # own model, the configured rate's too)
+    segmenter_ablation_runs = {segmenter_lr_row(seg["heads"][0], lr): lr for lr in seg["ablation_lr"]}
+    segmenter_runs.update({row: ({**seg_training, "head": seg["heads"][0], "lr": lr}, seg_source)
+                           for row, lr in segmenter_ablation_runs.items()})
 
     crf_sources = {"rw": cfg["random_walk"]["crf_profile"], **dict.fromkeys(segmenters, seg["crf_profile"])}
 
@@ -314,7 +336,8 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
         train_rows = {"affinity_labels": (artifact("affinity_labels"), train)}
         train_rows.update({row: (pattern, train) for row, pattern in mcof_train_rows.items()})
         mask_stages = {**train_rows, **mask_stages}
-    all_mask_stages = {**mask_stages, **{row: (pattern, train) for row, pattern in selftrain_rows.items()}}
+    all_mask_stages = {**mask_stages, **{row: (pattern, train) for row, pattern in selftrain_rows.items()},
+                       **{row: (artifact(row), evaluation) for row in segmenter_ablation_runs}}
     cam_rows = {"cam": "cam", **sccam_rows, **eps_rows}
     all_cam_rows = {**cam_rows, **sccam_ablation_rows, **eps_ablation_rows}
     folder_rows = {"segmenter_masks": (mask_folder, train)} if mask_folder and train_masks else {}
@@ -322,9 +345,10 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
     # replaces a constant background score, which PSA's walked background is not
     score_stages = set(rw_rows) if cfg["random_walk"]["normalisation"] != "psa" else set()
     threshold_rows = set(all_cam_rows) | score_stages if train_masks and train != evaluation else set()
+    train_scored_rows = (score_stages | set(segmenter_ablation_runs)) if train_masks and train != evaluation else set()
     # segmenters predict without labels; everything else on a split keeps to the image's classes
     # (MCOF's PixelNet too, on its training images)
-    without_labels = {*segmenters, *(f"{s}_crf" for s in segmenters), "mcof"}
+    without_labels = {*segmenters, *(f"{s}_crf" for s in segmenters), "mcof", *segmenter_ablation_runs}
     image_labels = {row: row not in without_labels
                     for row in [*all_cam_rows, *all_mask_stages, *folder_rows]}
     if mcof_rounds and train == evaluation:  # then row mcof is PixelNet's training-split prediction
@@ -384,6 +408,7 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
         seg_source=seg_source,
         segmenters=segmenters,
         segmenter_runs=segmenter_runs,
+        segmenter_ablation_runs=segmenter_ablation_runs,
         crf_sources=crf_sources,
         prm_rows=prm_rows,
         prm_instance_metrics=prm_instance_metrics,
@@ -397,6 +422,7 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
         artifact_stages=artifact_stages,
         score_stages=score_stages,
         threshold_rows=threshold_rows,
+        train_scored_rows=train_scored_rows,
         report_stages=report_stages,
         histories=histories,
         segment_predict={"scales": seg["test_scales"], "flip": seg["test_flip"]},

@@ -210,3 +210,36 @@ def test_the_smoke_config_is_the_tests_tiny_config_on_the_embedded_default(tmp_p
 def test_prm_with_predicted_classes_counts_as_a_row_without_labels():
     assert build().image_labels["prm"] is True
     assert build({"prm": {"classes": "predicted"}}).image_labels["prm"] is False
+
+
+def test_segmenter_ablation_trains_the_first_head_at_each_rate_scored_on_the_training_split_too():
+    p = build({"segmenter": {"heads": ["largefov", "aspp"], "lr": 0.01, "ablation_lr": [0.001, 0.01]}})
+    assert p.segmenter_ablation_runs == {"deeplab_largefov_lr0.001": 0.001, "deeplab_largefov_lr0.01": 0.01}
+    settings, source = p.segmenter_runs["deeplab_largefov_lr0.001"]
+    main, _ = p.segmenter_runs["deeplab_largefov"]
+    assert source == "rw" and settings == {**main, "lr": 0.001}  # only the rate differs
+    assert "ablation_lr" not in main  # a new list of rates retrains no main segmenter
+    assert p.all_mask_stages["deeplab_largefov_lr0.01"] == ("results/deeplab_largefov_lr0.01/{split}/{shard}.h5", "val")
+    assert "deeplab_largefov_lr0.01" not in p.evaluated_stages  # an ablation row, not the results table's
+    assert p.image_labels["deeplab_largefov_lr0.01"] is False
+    assert p.train_metrics("deeplab_largefov_lr0.01") == ["results/metrics/train_split/deeplab_largefov_lr0.01.json"]
+    assert "deeplab_largefov_lr0.01" in p.train_scored_rows and "rw" in p.train_scored_rows
+    # the training split evaluated itself: its own metrics; without its ground truth: none
+    same = plan.build(default_cfg({"dataset": {"eval_split": "train"}}), lambda s: True, True)
+    assert same.train_metrics("deeplab_aspp_lr0.001") == ["results/metrics/deeplab_aspp_lr0.001.json"]
+    assert build(masks=False).train_metrics("deeplab_aspp_lr0.001") == []
+
+
+def test_segmenter_ablation_target_plans_a_training_per_rate_and_both_splits(tmp_path):
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(deep_update(TINY, {"segmenter": {"ablation_lr": [0.001, 0.01]}})))
+    proc = subprocess.run([str(SNAKEMAKE), "segmenter_ablation", "--snakefile", str(REPO / "Snakefile"), "-n",
+                           "--directory", str(tmp_path), "--configfile", str(config)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout.split("Job stats:", 1)[1], flags=re.M))
+    # two rates, each trained once and predicted on both splits (one shard each), scored on both
+    assert {k: int(jobs[k]) for k in ("train_segmenter", "segment", "evaluate_masks", "evaluate_masks_on_train",
+                                      "segmenter_ablation")} == {
+        "train_segmenter": 2, "segment": 4, "evaluate_masks": 2, "evaluate_masks_on_train": 2,
+        "segmenter_ablation": 1}

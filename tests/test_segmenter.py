@@ -152,3 +152,26 @@ def test_predictions_can_keep_to_the_image_s_classes(tiny_dataset):
     assert set(np.unique(kept).tolist()) <= {0, *allowed} and set(kept_keys.tolist()) <= {0, *allowed}
     inside = np.isin(free, [0, *allowed])
     np.testing.assert_array_equal(kept[inside], free[inside])  # where the free argmax was allowed, nothing moves
+
+
+def test_ablation_table_marks_the_rate_best_on_the_training_split(tmp_path):
+    from pipeline.ablations import segmenter_table
+
+    def metrics(folder, stage, miou):
+        folder.mkdir(exist_ok=True)
+        (folder / f"{stage}.json").write_text(json.dumps({"stage": stage, "miou": miou}))
+        return folder / f"{stage}.json"
+
+    runs = {"deeplab_aspp_lr0.001": 0.001, "deeplab_aspp_lr0.00025": 0.00025}
+    shown = [metrics(tmp_path, "deeplab_aspp_lr0.001", 0.50), metrics(tmp_path, "deeplab_aspp_lr0.00025", 0.45)]
+    # the lower rate fits the training split better, although the other scores higher where shown
+    train = [metrics(tmp_path / "train_split", "deeplab_aspp_lr0.001", 0.60),
+             metrics(tmp_path / "train_split", "deeplab_aspp_lr0.00025", 0.62)]
+    table = segmenter_table(shown, runs, tmp_path / "a.tsv", train)
+    lines = [line.split("\t") for line in (tmp_path / "a.tsv").read_text().splitlines()]
+    assert lines == [["row", "lr", "miou", "miou_train", "chosen"],
+                     ["deeplab_aspp_lr0.00025", "0.00025", "0.4500", "0.6200", "yes"],
+                     ["deeplab_aspp_lr0.001", "0.001", "0.5000", "0.6000", ""]]
+    assert "mIoU train split" in table and "62.0" in table
+    segmenter_table(shown, runs, tmp_path / "b.tsv")  # no ground truth on the training split: nothing chosen
+    assert [line.split("\t")[-1] for line in (tmp_path / "b.tsv").read_text().splitlines()[1:]] == ["", ""]

@@ -87,6 +87,8 @@ rule evaluate_cams_on_train:
         "../scripts/evaluate_cams.py"
 
 
+# Label maps on the training split, where a setting is chosen: the walks' background threshold,
+# the segmenter ablation's learning rate
 rule evaluate_masks_on_train:
     input:
         masks=lambda w: shard_files(plan.artifact(w.stage), TRAIN_SPLIT),
@@ -99,7 +101,7 @@ rule evaluate_masks_on_train:
     benchmark:
         "results/benchmarks/evaluate_masks_on_train/train_split/{stage}.tsv"
     wildcard_constraints:
-        stage="|".join(sorted(PLAN.score_stages & PLAN.threshold_rows)) or "^$",
+        stage="|".join(sorted(PLAN.train_scored_rows)) or "^$",
     threads: 1
     resources:
         mem_mb=4000,
@@ -108,7 +110,7 @@ rule evaluate_masks_on_train:
         classes=CLASSES,
         split=TRAIN_SPLIT,
         artifact_stage=lambda w: w.stage,
-        sweep=CFG["evaluation"]["bg_threshold"],
+        sweep=lambda w: CFG["evaluation"]["bg_threshold"] if w.stage in PLAN.score_stages else None,
         code=code_hash("pipeline.evaluate"),
     script:
         "../scripts/evaluate_masks.py"

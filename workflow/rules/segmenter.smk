@@ -37,3 +37,26 @@ rule train_segmenter:
         code=code_hash("pipeline.train_segmenter"),
     script:
         "../scripts/train_segmenter.py"
+
+
+rule segmenter_ablation:
+    """The first head trained at each rate of segmenter.ablation_lr: mIoU on the evaluation split
+    and on the training split, where the rate is chosen."""
+    input:
+        rows=expand("results/metrics/{stage}.json", stage=PLAN.segmenter_ablation_runs),
+        train=[path for row in PLAN.segmenter_ablation_runs for path in PLAN.train_metrics(row)],
+    output:
+        "results/metrics/segmenter_ablation.tsv",
+    log:
+        "results/logs/segmenter_ablation.log",
+    benchmark:
+        "results/benchmarks/segmenter_ablation.tsv"
+    localrule: True
+    params:
+        runs=PLAN.segmenter_ablation_runs,
+        code=code_hash("pipeline.ablations"),
+    run:
+        from pipeline.ablations import segmenter_table
+
+        table = segmenter_table(input.rows, params.runs, output[0], input.train)
+        show_table(f"Segmenter ablation ({output[0]}; mIoU in %)", table, log[0])
