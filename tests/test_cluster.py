@@ -94,7 +94,7 @@ def test_tiny_workflow_runs_as_slurm_jobs_and_matches_a_local_run(slurm_cluster,
     partition, account = slurm_cluster
     config = write_config(tmp_path / "core.yaml", CORE)
     local, cluster = tmp_path / "local", tmp_path / "cluster"
-    snakemake(local, config, "--max-threads", "1", timeout=1500)  # the same threads per job as on SLURM
+    snakemake(local, config, timeout=1500)  # one thread per job (the helper's), as on SLURM
     proc = slurm_snakemake(cluster, config, partition, account)
     assert proc.returncode == 0, proc.stdout[-6000:]
 

@@ -668,7 +668,8 @@ def test_the_readme_your_own_data_section_runs_as_written(tmp_path):
 
 
 def folder_config(root, extra=None):
-    base = deep_update(TINY, {"dataset": {"name": "folder", "folder": {
+    # two shards: new images must rerun only the shard they fall in
+    base = deep_update(TINY, {"dataset": {"name": "folder", "n_shards": 2, "folder": {
         "images": str(root / "imgs"), "labels_csv": str(root / "labels.csv"), "masks": str(root / "masks"),
         "classes": list(synthetic.CLASSES)}}})
     return write_config(root / "folder.yaml", extra, base=base)
@@ -831,7 +832,7 @@ def test_voc_sample_config_end_to_end(tmp_path, voc_root):
     config = tmp_path / "voc_sample_slice.yaml"
     config.write_text(yaml.safe_dump({
         "extends": str(REPO / "config/voc_sample.yaml"),
-        "dataset": {"train_split": "mini_train", "eval_split": "mini_train", "n_shards": 2,
+        "dataset": {"train_split": "mini_train", "eval_split": "mini_train", "n_shards": 1,
                     "voc": {"root": str(voc_root), "split_files": {"mini_train": str(tmp_path / "mini_train.txt")}}},
         "classifier": {"epochs": 1, "batch_size": 8, "crop_size": 160},
         "cams": {"scales": [0.5]},
