@@ -171,7 +171,7 @@ def main(argv=None) -> int:
             from .benchmark_dag import main as benchmark_dag
 
             benchmark_dag(args)
-    except (OSError, ValueError, RuntimeError) as e:  # our errors name the file and the problem
+    except (OSError, ValueError) as e:  # our errors name the file and the problem
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0

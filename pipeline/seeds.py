@@ -61,8 +61,8 @@ def snakemake_command(workdir: Path, cores, extra=()) -> list[str]:
 
 def run_seeds(seeds, configfiles=(), cores="all", out: Path = OUT, parallel: bool = False, extra=()) -> None:
     """Run the workflow once per seed, each in its own directory (one after another, or all at
-    once with `parallel`: for a cluster profile passed in `extra`). Raises naming the seed's log
-    when a run fails."""
+    once with `parallel`: for a cluster profile passed in `extra`). Raises ChildProcessError
+    naming the seed's log when a run fails (with `parallel`, after every run has ended)."""
     base = Path.cwd()
     started = []
     for seed in seeds:
@@ -77,16 +77,21 @@ def run_seeds(seeds, configfiles=(), cores="all", out: Path = OUT, parallel: boo
             proc = subprocess.Popen(snakemake_command(workdir, cores, extra), stdout=f, stderr=subprocess.STDOUT)
         started.append((seed, proc, log))
         if not parallel:
-            _wait(*started[-1])
+            _check([started[-1]])
     if parallel:
-        for item in started:
-            _wait(*item)
+        _check(started)
 
 
-def _wait(seed, proc, log) -> None:
-    if proc.wait() != 0:
-        raise RuntimeError(f"seed {seed}: snakemake failed ({proc.returncode}); see {log}")
-    print(f"seed {seed}: done", flush=True)
+def _check(started) -> None:
+    """Wait for every run given; a failure names each failed seed's log (ChildProcessError)."""
+    failed = []
+    for seed, proc, log in started:
+        if proc.wait() != 0:
+            failed.append(f"seed {seed}: snakemake failed ({proc.returncode}); see {log}")
+        else:
+            print(f"seed {seed}: done", flush=True)
+    if failed:
+        raise ChildProcessError("; ".join(failed))
 
 
 def read_run(results: Path) -> dict[str, dict]:

@@ -123,5 +123,16 @@ def test_each_seed_plans_its_own_run_in_its_own_directory(tmp_path, monkeypatch)
     before = (tmp_path / "seeds" / "seed0" / "config.yaml").stat().st_mtime_ns
     run_seeds([0], [config], cores=1, out=tmp_path / "seeds", extra=["-n"])
     assert (tmp_path / "seeds" / "seed0" / "config.yaml").stat().st_mtime_ns == before  # nothing to rerun
-    with pytest.raises(RuntimeError, match="seed 2: snakemake failed"):
+    with pytest.raises(ChildProcessError, match="seed 2: snakemake failed"):
         run_seeds([2], [config], cores=1, out=tmp_path / "seeds", extra=["--config", "classifier={epochs: -1}"])
+
+
+def test_seeds_command_passes_what_follows_the_double_dash_to_each_run(tmp_path, monkeypatch):
+    import pipeline.seeds
+
+    calls = []
+    monkeypatch.setattr(pipeline.seeds, "run_seeds", lambda *a: calls.append(a))
+    _write_run(tmp_path / "seed4" / "results", {"cam": _metrics("cam", 0.4)})
+    assert main(["seeds", "--seeds", "4", "--configfile", "a.yaml", "--cores", "3", "--out", str(tmp_path),
+                 "--parallel", "--", "--profile", "p", "eps_ablation"]) == 0
+    assert calls == [([4], ["a.yaml"], "3", tmp_path, True, ["--profile", "p", "eps_ablation"])]
