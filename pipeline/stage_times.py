@@ -36,7 +36,7 @@ def method_of(rule: str, wildcards: tuple[str, ...]) -> str:
         return "PRM"
     if rule in ("affinity_labels", "train_affinity", "random_walk") or (rule == "crf_masks" and first == "rw"):
         return "random walk"
-    if rule in ("train_segmenter", "segment", "crf_masks"):
+    if rule in ("train_segmenter", "segment", "crf_masks", "segmenter_ablation"):
         for prefix, method in ROUND_SEGMENTER_PREFIXES.items():
             if first.startswith(prefix):
                 return method
