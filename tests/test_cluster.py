@@ -155,7 +155,7 @@ def test_slurm_profile_maps_rule_resources_to_sbatch_requests(tmp_path):
             jobs.setdefault(head.group(2), (bool(head.group(1)), int(threads.group(1)) if threads else 1, values))
     rules = read_rule_resources()
     assert set(jobs) - {"all", "manifest", "manifest_shard", "summary", "eps_ablation", "mcof_ablation",
-                        "sccam_ablation", "synthetic_data"} <= set(rules)
+                        "sccam_ablation", "segmenter_ablation", "synthetic_data"} <= set(rules)
     for rule, (local, threads, values) in jobs.items():
         if local:
             continue
@@ -200,7 +200,7 @@ def read_rule_resources() -> dict[str, dict]:
 def test_every_submitted_rule_sets_threads_memory_and_runtime():
     for rule, values in read_rule_resources().items():
         if rule in {"manifest", "manifest_shard", "summary", "eps_ablation", "mcof_ablation", "sccam_ablation",
-                    "predict"}:
+                    "segmenter_ablation", "predict"}:
             continue
         assert {"threads", "mem_mb", "runtime"} <= set(values), rule
 
