@@ -39,6 +39,13 @@ def sccam_table(metric_paths, runs: dict[str, tuple[int, int]], out_path) -> str
     return aligned(shown)
 
 
+def _mark_chosen(rows: list[dict]) -> None:
+    """`chosen` = yes on the row with the best mIoU on the training split (none scored: none)."""
+    scored = [r for r in rows if r["miou_train"] is not None]
+    if scored:
+        max(scored, key=lambda r: r["miou_train"])["chosen"] = "yes"
+
+
 def eps_table(row_paths, runs: dict[str, tuple[str, float]], cam_path, saliency_paths, out_path,
               train_paths=()) -> str:
     """EPS over tau and saliency source: `runs` maps each row to its (source, tau); the plain
@@ -64,9 +71,7 @@ def eps_table(row_paths, runs: dict[str, tuple[str, float]], cam_path, saliency_
                      "chosen": ""})
     rows[1:] = sorted(rows[1:], key=lambda r: (r["source"], r["tau"]))
     for source in {r["source"] for r in rows[1:]}:
-        scored = [r for r in rows[1:] if r["source"] == source and r["miou_train"] is not None]
-        if scored:
-            max(scored, key=lambda r: r["miou_train"])["chosen"] = "yes"
+        _mark_chosen([r for r in rows[1:] if r["source"] == source])
     columns = ["row", "source", "tau", "miou", "best_threshold", *(f"iou_{c}" for c in context), "saliency_max_f",
                "miou_train", "chosen"]
     write_rows(rows, columns, out_path)
@@ -90,9 +95,7 @@ def segmenter_table(row_paths, runs: dict[str, float], out_path, train_paths=())
         rows.append({"row": m["stage"], "lr": runs[m["stage"]], "miou": m["miou"],
                      "miou_train": on_train.get(m["stage"]), "chosen": ""})
     rows.sort(key=lambda r: r["lr"])
-    scored = [r for r in rows if r["miou_train"] is not None]
-    if scored:
-        max(scored, key=lambda r: r["miou_train"])["chosen"] = "yes"
+    _mark_chosen(rows)
     for r in rows:
         r["lr"] = f"{r['lr']:g}"  # as given, not rounded to 4 decimals
     write_rows(rows, ["row", "lr", "miou", "miou_train", "chosen"], out_path)

@@ -15,7 +15,7 @@ import math
 import statistics
 from dataclasses import dataclass
 
-from .summary import aligned
+from .summary import aligned, whole_image
 
 # the instance metrics of PRM, kept as one more row of a run
 PRM_INSTANCES = "prm_instances"
@@ -29,9 +29,8 @@ def row_values(metrics: dict) -> dict:
         return {"map_r": metrics["map_r"], "two_or_more_matched": pairs.get("two_or_more_matched")}
     if "miou" not in metrics:
         return {}
-    if metrics.get("coverage") is not None and metrics["coverage"] < 1:  # as summary.whole_image shows it
-        return {"miou": metrics["miou_full"], "miou_decided": metrics["miou"]}
-    return {"miou": metrics["miou"], "miou_decided": None}
+    shown = whole_image(metrics)
+    return {"miou": shown["miou"], "miou_decided": shown.get("miou_decided")}
 
 
 def mean_sd(values) -> tuple[float | None, float | None]:

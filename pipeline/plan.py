@@ -168,12 +168,14 @@ class Plan:
         return [f"results/metrics/train_split/{row}.json"] if row in self.threshold_rows else []
 
     def train_metrics(self, row: str) -> list[str]:
-        """The metrics of `row` on the training split, where a setting is chosen (its own metrics
-        when the training split is the one evaluated); [] when that split has no ground truth."""
-        if row in self.train_scored_rows:
+        """The metrics of `row` on the training split, where a setting (a threshold, EPS's tau, a
+        learning rate) is chosen: its own metrics when the training split is the one evaluated;
+        [] when that split has no ground truth."""
+        if row in self.threshold_rows or row in self.train_scored_rows:
             return [f"results/metrics/train_split/{row}.json"]
-        return [f"results/metrics/{row}.json"] if self.train_split == self.eval_split and row in self.all_mask_stages \
-            else []
+        same_split = self.train_split == self.eval_split
+        return [f"results/metrics/{row}.json"] if same_split and (row in self.all_mask_stages
+                                                                 or row in self.all_cam_rows) else []
 
     def previous_classifier(self, k, round_) -> str:
         """The classifier SC-CAM round r starts its features (and, optionally, weights) from."""

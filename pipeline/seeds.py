@@ -24,6 +24,7 @@ import yaml
 from .atomic import write_text
 from .claims import judge, row_values, spread_rows
 from .config import DEFAULT_CONFIG, REPO, deep_merge, load_layers
+from .summary import write_rows
 
 OUT = Path("results/seeds")
 
@@ -126,19 +127,14 @@ def read_runs(results_dirs: dict[int, Path]) -> dict[int, dict[str, dict]]:
 def write_outputs(runs: dict[int, dict[str, dict]], out: Path) -> tuple[list[dict], list[dict]]:
     """spread.tsv and claims.tsv under `out`; returns (spread rows, judged claims)."""
     spread, judged = spread_rows(runs), judge(runs)
-    seeds = list(runs)
+    per_seed = [f"seed{s}" for s in runs]
 
-    def cell(v):
-        return "" if v is None else f"{v:.4f}"
+    def flat(entry):
+        return {**entry, **{f"seed{s}": v for s, v in entry["per_seed"].items()}}
 
-    lines = ["\t".join(["row", "n_seeds", "mean", "sd", "min", "max", *(f"seed{s}" for s in seeds)])]
-    lines += ["\t".join([r["row"], str(r["n_seeds"]), cell(r["mean"]), cell(r["sd"]), cell(r["min"]), cell(r["max"]),
-                         *(cell(r["per_seed"].get(s)) for s in seeds)]) for r in spread]
-    write_text(Path(out) / "spread.tsv", "\n".join(lines) + "\n")
-    lines = ["\t".join(["method", "claim", "paper", "n_seeds", "mean", "sd", "seeds_met", "verdict",
-                        *(f"seed{s}" for s in seeds)])]
-    lines += ["\t".join([c["method"], c["claim"], c["paper"], str(c["n_seeds"]), cell(c["mean"]), cell(c["sd"]),
-                         str(c["seeds_met"]), c["verdict"], *(cell(c["per_seed"].get(s)) for s in seeds)])
-              for c in judged]
-    write_text(Path(out) / "claims.tsv", "\n".join(lines) + "\n")
+    write_rows([flat(r) for r in spread], ["row", "n_seeds", "mean", "sd", "min", "max", *per_seed],
+               Path(out) / "spread.tsv")
+    write_rows([flat(c) for c in judged],
+               ["method", "claim", "paper", "n_seeds", "mean", "sd", "seeds_met", "verdict", *per_seed],
+               Path(out) / "claims.tsv")
     return spread, judged

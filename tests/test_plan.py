@@ -103,6 +103,15 @@ def test_names_built_here_match_the_directories_and_rows():
     assert p.saliency_rows == {"saliency": "manifold_ranking", "saliency_frequency_tuned": "frequency_tuned"}
 
 
+def test_eps_tau_is_chosen_on_the_training_splits_metrics_even_when_that_split_is_the_evaluated_one():
+    cfg = {"eps": {"ablation_tau": [0.3, 0.4]}}
+    row = "eps_manifold_ranking_tau0.4"
+    assert build(cfg).train_metrics(row) == [f"results/metrics/train_split/{row}.json"]
+    same = plan.build(default_cfg({**cfg, "dataset": {"eval_split": "train"}}), lambda s: True, True)
+    assert row in same.eps_ablation_runs and same.train_metrics(row) == [f"results/metrics/{row}.json"]
+    assert build(cfg, masks=False).train_metrics(row) == []
+
+
 def test_mcof_rounds_chain_regionnet_pixelnet_and_the_self_training_control():
     p = build({"mcof": {"rounds": 2}})
     assert list(p.mcof_train_rows) == ["mcof_seeds", "mcof_regionnet_r1", "mcof_saliency", "mcof_pixelnet_r1",

@@ -25,7 +25,7 @@ def _write_run(results, rows: dict):
 
 
 def test_row_values_score_whole_images_and_keep_prm_instances():
-    partial = _metrics("affinity_labels", 0.7, miou_full=0.5, coverage=0.6)
+    partial = _metrics("affinity_labels", 0.7, miou_full=0.5, coverage=0.6, per_class_iou_full={})
     assert row_values(partial) == {"miou": 0.5, "miou_decided": 0.7}
     assert row_values(_metrics("cam", 0.4, coverage=None)) == {"miou": 0.4, "miou_decided": None}
     inst = {"stage": "prm_instances", "map_r": 0.12, "same_class_pairs": {"two_or_more_matched": 0.25}}

@@ -20,7 +20,7 @@ rule train_affinity:
     benchmark:
         "results/benchmarks/train_affinity/{affinity}.tsv"
     wildcard_constraints:
-        affinity="|".join(PLAN.affinity_runs),
+        affinity=one_of(PLAN.affinity_runs),
     threads: 8
     resources:
         gpu=GPU,

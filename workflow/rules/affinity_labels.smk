@@ -17,7 +17,7 @@ rule affinity_labels:
     benchmark:
         "results/benchmarks/affinity_labels/{affinity}/{split}/{shard}.tsv"
     wildcard_constraints:
-        affinity="|".join(PLAN.affinity_runs),
+        affinity=one_of(PLAN.affinity_runs),
     threads: 8  # CRF processes
     resources:
         mem_mb=4000,

@@ -17,7 +17,7 @@ rule make_cams:
     benchmark:
         "results/benchmarks/make_cams/{cams}/{split}/{shard}.tsv"
     wildcard_constraints:
-        cams="|".join(map(re.escape, PLAN.cam_models)),
+        cams=one_of(PLAN.cam_models),
     threads: 4
     resources:
         gpu=GPU,

@@ -70,6 +70,12 @@ if DS["name"] != "synthetic":
 GPU = 0 if CFG["compute"]["device"] == "cpu" else 1
 
 
+def one_of(names):
+    """A wildcard constraint matching exactly these names (row names hold dots: 0.001); one that
+    matches nothing when there are none."""
+    return "|".join(map(re.escape, names)) or "^$"
+
+
 def has_masks(split):
     return any(r.mask for r in MANIFESTS[split])
 

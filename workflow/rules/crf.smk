@@ -17,7 +17,7 @@ rule crf_masks:
     benchmark:
         "results/benchmarks/crf_masks/{source}/{split}/{shard}.tsv"
     wildcard_constraints:
-        source="|".join(PLAN.crf_sources),
+        source=one_of(PLAN.crf_sources),
     threads: 8  # CRF processes
     resources:
         mem_mb=4000,

@@ -23,7 +23,7 @@ rule train_eps:
     benchmark:
         "results/benchmarks/train_eps/{source}/tau{tau}.tsv"
     wildcard_constraints:
-        source="|".join(plan.SALIENCY_SOURCES),
+        source=one_of(plan.SALIENCY_SOURCES),
         tau=r"[0-9.]+",
     threads: 8
     resources:
@@ -48,7 +48,7 @@ rule eps_ablation:
         cam="results/metrics/cam.json",
         saliency=expand("results/metrics/{stage}.json", stage=PLAN.saliency_rows),
         # the same rows on the training split, where tau is chosen
-        train=[path for row in PLAN.eps_ablation_rows for path in PLAN.chosen_on(row)],
+        train=[path for row in PLAN.eps_ablation_rows for path in PLAN.train_metrics(row)],
     output:
         "results/metrics/eps_ablation.tsv",
     log:

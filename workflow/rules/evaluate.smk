@@ -16,7 +16,7 @@ rule evaluate_cams:
     benchmark:
         "results/benchmarks/evaluate_cams/{stage}.tsv"
     wildcard_constraints:
-        stage="|".join(PLAN.all_cam_rows),
+        stage=one_of(PLAN.all_cam_rows),
     threads: 1
     resources:
         mem_mb=4000,
@@ -43,7 +43,7 @@ rule evaluate_masks:
     benchmark:
         "results/benchmarks/evaluate_masks/{stage}.tsv"
     wildcard_constraints:
-        stage="|".join(PLAN.all_mask_stages),
+        stage=one_of(PLAN.all_mask_stages),
     threads: 1
     resources:
         mem_mb=4000,
@@ -73,7 +73,7 @@ rule evaluate_cams_on_train:
     benchmark:
         "results/benchmarks/evaluate_cams_on_train/train_split/{stage}.tsv"
     wildcard_constraints:
-        stage="|".join(sorted(set(PLAN.all_cam_rows) & PLAN.threshold_rows)) or "^$",
+        stage=one_of(sorted(set(PLAN.all_cam_rows) & PLAN.threshold_rows)),
     threads: 1
     resources:
         mem_mb=4000,
@@ -101,7 +101,7 @@ rule evaluate_masks_on_train:
     benchmark:
         "results/benchmarks/evaluate_masks_on_train/train_split/{stage}.tsv"
     wildcard_constraints:
-        stage="|".join(sorted(PLAN.train_scored_rows)) or "^$",
+        stage=one_of(sorted(PLAN.train_scored_rows)),
     threads: 1
     resources:
         mem_mb=4000,
@@ -129,7 +129,7 @@ rule evaluate_mask_folder:
     benchmark:
         "results/benchmarks/evaluate_mask_folder/{stage}.tsv"
     wildcard_constraints:
-        stage="|".join(PLAN.folder_rows) or "^$",
+        stage=one_of(PLAN.folder_rows),
     threads: 1
     resources:
         mem_mb=4000,

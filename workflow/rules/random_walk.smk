@@ -19,7 +19,7 @@ rule random_walk:
     benchmark:
         "results/benchmarks/random_walk/{rw}/{split}/{shard}.tsv"
     wildcard_constraints:
-        rw="|".join(PLAN.rw_rows),
+        rw=one_of(PLAN.rw_rows),
     threads: 4
     resources:
         gpu=GPU,

@@ -18,7 +18,7 @@ rule saliency:
     benchmark:
         "results/benchmarks/saliency/{source}/{split}/{shard}.tsv"
     wildcard_constraints:
-        source="|".join(plan.SALIENCY_MAP_SOURCES),
+        source=one_of(plan.SALIENCY_MAP_SOURCES),
     threads: 1
     resources:
         mem_mb=2000,
@@ -43,7 +43,7 @@ rule saliency_detector:
     benchmark:
         "results/benchmarks/saliency_detector/{source}/{split}/{shard}.tsv"
     wildcard_constraints:
-        source="|".join(plan.SALIENCY_DETECTOR_SOURCES),
+        source=one_of(plan.SALIENCY_DETECTOR_SOURCES),
     threads: 2
     resources:
         gpu=GPU,
@@ -69,7 +69,7 @@ rule evaluate_saliency:
     benchmark:
         "results/benchmarks/evaluate_saliency/{stage}.tsv"
     wildcard_constraints:
-        stage="|".join(PLAN.saliency_rows),
+        stage=one_of(PLAN.saliency_rows),
     threads: 1
     resources:
         mem_mb=4000,

@@ -18,7 +18,7 @@ rule segment:
     benchmark:
         "results/benchmarks/segment/{segmenter}/{split}/{shard}.tsv"
     wildcard_constraints:
-        segmenter="|".join(PLAN.segmenter_runs),
+        segmenter=one_of(PLAN.segmenter_runs),
     threads: 4
     resources:
         gpu=GPU,

@@ -21,7 +21,7 @@ rule train_segmenter:
     benchmark:
         "results/benchmarks/train_segmenter/{segmenter}.tsv"
     wildcard_constraints:
-        segmenter="|".join(PLAN.segmenter_runs),
+        segmenter=one_of(PLAN.segmenter_runs),
     threads: 8
     resources:
         gpu=GPU,
