@@ -12,7 +12,6 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torchvision.transforms.v2 import functional as TF
 
 from .imageio import ImageReadError, image_size, read_folder_mask, read_image, read_label_map
 from .logs import progress
@@ -59,6 +58,10 @@ def upsample_scores(scores, size: tuple[int, int]) -> torch.Tensor:
 def color_jitter(x: torch.Tensor, rng: np.random.Generator, brightness: float, contrast: float,
                  saturation: float, hue: float) -> torch.Tensor:
     """Random brightness, contrast, saturation and hue, applied in a random order (as torchvision)."""
+    # imported here: torchvision costs ~1.7 s at start-up (it loads torch._dynamo), and the CRF
+    # and evaluation jobs that use this module's other helpers train nothing
+    from torchvision.transforms.v2 import functional as TF
+
     ops = []  # (adjustment, its factor), the factors drawn in this order
     if brightness:
         ops.append((TF.adjust_brightness, rng.uniform(1 - brightness, 1 + brightness)))
