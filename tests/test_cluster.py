@@ -16,6 +16,7 @@ import re
 import subprocess
 import time
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -94,8 +95,12 @@ def test_tiny_workflow_runs_as_slurm_jobs_and_matches_a_local_run(slurm_cluster,
     partition, account = slurm_cluster
     config = write_config(tmp_path / "core.yaml", CORE)
     local, cluster = tmp_path / "local", tmp_path / "cluster"
-    snakemake(local, config, timeout=1500)  # one thread per job (the helper's), as on SLURM
-    proc = slurm_snakemake(cluster, config, partition, account)
+    # the local run (one thread per job, the helper's, as on SLURM) alongside the SLURM one: it
+    # fills the cores while the SLURM run waits on sbatch and sacct
+    with ThreadPoolExecutor(1) as pool:
+        local_run = pool.submit(snakemake, local, config, timeout=1500)
+        proc = slurm_snakemake(cluster, config, partition, account)
+        local_run.result()
     assert proc.returncode == 0, proc.stdout[-6000:]
 
     # every job but the local rules (manifests, summary, the target) was a SLURM job
