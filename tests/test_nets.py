@@ -21,6 +21,23 @@ def test_output_stride_by_dilation(name, stride):
     assert [s.shape[1] for s in stages] == net.stage_channels
 
 
+@pytest.mark.parametrize("depth", [18, 34, 50, 101])
+def test_resnets_written_here_equal_torchvision_s_names_initial_weights_and_outputs(depth):
+    from pipeline.resnet import ResNet
+
+    torch.manual_seed(0)
+    ref = getattr(torchvision.models, f"resnet{depth}")(weights=None).eval()
+    torch.manual_seed(0)
+    ours = ResNet(depth).eval()
+    expected, got = ref.state_dict(), ours.state_dict()
+    assert list(got) == list(expected)  # the same names in the same order: torchvision's files load strictly
+    for k in expected:  # seeded alike, the same random start
+        torch.testing.assert_close(got[k], expected[k], rtol=0, atol=0, msg=k)
+    x = torch.rand(2, 3, 64, 80)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), ref(x))
+
+
 @pytest.mark.parametrize("stride, dilate", [(16, [False, False, True]), (8, [False, True, True])])
 def test_dilation_matches_torchvision_for_bottleneck_resnets(stride, dilate):
     torch.manual_seed(0)
