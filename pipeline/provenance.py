@@ -43,8 +43,10 @@ def _module_file(module: str) -> Path | None:
     return None
 
 
-def _imports(module: str, path: Path) -> set[str]:
-    """Modules of this package imported by `path` (absolute and relative imports)."""
+@lru_cache(maxsize=None)
+def _imports(module: str, path: Path) -> frozenset[str]:
+    """Modules of this package imported by `path` (absolute and relative imports); parsed once
+    per process (the DAG build asks for ~30 closures that share most of their modules)."""
     tree = ast.parse(path.read_text(), filename=str(path))
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
@@ -65,7 +67,7 @@ def _imports(module: str, path: Path) -> set[str]:
         # "pipeline.a.b" also imports the packages "pipeline.a" and "pipeline"
         parts = name.split(".")
         result.update(".".join(parts[:i]) for i in range(1, len(parts) + 1))
-    return {m for m in result if _module_file(m) is not None}
+    return frozenset(m for m in result if _module_file(m) is not None)
 
 
 @lru_cache(maxsize=None)
