@@ -83,6 +83,27 @@ def _wrap(draw, text: str, font, width: int) -> list[str]:
     return lines
 
 
+def legend_entries(seen, class_names) -> list[tuple[tuple[int, int, int], str]]:
+    """(colour, name) of each label value in `seen`, in value order, in the VOC palette."""
+    names = ["background", *class_names]
+    palette = colorize(np.arange(256, dtype=np.uint8))
+    return [(tuple(int(v) for v in palette[c]), names[c] if c < len(names) else "undecided / ignored")
+            for c in sorted(seen)]
+
+
+def pack_lines(widths: list[int], width: int) -> list[list[tuple[int, int]]]:
+    """Items of the given widths, left to right, as many to a line as fit `width` (an item wider
+    than the line gets a line of its own): lines of (item index, x offset)."""
+    lines, x = [[]], 0
+    for k, w in enumerate(widths):
+        if lines[-1] and x + w > width:
+            lines.append([])
+            x = 0
+        lines[-1].append((k, x))
+        x += w
+    return lines if widths else []
+
+
 def draw_montage(rows: list[tuple[str, list]], columns: list[str], class_names, title: str, out_path) -> int:
     """One row per image (its id, one picture per column; None draws an empty panel),
     a legend of the classes seen in the label maps; returns the panels holding a picture.
@@ -91,31 +112,22 @@ def draw_montage(rows: list[tuple[str, list]], columns: list[str], class_names, 
     grid of panels needs no axes (matplotlib took ~0.7 s a montage, most of the report job)."""
     from PIL import Image, ImageDraw
 
-    panel, gap, margin, label_width = PANEL_PIXELS, 4, 8, 96
+    panel, gap, margin, label_width, swatch = PANEL_PIXELS, 4, 8, 96, 10
     title_font, text_font = _font(13), _font(10)
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    line = 13  # pixels per line of text_font
+    left, top_, right, bottom = scratch.textbbox((0, 0), "Ag", font=text_font)
+    line = bottom - top_ + 3  # pixels per line of text_font
     heads = [_wrap(scratch, c, text_font, panel) for c in columns]
     labels = [_wrap(scratch, image_id, text_font, label_width - gap) for image_id, _ in rows]
     row_heights = [max(panel, line * len(lab)) for lab in labels]
 
     seen = set().union(*(p.get("classes", set()) for _, pictures in rows for p in pictures if p is not None))
-    names = ["background", *class_names]
-    palette = colorize(np.arange(256, dtype=np.uint8))
-    entries = [(tuple(int(v) for v in palette[c]), names[c] if c < len(names) else "undecided / ignored")
-               for c in sorted(seen)]
+    entries = legend_entries(seen, class_names)
     width = margin * 2 + label_width + len(columns) * (panel + gap)
-    legend_lines, x = [[]], 0
-    for colour, name in entries:  # legend entries, as many to a line as fit the width
-        w = 14 + int(scratch.textlength(name, font=text_font)) + 12
-        if legend_lines[-1] and x + w > width - 2 * margin:
-            legend_lines.append([])
-            x = 0
-        legend_lines[-1].append((x, colour, name))
-        x += w
-    legend_height = (line + 4) * len(legend_lines) if entries else 0
+    entry_widths = [swatch + 4 + int(scratch.textlength(name, font=text_font)) + 12 for _, name in entries]
+    legend = pack_lines(entry_widths, width - 2 * margin)
     top = margin + 18 + line * max(map(len, heads), default=1) + gap
-    height = top + sum(h + gap for h in row_heights) + legend_height + margin
+    height = top + sum(h + gap for h in row_heights) + (line + 4) * len(legend) + margin
 
     canvas = Image.new("RGB", (width, height), "white")
     draw = ImageDraw.Draw(canvas)
@@ -142,12 +154,13 @@ def draw_montage(rows: list[tuple[str, list]], columns: list[str], class_names, 
             canvas.paste(img, (x0 + (panel - size[0]) // 2, y + (panel - size[1]) // 2))
             drawn += 1
         y += row_height + gap
-    for k, entries_of_line in enumerate(legend_lines):
+    for k, items in enumerate(legend):
         y0 = y + k * (line + 4)
-        for x, colour, name in entries_of_line:
+        for index, x in items:
+            colour, name = entries[index]
             x0 = margin + x
-            draw.rectangle((x0, y0, x0 + 10, y0 + 10), fill=colour, outline=(120, 120, 120))
-            draw.text((x0 + 14, y0), name, fill="black", font=text_font)
+            draw.rectangle((x0, y0, x0 + swatch, y0 + swatch), fill=colour, outline=(120, 120, 120))
+            draw.text((x0 + swatch + 4, y0), name, fill="black", font=text_font)
     write_image(out_path, np.asarray(canvas))
     return drawn
 

@@ -43,6 +43,15 @@ def test_montage_draws_one_panel_per_image_and_column(tmp_path):
     assert width > height * 4 / 3 * 0.8  # four columns, three rows
 
 
+def test_legend_names_each_seen_value_and_packs_entries_into_lines():
+    entries = report.legend_entries({255, 0, 2}, ["cat", "dog"])
+    assert [name for _, name in entries] == ["background", "dog", "undecided / ignored"]
+    assert entries[1][0] == tuple(int(v) for v in colorize(np.array([2], np.uint8))[0])
+    lines = report.pack_lines([40, 50, 30, 120, 10], width=100)
+    assert lines == [[(0, 0), (1, 40)], [(2, 0)], [(3, 0)], [(4, 0)]]  # 120 alone: wider than a line
+    assert report.pack_lines([], width=100) == []
+
+
 def test_label_pictures_use_the_voc_palette():
     labels = np.array([[0, 1], [2, 255]], np.uint8)
     picture = report.label_picture(labels)
