@@ -56,6 +56,18 @@ def test_the_default_config_plans_every_row_of_the_results_table():
     assert p.chosen_on("eps_rw") == ["results/metrics/train_split/eps_rw.json"] and p.chosen_on("rw_crf") == []
 
 
+def test_the_quick_config_plans_the_same_rows_on_imagenet_weights():
+    cfg, chain = layered([REPO / "config/quick.yaml"], {})
+    assert chain[0] == DEFAULT_CONFIG and scale_warning(cfg, chain) is None
+    assert cfg["classifier"]["backbone"]["name"] == "mobilenet_v2"
+    assert cfg["segmenter"]["backbone"]["weights"] == "imagenet"
+    assert cfg["dataset"]["synthetic"]["n_images"] == {"train": 400, "val": 100}
+    if cfg["saliency"]["source"] == "auto":
+        cfg["saliency"]["source"] = "manifold_ranking"
+    quick = plan.build(cfg, has_masks=lambda split: True, eval_has_instances=True)
+    assert quick.evaluated_stages == build().evaluated_stages
+
+
 def test_each_walk_uses_the_affinity_net_of_its_own_cams_where_asked():
     """EPS walks over an AffinityNet trained on its own CAMs (eps.own_affinity, default), SC-CAM
     over the plain CAMs' one unless sccam.own_affinity; each network has its labels and history."""
