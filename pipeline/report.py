@@ -115,8 +115,8 @@ def draw_montage(rows: list[tuple[str, list]], columns: list[str], class_names, 
     panel, gap, margin, label_width, swatch = PANEL_PIXELS, 4, 8, 96, 10
     title_font, text_font = _font(13), _font(10)
     scratch = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    left, top_, right, bottom = scratch.textbbox((0, 0), "Ag", font=text_font)
-    line = bottom - top_ + 3  # pixels per line of text_font
+    _, text_top, _, text_bottom = scratch.textbbox((0, 0), "Ag", font=text_font)
+    line = text_bottom - text_top + 3  # pixels per line of text_font (ascender to descender, plus leading)
     heads = [_wrap(scratch, c, text_font, panel) for c in columns]
     labels = [_wrap(scratch, image_id, text_font, label_width - gap) for image_id, _ in rows]
     row_heights = [max(panel, line * len(lab)) for lab in labels]
