@@ -6,8 +6,8 @@ A run's rows are its metric files, results/metrics/<row>.json: `miou` for every 
 results table scores it (whole images: undecided pixels as background), PRM's instance
 metrics under row `prm_instances`. A claim is a difference of two rows (or one value) per
 seed, held against the size the paper or the project's issue asks of it: it holds when the
-mean over the seeds reaches that size; the table also says in how many seeds it did, so that
-a mean carried by one lucky seed shows.
+mean over the seeds reaches that size; the table also says in how many seeds it did, and the
+verdict says so where the mean and most seeds disagree (a mean carried by one lucky seed).
 """
 from __future__ import annotations
 
@@ -109,6 +109,19 @@ CLAIMS = (
 )
 
 
+def verdict_text(mean_met: bool, seeds_met: int, n_seeds: int) -> str:
+    """`holds` / `does not hold` on the mean; qualified where the mean and most seeds disagree
+    (a mean carried by one seed, or pulled under by one), and under three seeds."""
+    if n_seeds < 3:
+        return f"{'holds' if mean_met else 'does not hold'} ({n_seeds} seed{'s' if n_seeds > 1 else ''}: too few to judge)"
+    most_met = 2 * seeds_met > n_seeds
+    if mean_met and not most_met:
+        return f"holds on the mean only ({seeds_met} of {n_seeds} seeds met it)"
+    if most_met and not mean_met:
+        return f"does not hold on the mean ({seeds_met} of {n_seeds} seeds met it)"
+    return "holds" if mean_met else "does not hold"
+
+
 def judge(runs: dict[int, dict[str, dict]], claims=CLAIMS) -> list[dict]:
     """Each claim over the seeds: per-seed values, mean, sd, how many seeds met it, and the
     verdict (`not run` where no seed has its rows)."""
@@ -119,9 +132,7 @@ def judge(runs: dict[int, dict[str, dict]], claims=CLAIMS) -> list[dict]:
         if mean is None:
             verdict = "not run"
         else:
-            verdict = "holds" if claim.met(mean) else "does not hold"
-            if len(per_seed) < 3:
-                verdict += f" ({len(per_seed)} seed{'s' if len(per_seed) > 1 else ''}: too few to judge)"
+            verdict = verdict_text(claim.met(mean), sum(claim.met(v) for v in per_seed.values()), len(per_seed))
         out.append({"method": claim.method, "claim": claim.text, "paper": claim.paper, "n_seeds": len(per_seed),
                     "mean": mean, "sd": sd, "seeds_met": sum(claim.met(v) for v in per_seed.values()),
                     "per_seed": per_seed, "verdict": verdict, "difference": bool(claim.minus)})

@@ -53,10 +53,16 @@ def test_claims_hold_on_the_mean_and_count_the_seeds_that_met_them():
     runs = {s: {"cam": {"miou": 0.40}, "rw": {"miou": 0.40 + d}} for s, d in enumerate([0.06, 0.07, 0.01])}
     (verdict,) = judge(runs, [walk])
     assert verdict["mean"] == pytest.approx(0.04667, abs=1e-4)
-    assert verdict["seeds_met"] == 2 and verdict["verdict"] == "does not hold"
+    assert verdict["seeds_met"] == 2 and verdict["verdict"] == "does not hold on the mean (2 of 3 seeds met it)"
     runs[2]["rw"]["miou"] = 0.46
     (verdict,) = judge(runs, [walk])
     assert verdict["verdict"] == "holds" and verdict["seeds_met"] == 3
+    # one lucky seed (+30) carries the mean (+10.3) over 5 points that the other two miss
+    runs = {s: {"cam": {"miou": 0.40}, "rw": {"miou": 0.40 + d}} for s, d in enumerate([0.30, 0.0, 0.01])}
+    (verdict,) = judge(runs, [walk])
+    assert verdict["seeds_met"] == 1 and verdict["verdict"] == "holds on the mean only (1 of 3 seeds met it)"
+    runs[1]["rw"]["miou"], runs[2]["rw"]["miou"] = 0.30, 0.31  # none met: plainly does not hold
+    assert judge(runs, [walk])[0]["verdict"] == "does not hold"
     # at or above: exactly 5 points meets the claim
     (verdict,) = judge({0: {"cam": {"miou": 0.25}, "rw": {"miou": 0.75}}},
                        [Claim("x", "y", "z", "rw", "cam", at_least=0.5, strict=False)])
