@@ -113,7 +113,8 @@ def verdict_text(mean_met: bool, seeds_met: int, n_seeds: int) -> str:
     """`holds` / `does not hold` on the mean; qualified where the mean and most seeds disagree
     (a mean carried by one seed, or pulled under by one), and under three seeds."""
     if n_seeds < 3:
-        return f"{'holds' if mean_met else 'does not hold'} ({n_seeds} seed{'s' if n_seeds > 1 else ''}: too few to judge)"
+        seeds = f"{n_seeds} seed{'s' if n_seeds > 1 else ''}"
+        return f"{'holds' if mean_met else 'does not hold'} ({seeds}: too few to judge)"
     most_met = 2 * seeds_met > n_seeds
     if mean_met and not most_met:
         return f"holds on the mean only ({seeds_met} of {n_seeds} seeds met it)"
