@@ -130,12 +130,10 @@ def judge(runs: dict[int, dict[str, dict]], claims=CLAIMS) -> list[dict]:
     for claim in claims:
         per_seed = {seed: v for seed, rows in runs.items() if (v := claim.value(rows)) is not None}
         mean, sd = mean_sd(per_seed.values())
-        if mean is None:
-            verdict = "not run"
-        else:
-            verdict = verdict_text(claim.met(mean), sum(claim.met(v) for v in per_seed.values()), len(per_seed))
+        seeds_met = sum(claim.met(v) for v in per_seed.values())
+        verdict = "not run" if mean is None else verdict_text(claim.met(mean), seeds_met, len(per_seed))
         out.append({"method": claim.method, "claim": claim.text, "paper": claim.paper, "n_seeds": len(per_seed),
-                    "mean": mean, "sd": sd, "seeds_met": sum(claim.met(v) for v in per_seed.values()),
+                    "mean": mean, "sd": sd, "seeds_met": seeds_met,
                     "per_seed": per_seed, "verdict": verdict, "difference": bool(claim.minus)})
     return out
 
