@@ -102,6 +102,28 @@ def test_peak_response_maps_are_normalised_and_local(mode):
         assert np.hypot(cy - py, cx - px) < 0.5 * np.hypot(96, 128)
 
 
+def test_each_peak_of_one_forward_pass_gets_the_map_a_fresh_pass_gives_it():
+    """The excitation rule's per-layer terms are computed once per forward pass and reused by
+    every peak back-propagated through it: each PRM must equal that of a pass of its own."""
+    torch.manual_seed(0)
+    model = Classifier(2, Backbone("resnet18", 16)).eval()
+    rgb = np.random.default_rng(1).integers(0, 255, (64, 96, 3), dtype=np.uint8)
+    cfg = {"window": 3, "median_filter": True, "sub_pixel_factor": 4, "peak_threshold": 0.0, "backprop": "excitation"}
+    together = prm.peak_response_maps(model, rgb, [0, 1], cfg)
+    assert len(together["peaks"]) >= 3
+    x = model.backbone.normalize(prm.to_tensor(rgb)[None]).requires_grad_(True)
+    for i in range(3):
+        k, (py, px) = together["peak_classes"][i], together["peaks"][i]
+        x.grad = None
+        with prm.excitation_convolutions(model):
+            maps = prm.response_maps(model, x, 4, normalized=True)
+            mh, mw = maps.shape[-2:]
+            my, mx = round(py * (mh - 1) / 63), round(px * (mw - 1) / 95)
+            maps[0, k, my, mx].backward()
+        alone = x.grad[0].sum(0).clamp_min(0)
+        np.testing.assert_allclose(together["prms"][i], (alone / alone.sum()).numpy(), rtol=1e-4, atol=1e-9)
+
+
 def test_classes_predicted_from_peak_stimulated_scores_without_labels():
     """PRM's own inference: the classes whose peak-stimulated score exceeds class_threshold
     (the paper's 0), their peaks back-propagated as the labels' would be."""
