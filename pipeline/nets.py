@@ -140,29 +140,37 @@ class AffinityNet(nn.Module):
 
 
 class DeepLab(nn.Module):
-    """A segmenter on a backbone dilated to output stride 8, with one of DeepLab's heads:
+    """A segmenter on a backbone dilated to output stride 8 (DeepLab's) or 16, with one of
+    DeepLab's heads:
 
     largefov  DeepLab v1 LargeFOV: 3x3 convolution with dilation 12 to 1024 channels, 1x1 to
               1024, ReLU and dropout after each, then 1x1 to the classes
     aspp      DeepLab v2 ASPP: four parallel 3x3 convolutions to the classes with dilations
               6, 12, 18, 24, summed
-    Logits come at stride 8; `forward` upsamples them to the input size.
+    The dilations are DeepLab's at stride 8; at stride 16 they are halved, so that each field
+    of view covers the same pixels. Logits come at the backbone's stride; `forward` upsamples
+    them to the input size.
     """
 
     HEADS = ("largefov", "aspp")
 
-    def __init__(self, n_classes: int, head: str, backbone: Backbone, rates=(6, 12, 18, 24), dropout: float = 0.5):
+    OUTPUT_STRIDES = (8, 16)
+
+    def __init__(self, n_classes: int, head: str, backbone: Backbone, rates=None, dropout: float = 0.5):
         super().__init__()
         if head not in self.HEADS:
             raise ValueError(f"unknown segmenter head {head!r}; choose one of {self.HEADS}")
-        if backbone.output_stride != 8:
-            raise ValueError(f"DeepLab needs a backbone at output stride 8, got {backbone.output_stride}")
+        if backbone.output_stride not in self.OUTPUT_STRIDES:
+            raise ValueError(f"DeepLab needs a backbone at output stride 8 or 16, got {backbone.output_stride}")
+        shrink = backbone.output_stride // 8
+        rates = tuple(rates) if rates is not None else tuple(r // shrink for r in (6, 12, 18, 24))
         self.arch = {"n_classes": n_classes, "head": head, "backbone": backbone.arch, "rates": list(rates),
                      "dropout": dropout}
         self.backbone = backbone
         c = self.backbone.out_channels
         if head == "largefov":
-            self.head = nn.Sequential(nn.Conv2d(c, 1024, 3, padding=12, dilation=12), nn.ReLU(inplace=True),
+            fov = 12 // shrink
+            self.head = nn.Sequential(nn.Conv2d(c, 1024, 3, padding=fov, dilation=fov), nn.ReLU(inplace=True),
                                       nn.Dropout2d(dropout), nn.Conv2d(1024, 1024, 1), nn.ReLU(inplace=True),
                                       nn.Dropout2d(dropout), nn.Conv2d(1024, n_classes, 1))
         else:
@@ -173,7 +181,7 @@ class DeepLab(nn.Module):
                 nn.init.zeros_(m.bias)
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
-        """Class scores [N, C, h, w] at stride 8."""
+        """Class scores [N, C, h, w] at the backbone's stride."""
         f = self.backbone(x)
         if isinstance(self.head, nn.ModuleList):
             return torch.stack([branch(f) for branch in self.head]).sum(0)

@@ -57,7 +57,7 @@ def run(*, manifest_path, mask_paths, source: str, classes, cfg: dict, seed: int
                             "init": file_id(classifier_path) if cfg["init_from_classifier"] else None})
     torch.manual_seed(seed)
     model = DeepLab(len(classes) + 1, cfg["head"],
-                    build_backbone(cfg["backbone"], 8, load_weights=not cfg["init_from_classifier"]),
+                    build_backbone(cfg["backbone"], cfg["output_stride"], load_weights=not cfg["init_from_classifier"]),
                     dropout=cfg["dropout"])
     if cfg["init_from_classifier"]:
         init_from_classifier(model, classifier_path, "segmenter")

@@ -32,6 +32,12 @@ def test_heads_give_stride_8_logits_and_full_size_outputs(head):
 def test_aspp_has_the_four_rates_and_unknown_heads_are_refused():
     net = DeepLab(3, "aspp", Backbone("resnet18", 8))
     assert [b.dilation for b in net.head] == [(6, 6), (12, 12), (18, 18), (24, 24)]
+    # at output stride 16 the dilations are halved: the same fields of view in pixels
+    coarse = DeepLab(3, "aspp", Backbone("resnet18", 16)).eval()
+    assert [b.dilation for b in coarse.head] == [(3, 3), (6, 6), (9, 9), (12, 12)]
+    assert DeepLab(3, "largefov", Backbone("resnet18", 16)).head[0].dilation == (6, 6)
+    x = torch.randn(1, 3, 64, 96)
+    assert coarse.logits(x).shape == (1, 3, 4, 6) and coarse(x).shape == (1, 3, 64, 96)
     with pytest.raises(ValueError, match="unknown segmenter head"):
         DeepLab(3, "fcn", Backbone("resnet18", 8))
 
