@@ -168,17 +168,57 @@ def test_hierarchical_grouping_merges_similar_neighbours_first():
     assert {tuple(np.flatnonzero(m)) for m in membership} >= {(0, 1), (2, 3), (0, 1, 2, 3)}
 
 
+def _gradient(mask: np.ndarray, width: int) -> np.ndarray:
+    """Dilation minus erosion with a width x width square, drawn pixel by pixel; the image
+    border does not erode."""
+    h, w = mask.shape
+    pad = width // 2
+    out = np.zeros_like(mask)
+    for y in range(h):
+        for x in range(w):
+            window = mask[max(0, y - pad):y - pad + width, max(0, x - pad):x - pad + width]
+            out[y, x] = window.any() and not window.all()
+    return out
+
+
 def test_contour_is_the_morphological_gradient():
-    mask = torch.zeros(1, 7, 7, dtype=torch.bool)
-    mask[0, 2:5, 2:5] = True
-    contour = pi.contour_masks(mask, 3)[0].numpy()
+    segments = np.zeros((7, 7), int)
+    segments[2:5, 2:5] = 1
     expected = np.zeros((7, 7), bool)
     expected[1:6, 1:6] = True   # dilation
     expected[3, 3] = False      # minus the erosion (the centre)
-    np.testing.assert_array_equal(contour, expected)
-    edge = torch.zeros(1, 5, 5, dtype=torch.bool)
-    edge[0, :, :2] = True       # touching the image border: the border does not erode it
-    assert not pi.contour_masks(edge, 3)[0, 2, 0] and pi.contour_masks(edge, 3)[0, 2, 1]
+    np.testing.assert_array_equal(_gradient(segments == 1, 3), expected)
+    prms = np.eye(49).reshape(49, 7, 7)  # one PRM per pixel: the mass is the contour itself
+    mass = pi.contour_mass(np.array([[False, True]]), segments, prms, 3)
+    np.testing.assert_array_equal(mass.reshape(7, 7), expected)
+    edge = np.zeros((5, 5), int)
+    edge[:, 2:] = 1             # region 0 touches the image border, which does not erode it
+    mass = pi.contour_mass(np.array([[True, False]]), edge, np.eye(25).reshape(25, 5, 5), 3).reshape(5, 5)
+    assert mass[2, 0] == 0 and mass[2, 1] == 1 and mass[2, 2] == 1 and mass[2, 3] == 0
+
+
+@pytest.mark.parametrize("width", [1, 2, 3, 4, 5])
+def test_contour_mass_equals_the_drawn_gradients_of_every_proposal(width):
+    rng = np.random.default_rng(width)
+    rgb = (rng.random((23, 31, 3)) * 255).astype(np.uint8)
+    segments = np.repeat(np.repeat(rng.integers(0, 6, (6, 8)), 4, 0), 4, 1)[:23, :31]  # blocks, some alike
+    segments = np.unique(segments, return_inverse=True)[1].reshape(segments.shape)
+    membership = pi.merge_proposals(rgb, segments)
+    prms = rng.random((3, 23, 31))
+    drawn = np.array([[(_gradient(m[segments], width) * prm).sum() for prm in prms] for m in membership])
+    np.testing.assert_allclose(pi.contour_mass(membership, segments, prms, width), drawn, rtol=1e-9, atol=1e-12)
+    assert width == 1 or drawn.max() > 0
+
+
+def test_contour_mass_when_windows_see_many_superpixels():
+    # one-pixel superpixels: a 5 x 5 window sees up to 25, too many to key a set by one integer
+    rng = np.random.default_rng(0)
+    segments = rng.integers(0, 30, (12, 12))
+    segments = np.unique(segments, return_inverse=True)[1].reshape(segments.shape)
+    membership = rng.random((6, segments.max() + 1)) < 0.5
+    prms = rng.random((2, 12, 12))
+    drawn = np.array([[(_gradient(m[segments], 5) * prm).sum() for prm in prms] for m in membership])
+    np.testing.assert_allclose(pi.contour_mass(membership, segments, prms, 5), drawn, rtol=1e-9)
 
 
 def test_proposal_scores_on_a_hand_made_case():
