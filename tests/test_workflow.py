@@ -825,8 +825,8 @@ def test_voc_sample_config_end_to_end(tmp_path, voc_root):
     """config/voc_sample.yaml itself (ImageNet MobileNetV2, the real VOCdevkit layout: labels from
     the masks, palette masks with 255 borders) through every stage of the default run, on a
     slice of the sample with shorter schedules to stay quick; the rows, not only that it ends.
-    PRM stays out: its backward pass per peak costs ~3.6 s per photo on two cores, a minute
-    more for the slice (its stages are tested on the synthetic data)."""
+    PRM stays out: its training and peaks (~1.4 s per photo on two cores) would add a minute or
+    two to the suite; its stages are tested on the synthetic data, on photos in docs/results.md."""
     ids = (voc_root / "ImageSets/Segmentation/train.txt").read_text().split()
     (tmp_path / "mini_train.txt").write_text("\n".join(ids[:16]) + "\n")
     config = tmp_path / "voc_sample_slice.yaml"
