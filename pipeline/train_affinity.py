@@ -40,17 +40,55 @@ def pairs(t: torch.Tensor, offsets) -> tuple[torch.Tensor, torch.Tensor]:
     h, w = t.shape[-2:]
     first, second = [], []
     for dy, dx in offsets:
-        ya, xa = slice(0, h - dy), slice(max(0, -dx), w - max(0, dx))
-        yb, xb = slice(dy, h), slice(max(0, dx), w - max(0, -dx))
+        (ya, xa), (yb, xb) = _offset_slices(h, w, dy, dx)
         first.append(t[..., ya, xa].flatten(-2))
         second.append(t[..., yb, xb].flatten(-2))
     return torch.cat(first, -1), torch.cat(second, -1)
 
 
+def _offset_slices(h: int, w: int, dy: int, dx: int):
+    """The slices of the first and second cells of the pairs at offset (dy, dx), as `pairs`."""
+    return ((slice(0, h - dy), slice(max(0, -dx), w - max(0, dx))),
+            (slice(dy, h), slice(max(0, dx), w - max(0, -dx))))
+
+
+class _PairL1(torch.autograd.Function):
+    """mean_c |f_i - f_j| of every pair, offset by offset. Autograd through `pairs` keeps two
+    copies of every pair's C channels and, in the backward pass, a zero-filled feature-sized
+    gradient per slice: at VOC crops that, not the network, was most of a training step. Here the
+    backward pass recomputes each offset's signs and adds them into one gradient."""
+
+    @staticmethod
+    def forward(ctx, features, offsets):
+        h, w = features.shape[-2:]
+        out = []
+        for dy, dx in offsets:
+            (ya, xa), (yb, xb) = _offset_slices(h, w, dy, dx)
+            out.append((features[..., ya, xa] - features[..., yb, xb]).abs().mean(1).flatten(1))
+        ctx.save_for_backward(features)
+        ctx.offsets = offsets
+        return torch.cat(out, -1)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        (features,) = ctx.saved_tensors
+        n, c, h, w = features.shape
+        grad = torch.zeros_like(features)
+        start = 0
+        for dy, dx in ctx.offsets:
+            (ya, xa), (yb, xb) = _offset_slices(h, w, dy, dx)
+            hh, ww = h - dy, w - abs(dx)
+            g = grad_out[:, start:start + hh * ww].reshape(n, 1, hh, ww) / c
+            start += hh * ww
+            signed = torch.sign(features[..., ya, xa] - features[..., yb, xb]).mul_(g)
+            grad[..., ya, xa] += signed
+            grad[..., yb, xb] -= signed
+        return grad, None
+
+
 def pair_affinities(features: torch.Tensor, offsets) -> torch.Tensor:
-    """a_ij = exp(-mean_c |f_i - f_j|) for features [N, C, h, w] -> [N, P]."""
-    a, b = pairs(features, offsets)
-    return torch.exp(-(a - b).abs().mean(1))
+    """a_ij = exp(-mean_c |f_i - f_j|) for features [N, C, h, w] -> [N, P], pairs ordered as `pairs`'."""
+    return torch.exp(-_PairL1.apply(features, list(offsets)))
 
 
 def pair_labels(labels: torch.Tensor, offsets) -> dict[str, torch.Tensor]:

@@ -64,6 +64,22 @@ def test_affinity_is_exp_of_minus_mean_l1_distance():
     assert pair_affinities(f, [(0, 1)]).item() == pytest.approx(np.exp(-2.0))
 
 
+def test_pair_affinities_match_autograd_through_the_pairs_and_pass_gradcheck():
+    """The offset-by-offset function gives the values and gradients of the plain formula
+    exp(-mean_c |a - b|) over `pairs` (which autograd differentiates directly)."""
+    torch.manual_seed(0)
+    offsets = pair_offsets(4)
+    f = torch.randn(2, 5, 7, 6, dtype=torch.float64, requires_grad=True)
+    weights = torch.randn(2, pairs(f, offsets)[0].shape[-1], dtype=torch.float64)
+    ours = pair_affinities(f, offsets)
+    (grad_ours,) = torch.autograd.grad((ours * weights).sum(), f)
+    a, b = pairs(f, offsets)
+    plain = torch.exp(-(a - b).abs().mean(1))
+    (grad_plain,) = torch.autograd.grad((plain * weights).sum(), f)
+    assert torch.allclose(ours, plain) and torch.allclose(grad_ours, grad_plain)
+    assert torch.autograd.gradcheck(lambda t: pair_affinities(t, offsets), (f,))
+
+
 def test_cell_labels_sample_each_stride_8_cell_centre():
     label = torch.arange(16 * 24).view(16, 24)
     assert cell_labels(label).tolist() == [[4 * 24 + 4, 4 * 24 + 12, 4 * 24 + 20],
