@@ -92,7 +92,7 @@ def test_cli_errors_name_the_file_and_image(artifact, tmp_path):
 def test_config_command_prints_the_completed_config():
     proc = cli("config", str(REPO / "config" / "config.yaml"))
     assert proc.returncode == 0, proc.stderr
-    assert "momentum: 0.9" in proc.stdout and "name: resnet18" in proc.stdout
+    assert "momentum: 0.9" in proc.stdout and "name: mobilenet_v2" in proc.stdout
 
 
 def test_show_finds_the_shard_of_a_stage_and_uses_the_runs_threshold(artifact, tmp_path):

@@ -56,13 +56,18 @@ def test_the_default_config_plans_every_row_of_the_results_table():
     assert p.chosen_on("eps_rw") == ["results/metrics/train_split/eps_rw.json"] and p.chosen_on("rw_crf") == []
 
 
-def test_the_quick_config_plans_the_same_rows_on_imagenet_weights():
-    cfg, chain = layered([REPO / "config/quick.yaml"], {})
+def test_the_scratch_config_plans_the_same_rows_from_scratch():
+    """config/scratch.yaml (the previous default) differs from the ImageNet default in its
+    recipe, not in its rows."""
+    cfg, chain = layered([REPO / "config/scratch.yaml"], {})
     assert chain[0] == DEFAULT_CONFIG and scale_warning(cfg, chain) is None
-    assert cfg["classifier"]["backbone"]["name"] == "mobilenet_v2"
-    assert cfg["segmenter"]["backbone"]["weights"] == "imagenet"
-    assert cfg["dataset"]["synthetic"]["n_images"] == {"train": 400, "val": 100}
-    assert build(configfile=REPO / "config/quick.yaml").evaluated_stages == build().evaluated_stages
+    default, _ = layered([DEFAULT_CONFIG], {})
+    assert default["classifier"]["backbone"]["name"] == "mobilenet_v2"
+    assert default["segmenter"]["backbone"]["weights"] == "imagenet"
+    assert cfg["classifier"]["backbone"] == {**default["classifier"]["backbone"], "name": "resnet18",
+                                             "weights": "none", "frozen_stages": 0}
+    assert cfg["dataset"]["synthetic"]["n_images"] == {"train": 800, "val": 200}
+    assert build(configfile=REPO / "config/scratch.yaml").evaluated_stages == build().evaluated_stages
 
 
 def test_each_walk_uses_the_affinity_net_of_its_own_cams_where_asked():
