@@ -77,10 +77,10 @@ class _PairL1(torch.autograd.Function):
         start = 0
         for dy, dx in ctx.offsets:
             (ya, xa), (yb, xb) = _offset_slices(h, w, dy, dx)
-            hh, ww = h - dy, w - abs(dx)
-            g = grad_out[:, start:start + hh * ww].reshape(n, 1, hh, ww) / c
+            signed = torch.sign(features[..., ya, xa] - features[..., yb, xb])
+            hh, ww = signed.shape[-2:]
+            signed.mul_(grad_out[:, start:start + hh * ww].reshape(n, 1, hh, ww) / c)
             start += hh * ww
-            signed = torch.sign(features[..., ya, xa] - features[..., yb, xb]).mul_(g)
             grad[..., ya, xa] += signed
             grad[..., yb, xb] -= signed
         return grad, None
