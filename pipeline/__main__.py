@@ -1,5 +1,5 @@
 """Command line: python -m pipeline {status,inspect,show,export-masks,evaluate-masks,export-instances,config,
-labels-csv,seeds,claims,benchmark,stage-times,benchmark-rw,benchmark-dag,benchmark-backbones} ..."""
+labels-csv,seeds,claims,affinity-check,benchmark,stage-times,benchmark-rw,benchmark-dag,benchmark-backbones} ..."""
 from __future__ import annotations
 
 import argparse
@@ -78,6 +78,13 @@ def main(argv=None) -> int:
     p = sub.add_parser("claims", help="the papers' claims judged on finished runs (each folder one seed)")
     p.add_argument("results", nargs="+", help="results folders of runs that differ only in their seed")
 
+    p = sub.add_parser("affinity-check", help="how well a trained AffinityNet separates same-class from "
+                       "different-class pixel pairs of the ground truth (AUC), before any walk")
+    p.add_argument("--results", default="results", help="the run's results folder")
+    p.add_argument("--model", help="the AffinityNet (default: <results>/affinity/model.pt)")
+    p.add_argument("--split", help="the split whose images and masks to use (default: the run's training split)")
+    p.add_argument("--max-images", type=int, help="only the first N images of the split")
+
     p = sub.add_parser("benchmark", help="time the default workflow and the CAM stage; print the numbers")
     p.add_argument("--workdir", help="run directory (default: a new temporary folder)")
     p.add_argument("--cores", type=int, default=2)
@@ -150,6 +157,8 @@ def main(argv=None) -> int:
 
             runs = read_runs(dict(enumerate(map(Path, args.results))))
             print(spread_table(spread_rows(runs)) + "\n\n" + claims_table(judge(runs)))
+        elif args.command == "affinity-check":
+            affinity_check(args)
         elif args.command == "benchmark":
             from .benchmark import main as benchmark
 
@@ -175,6 +184,32 @@ def main(argv=None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 1
     return 0
+
+
+def affinity_check(args) -> None:
+    from .affinity_check import check
+    from .mask_folders import read_manifest
+
+    results = Path(args.results)
+    model = Path(args.model) if args.model else results / "affinity" / "model.pt"
+    if not model.is_file():
+        raise FileNotFoundError(f"{model}: no AffinityNet there (train it with `snakemake results/affinity/model.pt`)")
+    split = args.split or _training_split(results)
+    s = check(model, read_manifest(results, split), args.max_images)
+    print(f"{model} on {s['images']} images of split {split} ({s['skipped']} without a usable mask), "
+          f"radius {s['radius']}:")
+    print(f"  AUC {s['auc']:.3f}: same-class pairs over different-class pairs (0.5 = no separation)")
+    print(f"  mean W: same class {s['mean_w_same']:.3f} ({s['same_pairs']} pairs), "
+          f"different {s['mean_w_different']:.3f} ({s['different_pairs']} pairs)")
+
+
+def _training_split(results: Path) -> str:
+    """The split the AffinityNet learnt from: the one of the run's affinity labels."""
+    found = sorted(p.name for p in (results / "affinity_labels").glob("*") if p.is_dir())
+    if len(found) != 1:
+        raise ValueError(f"{results / 'affinity_labels'}: cannot tell the training split "
+                         f"(found {', '.join(found) or 'none'}); pass --split")
+    return found[0]
 
 
 def seeds(args) -> None:

@@ -377,6 +377,19 @@ def test_exported_masks_score_as_the_row_they_come_from(tiny_run, tmp_path):
         np.testing.assert_array_equal(exported["confusion"], row["confusion"])
 
 
+def test_affinity_check_scores_the_run_affinity_net_on_its_training_masks(tiny_run, capsys, tmp_path):
+    from pipeline.__main__ import main
+
+    work, _, _ = tiny_run
+    assert main(["affinity-check", "--results", str(work / "results"), "--max-images", "6"]) == 0
+    out = capsys.readouterr().out
+    assert "on 6 images of split train (0 without a usable mask)" in out
+    value = float(re.search(r"AUC (\d\.\d+)", out).group(1))
+    assert 0.0 <= value <= 1.0
+    assert main(["affinity-check", "--results", str(work / "results"), "--model", str(tmp_path / "none.pt")]) == 1
+    assert "none.pt: no AffinityNet there" in capsys.readouterr().err
+
+
 def test_status_says_what_is_complete_stale_or_missing_and_cleans_leftovers(tiny_run, capsys):
     from pipeline.__main__ import main
 

@@ -1,0 +1,93 @@
+"""How well a trained AffinityNet separates pixels of one class from pixels of two, on ground truth.
+
+The random walk can only sharpen a CAM where the affinities W_ij = exp(-mean_c |f_i - f_j|) are
+high inside an object and low across its boundary. This measures that directly, without a walk:
+over every pair of stride-8 cells within the network's radius whose ground-truth labels are both
+known, the mean W of same-class and of different-class pairs, and the AUC = the chance that a
+random same-class pair has the higher affinity (0.5: no separation, 1: perfect). Affinities are
+binned (BINS bins on [0, 1]), so the AUC costs no memory per pair; ties within a bin count half.
+
+    python -m pipeline affinity-check [--results results] [--model results/affinity/model.pt]
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from . import manifest as mf
+from .data import to_tensor
+from .evaluate import load_ground_truth
+from .imageio import IGNORE, ImageReadError, read_image
+from .logs import progress
+from .random_walk import _overlap, neighbour_affinities, neighbour_offsets
+from .train_affinity import cell_labels
+
+BINS = 1000
+
+
+def pair_histograms(features: torch.Tensor, cells: torch.Tensor, radius: int) -> tuple[np.ndarray, np.ndarray]:
+    """(same, different): histograms over BINS bins of W for the cell pairs within `radius` of
+    features [C, h, w] whose labels cells [h', w'] (IGNORE = unknown) are both known; each pair
+    is counted once. The grids are cut to their common size."""
+    h, w = min(features.shape[1], cells.shape[0]), min(features.shape[2], cells.shape[1])
+    features, cells = features[:, :h, :w], cells[:h, :w]
+    aff, valid = neighbour_affinities(features, radius, 1.0)
+    same, diff = np.zeros(BINS, np.int64), np.zeros(BINS, np.int64)
+    for p, (dy, dx) in enumerate(neighbour_offsets(radius)):
+        if (dy, dx) <= (0, 0):  # (0, 0) is the cell itself; (-dy, -dx) is the same pair as (dy, dx)
+            continue
+        (ya, yb), (xa, xb) = _overlap(h, dy), _overlap(w, dx)
+        a, b = cells[ya, xa], cells[yb, xb]
+        known = (a != IGNORE) & (b != IGNORE) & valid[p, ya, xa]
+        bins = (aff[p, ya, xa][known].clamp(0, 1) * (BINS - 1)).round().long().numpy()
+        is_same = (a == b)[known].numpy()
+        same += np.bincount(bins[is_same], minlength=BINS)
+        diff += np.bincount(bins[~is_same], minlength=BINS)
+    return same, diff
+
+
+def auc(same: np.ndarray, diff: np.ndarray) -> float:
+    """P(a same-class pair's W > a different-class pair's W) from the two histograms, ties half."""
+    n_same, n_diff = same.sum(), diff.sum()
+    if not n_same or not n_diff:
+        return float("nan")
+    below = np.concatenate([[0], np.cumsum(diff)[:-1]])  # different-class pairs in lower bins
+    return float((same * (below + 0.5 * diff)).sum() / (n_same * n_diff))
+
+
+def summary(same: np.ndarray, diff: np.ndarray) -> dict:
+    centres = np.arange(BINS) / (BINS - 1)
+
+    def mean(h):
+        return float((h * centres).sum() / h.sum()) if h.sum() else float("nan")
+
+    return {"auc": auc(same, diff), "same_pairs": int(same.sum()), "different_pairs": int(diff.sum()),
+            "mean_w_same": mean(same), "mean_w_different": mean(diff)}
+
+
+@torch.no_grad()
+def check(model_path, records: list[mf.Record], max_images: int | None = None) -> dict:
+    """summary() over the records' images and ground-truth masks (records without a readable
+    mask are skipped and counted)."""
+    from .nets import load_affinity_net
+
+    model, saved = load_affinity_net(model_path, "cpu")
+    n_classes = len(saved["classes"]) + 1
+    same, diff = np.zeros(BINS, np.int64), np.zeros(BINS, np.int64)
+    used = skipped = 0
+    for r in progress(records[:max_images], desc="affinity-check", unit="img"):
+        try:
+            gt = load_ground_truth(r, n_classes)
+            rgb = read_image(r.image)
+        except ImageReadError:
+            skipped += 1
+            continue
+        if gt.shape != rgb.shape[:2]:
+            skipped += 1
+            continue
+        features = model(to_tensor(rgb)[None])[0]
+        s, d = pair_histograms(features, cell_labels(torch.from_numpy(gt.astype(np.int64))), saved["radius"])
+        same += s
+        diff += d
+        used += 1
+    return {**summary(same, diff), "images": used, "skipped": skipped, "radius": saved["radius"]}

@@ -1,0 +1,82 @@
+"""affinity-check: the separation of same-class and different-class pairs by AffinityNet's affinities."""
+import numpy as np
+import pytest
+import torch
+
+from pipeline.affinity_check import BINS, auc, pair_histograms, summary
+from pipeline.imageio import IGNORE
+from pipeline.random_walk import neighbour_affinities, neighbour_offsets
+
+
+def two_regions(h=12, w=16, c=8):
+    """Features 0 on the left half and 1 on the right (W = exp(-1) across), labels 1 and 2."""
+    f = torch.zeros(c, h, w)
+    f[:, :, w // 2:] = 1.0
+    cells = torch.ones(h, w, dtype=torch.long)
+    cells[:, w // 2:] = 2
+    return f, cells
+
+
+def brute_force_pairs(cells: np.ndarray, radius: int):
+    """(same, different) pair counts: every unordered pair within the radius, both labels known."""
+    h, w = cells.shape
+    same = diff = 0
+    for y in range(h):
+        for x in range(w):
+            for dy, dx in neighbour_offsets(radius):
+                y2, x2 = y + dy, x + dx
+                if (dy, dx) <= (0, 0) or not (0 <= y2 < h and 0 <= x2 < w):
+                    continue
+                if cells[y, x] == IGNORE or cells[y2, x2] == IGNORE:
+                    continue
+                same += cells[y, x] == cells[y2, x2]
+                diff += cells[y, x] != cells[y2, x2]
+    return same, diff
+
+
+def test_auc_of_histograms():
+    hi, lo = np.zeros(BINS, np.int64), np.zeros(BINS, np.int64)
+    hi[900], lo[100] = 3, 5
+    assert auc(hi, lo) == 1.0 and auc(lo, hi) == 0.0
+    assert auc(hi, hi) == 0.5  # ties count half
+    assert np.isnan(auc(hi, np.zeros(BINS, np.int64)))
+    # against the pairwise definition on random values, shifted so that the answer is not 0, 0.5 or 1
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, BINS, 300), rng.integers(BINS // 4, BINS, 200)
+    pairwise = ((a[:, None] > b[None]) + 0.5 * (a[:, None] == b[None])).mean()
+    assert 0.2 < pairwise < 0.45
+    assert auc(np.bincount(a, minlength=BINS), np.bincount(b, minlength=BINS)) == pytest.approx(pairwise)
+
+
+def test_regions_apart_separate_perfectly_and_identical_features_not_at_all():
+    f, cells = two_regions()
+    same, diff = pair_histograms(f, cells, radius=5)
+    s = summary(same, diff)
+    assert s["auc"] == 1.0
+    assert s["mean_w_same"] == pytest.approx(1.0) and s["mean_w_different"] == pytest.approx(np.exp(-1), abs=1e-3)
+    flat = pair_histograms(torch.zeros_like(f), cells, radius=5)
+    assert summary(*flat)["auc"] == 0.5
+
+
+@pytest.mark.parametrize("radius", [2, 5])
+def test_every_known_pair_is_counted_once(radius):
+    rng = np.random.default_rng(radius)
+    cells = rng.integers(0, 3, (9, 11))
+    cells[rng.random(cells.shape) < 0.2] = IGNORE
+    f = torch.from_numpy(rng.normal(size=(4, 10, 12))).float()  # a grid one cell larger: cut to the labels
+    same, diff = pair_histograms(f, torch.from_numpy(cells), radius)
+    assert (same.sum(), diff.sum()) == brute_force_pairs(cells, radius)
+
+
+def test_histograms_hold_the_affinities_of_the_pairs():
+    """The binned values are W of the pairs: the mean over all pairs matches neighbour_affinities'."""
+    rng = np.random.default_rng(3)
+    f = torch.from_numpy(rng.normal(scale=0.3, size=(4, 7, 9))).float()
+    cells = torch.zeros(7, 9, dtype=torch.long)
+    same, diff = pair_histograms(f, cells, radius=3)
+    assert diff.sum() == 0
+    aff, valid = neighbour_affinities(f, 3, 1.0)
+    offsets = neighbour_offsets(3)
+    keep = torch.tensor([(dy, dx) != (0, 0) for dy, dx in offsets])
+    expected = aff[keep][valid[keep]].mean().item()  # each pair twice, so the same mean
+    assert summary(same, diff)["mean_w_same"] == pytest.approx(expected, abs=1e-3)
