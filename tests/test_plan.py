@@ -37,16 +37,16 @@ def test_the_default_config_plans_every_row_of_the_results_table():
     assert p.mask_stages["segmenter_masks"] == ("results/rw/{split}/{shard}.h5", "train")
     assert p.mask_stages["mcof_pixelnet_r1"][1] == "train" and p.mask_stages["mcof"][1] == "val"
     assert p.artifact_stages == {"segmenter_masks": "rw", "mcof": "mcof_pixelnet_r1"}
-    assert p.rw_rows == {"rw": "cam", "eps_rw": "eps/manifold_ranking/tau0.3/cam"}  # eps.tau 0.3
+    assert p.rw_rows == {"rw": "cam", "eps_rw": "eps/manifold_ranking/tau0.4/cam"}  # eps.tau 0.4
     assert p.cam_models["cam"] == "results/classifier/model.pt"
-    assert p.cam_models["eps/manifold_ranking/tau0.3/cam"] == "results/eps/manifold_ranking/tau0.3/model.pt"
+    assert p.cam_models["eps/manifold_ranking/tau0.4/cam"] == "results/eps/manifold_ranking/tau0.4/model.pt"
     assert p.segmenters == {"deeplab_aspp": ("aspp", "rw"), "fully_supervised": ("aspp", GROUND_TRUTH)}
     assert set(p.crf_sources) == {"rw", "deeplab_aspp", "fully_supervised"}
     assert p.prm_instance_metrics == ["results/metrics/prm_instances.json"]
     # every evaluated row has a montage; every montage row's pattern names its split's shards
     assert set(p.report_stages) == set(p.cam_rows) | set(p.mask_stages)
     assert p.histories["classifier"] == "results/classifier/history.json"
-    assert p.histories["eps"] == "results/eps/manifold_ranking/tau0.3/history.json"
+    assert p.histories["eps"] == "results/eps/manifold_ranking/tau0.4/history.json"
     # like with like: which rows use the ground-truth image labels at inference
     assert set(p.image_labels) >= set(p.evaluated_stages)
     assert {r for r in p.evaluated_stages if not p.image_labels[r]} == {
@@ -74,7 +74,7 @@ def test_each_walk_uses_the_affinity_net_of_its_own_cams_where_asked():
     """EPS walks over an AffinityNet trained on its own CAMs (eps.own_affinity, default), SC-CAM
     over the plain CAMs' one unless sccam.own_affinity; each network has its labels and history."""
     p = build({"sccam": {"enabled": True, "k": 3, "rounds": 2}})
-    assert p.affinity_runs == {"affinity": "cam", "eps_affinity": "eps/manifold_ranking/tau0.3/cam"}
+    assert p.affinity_runs == {"affinity": "cam", "eps_affinity": "eps/manifold_ranking/tau0.4/cam"}
     assert p.rw_affinity == {"rw": "affinity", "sccam_rw": "affinity", "eps_rw": "eps_affinity"}
     assert plan.affinity_net("eps_affinity") == "results/eps_affinity/model.pt"
     assert plan.affinity_labels("affinity") == "affinity_labels"  # the row of the plain CAMs' labels
