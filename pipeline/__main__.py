@@ -83,7 +83,7 @@ def main(argv=None) -> int:
     p.add_argument("--results", default="results", help="the run's results folder")
     p.add_argument("--model", help="the AffinityNet (default: <results>/affinity/model.pt)")
     p.add_argument("--split", help="the split whose images and masks to use (default: the run's training split)")
-    p.add_argument("--max-images", type=int, help="only the first N images of the split")
+    p.add_argument("--max-images", type=_positive_int, help="only the first N images of the split")
 
     p = sub.add_parser("benchmark", help="time the default workflow and the CAM stage; print the numbers")
     p.add_argument("--workdir", help="run directory (default: a new temporary folder)")
@@ -201,6 +201,12 @@ def affinity_check(args) -> None:
     print(f"  AUC {s['auc']:.3f}: same-class pairs over different-class pairs (0.5 = no separation)")
     print(f"  mean W: same class {s['mean_w_same']:.3f} ({s['same_pairs']} pairs), "
           f"different {s['mean_w_different']:.3f} ({s['different_pairs']} pairs)")
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive whole number")
+    return int(text)
 
 
 def _training_split(results: Path) -> str:

@@ -11,6 +11,8 @@ binned (BINS bins on [0, 1]), so the AUC costs no memory per pair; ties within a
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
@@ -23,6 +25,7 @@ from .random_walk import _overlap, neighbour_affinities, neighbour_offsets
 from .train_affinity import cell_labels
 
 BINS = 1000
+log = logging.getLogger(__name__)
 
 
 def pair_histograms(features: torch.Tensor, cells: torch.Tensor, radius: int) -> tuple[np.ndarray, np.ndarray]:
@@ -52,7 +55,7 @@ def auc(same: np.ndarray, diff: np.ndarray) -> float:
     if not n_same or not n_diff:
         return float("nan")
     below = np.concatenate([[0], np.cumsum(diff)[:-1]])  # different-class pairs in lower bins
-    return float((same * (below + 0.5 * diff)).sum() / (n_same * n_diff))
+    return float((same * (below + 0.5 * diff)).sum() / (float(n_same) * float(n_diff)))  # no int64 overflow
 
 
 def summary(same: np.ndarray, diff: np.ndarray) -> dict:
@@ -67,8 +70,8 @@ def summary(same: np.ndarray, diff: np.ndarray) -> dict:
 
 @torch.no_grad()
 def check(model_path, records: list[mf.Record], max_images: int | None = None) -> dict:
-    """summary() over the records' images and ground-truth masks (records without a readable
-    mask are skipped and counted)."""
+    """summary() over the records' images and ground-truth masks; records without a usable mask
+    are skipped, logged and counted, and a split with none at all is a ValueError."""
     from .nets import load_affinity_net
 
     model, saved = load_affinity_net(model_path, "cpu")
@@ -79,10 +82,12 @@ def check(model_path, records: list[mf.Record], max_images: int | None = None) -
         try:
             gt = load_ground_truth(r, n_classes)
             rgb = read_image(r.image)
-        except ImageReadError:
+        except ImageReadError as e:
+            log.warning("skipped: %s", e)
             skipped += 1
             continue
         if gt.shape != rgb.shape[:2]:
+            log.warning("skipped: %s: mask %s, image %s", r.mask, gt.shape, rgb.shape[:2])
             skipped += 1
             continue
         features = model(to_tensor(rgb)[None])[0]
@@ -90,4 +95,7 @@ def check(model_path, records: list[mf.Record], max_images: int | None = None) -
         same += s
         diff += d
         used += 1
+    if not used:
+        raise ValueError(f"none of the {len(records[:max_images])} images has a usable ground-truth mask "
+                         f"({skipped} skipped): affinity-check needs a split with masks")
     return {**summary(same, diff), "images": used, "skipped": skipped, "radius": saved["radius"]}

@@ -49,8 +49,10 @@ def neighbour_offsets(radius: int) -> list[tuple[int, int]]:
 
 
 def _overlap(n: int, d: int) -> tuple[slice, slice]:
-    """Slices a, b of a length-n axis with a[k] + d == b[k]: the cells whose neighbour at d exists."""
-    return slice(max(0, -d), n - max(0, d)), slice(max(0, d), n - max(0, -d))
+    """Slices a, b of a length-n axis with a[k] + d == b[k]: the cells whose neighbour at d exists
+    (both empty when |d| >= n, as on the grid of an image under ~24 px)."""
+    length = max(0, n - abs(d))
+    return slice(max(0, -d), max(0, -d) + length), slice(max(0, d), max(0, d) + length)
 
 
 def neighbour_affinities(features: torch.Tensor, radius: int, beta: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -56,6 +56,19 @@ def test_regions_apart_separate_perfectly_and_identical_features_not_at_all():
     assert s["mean_w_same"] == pytest.approx(1.0) and s["mean_w_different"] == pytest.approx(np.exp(-1), abs=1e-3)
     flat = pair_histograms(torch.zeros_like(f), cells, radius=5)
     assert summary(*flat)["auc"] == 0.5
+    # a feature grid a row and a column larger than the labels' (as at image sizes that are not
+    # multiples of 8) is cut at the bottom and right: outliers there must not reach any pair
+    wide = torch.full((f.shape[0], f.shape[1] + 1, f.shape[2] + 1), 50.0)
+    wide[:, :-1, :-1] = f
+    assert summary(*pair_histograms(wide, cells, radius=5))["auc"] == 1.0
+
+
+def test_grids_smaller_than_the_radius():
+    """An image under ~24 px gives a grid of 1-3 cells: the far offsets have no pairs, no error."""
+    f, cells = two_regions(h=2, w=3)
+    same, diff = pair_histograms(f, cells, radius=5)
+    assert (same.sum(), diff.sum()) == brute_force_pairs(cells.numpy(), 5)
+    assert pair_histograms(f[:, :1, :1], cells[:1, :1], radius=5)[0].sum() == 0
 
 
 @pytest.mark.parametrize("radius", [2, 5])

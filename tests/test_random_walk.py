@@ -106,3 +106,11 @@ def test_normalisations_irn_psa_and_per_class():
     assert torch.allclose(psa_background(torch.tensor([[[0.5]]]), 2.0), torch.tensor([[0.25]]))
     with pytest.raises(ValueError, match="random_walk.normalisation"):
         walked_scores(features, cams, {**base, "normalisation": "mine"}, radius=3)
+
+
+def test_walk_on_a_grid_smaller_than_the_radius():
+    """A grid of 2 x 3 cells (an image under ~24 px) with radius 5: the walk runs and matches the dense one."""
+    f = region_features(h=2, w=3)
+    maps = torch.rand(2, 2, 3, generator=torch.Generator().manual_seed(0))
+    sparse = random_walk(f, maps, radius=5, beta=8, logt=3)
+    torch.testing.assert_close(sparse, random_walk_dense(f, maps, radius=5, beta=8, logt=3), rtol=1e-4, atol=1e-6)
