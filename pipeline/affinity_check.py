@@ -19,10 +19,9 @@ import torch
 from . import manifest as mf
 from .data import to_tensor
 from .evaluate import load_ground_truth
-from .imageio import IGNORE, ImageReadError, read_image
+from .imageio import ImageReadError, read_image
 from .logs import progress
-from .random_walk import _overlap, neighbour_affinities, neighbour_offsets
-from .train_affinity import cell_labels
+from .train_affinity import cell_labels, pair_affinities, pair_labels, pair_offsets
 
 BINS = 1000
 log = logging.getLogger(__name__)
@@ -31,22 +30,18 @@ log = logging.getLogger(__name__)
 def pair_histograms(features: torch.Tensor, cells: torch.Tensor, radius: int) -> tuple[np.ndarray, np.ndarray]:
     """(same, different): histograms over BINS bins of W for the cell pairs within `radius` of
     features [C, h, w] whose labels cells [h', w'] (IGNORE = unknown) are both known; each pair
-    is counted once. The grids are cut to their common size."""
+    is counted once. The pairs, their affinities and labels are AffinityNet's training ones
+    (pipeline/train_affinity.py). The grids are cut to their common size."""
     h, w = min(features.shape[1], cells.shape[0]), min(features.shape[2], cells.shape[1])
-    features, cells = features[:, :h, :w], cells[:h, :w]
-    aff, valid = neighbour_affinities(features, radius, 1.0)
-    same, diff = np.zeros(BINS, np.int64), np.zeros(BINS, np.int64)
-    for p, (dy, dx) in enumerate(neighbour_offsets(radius)):
-        if (dy, dx) <= (0, 0):  # (0, 0) is the cell itself; (-dy, -dx) is the same pair as (dy, dx)
-            continue
-        (ya, yb), (xa, xb) = _overlap(h, dy), _overlap(w, dx)
-        a, b = cells[ya, xa], cells[yb, xb]
-        known = (a != IGNORE) & (b != IGNORE) & valid[p, ya, xa]
-        bins = (aff[p, ya, xa][known].clamp(0, 1) * (BINS - 1)).round().long().numpy()
-        is_same = (a == b)[known].numpy()
-        same += np.bincount(bins[is_same], minlength=BINS)
-        diff += np.bincount(bins[~is_same], minlength=BINS)
-    return same, diff
+    offsets = pair_offsets(radius)
+    aff = pair_affinities(features[None, :, :h, :w], offsets)[0]
+    labels = pair_labels(cells[None, :h, :w], offsets)
+    bins = (aff.clamp(0, 1) * (BINS - 1)).round().long()
+
+    def histogram(mask):
+        return np.bincount(bins[mask[0]].numpy(), minlength=BINS).astype(np.int64)
+
+    return histogram(labels["bg"] | labels["fg"]), histogram(labels["neg"])
 
 
 def auc(same: np.ndarray, diff: np.ndarray) -> float:

@@ -47,9 +47,11 @@ def pairs(t: torch.Tensor, offsets) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def _offset_slices(h: int, w: int, dy: int, dx: int):
-    """The slices of the first and second cells of the pairs at offset (dy, dx), as `pairs`."""
-    return ((slice(0, h - dy), slice(max(0, -dx), w - max(0, dx))),
-            (slice(dy, h), slice(max(0, dx), w - max(0, -dx))))
+    """The slices of the first and second cells of the pairs at offset (dy, dx) (dy >= 0), as
+    `pairs`; empty when the offset reaches past the grid (a crop or image under ~40 px at radius 5)."""
+    hh, ww = max(0, h - dy), max(0, w - abs(dx))
+    return ((slice(0, hh), slice(max(0, -dx), max(0, -dx) + ww)),
+            (slice(dy, dy + hh), slice(max(0, dx), max(0, dx) + ww)))
 
 
 class _PairL1(torch.autograd.Function):
