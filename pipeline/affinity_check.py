@@ -19,9 +19,10 @@ import torch
 from . import manifest as mf
 from .data import to_tensor
 from .evaluate import load_ground_truth
+from .grid_pairs import pair_offsets
 from .imageio import ImageReadError, read_image
 from .logs import progress
-from .train_affinity import cell_labels, pair_affinities, pair_labels, pair_offsets
+from .train_affinity import cell_labels, pair_affinities, pair_labels
 
 BINS = 1000
 log = logging.getLogger(__name__)

@@ -34,25 +34,13 @@ from . import manifest as mf
 from .artifacts import ArtifactReader, ArtifactWriter
 from .data import to_tensor, upsample_scores
 from .devices import pick_device
+from .grid_pairs import neighbour_offsets, offset_slices
 from .imageio import ImageReadError, read_image_sized, write_label_png
 from .logs import progress
 from .nets import load_affinity_net
 from .problems import ProblemReport, with_output
 
 log = logging.getLogger(__name__)
-
-
-def neighbour_offsets(radius: int) -> list[tuple[int, int]]:
-    """Every (dy, dx) with dy^2 + dx^2 < radius^2, (0, 0) included."""
-    r = radius - 1
-    return [(dy, dx) for dy in range(-r, r + 1) for dx in range(-r, r + 1) if dy * dy + dx * dx < radius * radius]
-
-
-def _overlap(n: int, d: int) -> tuple[slice, slice]:
-    """Slices a, b of a length-n axis with a[k] + d == b[k]: the cells whose neighbour at d exists
-    (both empty when |d| >= n, as on the grid of an image under ~24 px)."""
-    length = max(0, n - abs(d))
-    return slice(max(0, -d), max(0, -d) + length), slice(max(0, d), max(0, d) + length)
 
 
 def neighbour_affinities(features: torch.Tensor, radius: int, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -69,7 +57,7 @@ def neighbour_affinities(features: torch.Tensor, radius: int, beta: float) -> tu
     for dy, dx in offsets:
         if (dy, dx) < (0, 0):  # filled as the mirror of (-dy, -dx)
             continue
-        (ya, yb), (xa, xb) = _overlap(h, dy), _overlap(w, dx)
+        (ya, xa), (yb, xb) = offset_slices(h, w, dy, dx)
         aff = torch.exp(-beta * (f[ya, xa] - f[yb, xb]).abs_().mean(-1))  # exp(-d)^beta
         out[index[dy, dx], ya, xa] = aff
         out[index[-dy, -dx], yb, xb] = aff

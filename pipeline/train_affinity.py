@@ -18,6 +18,7 @@ import torch
 from . import manifest as mf
 from .backbones import build_backbone
 from .data import MaskedCrops, mask_locations
+from .grid_pairs import offset_slices, pair_offsets
 from .imageio import IGNORE
 from .nets import STRIDE, AffinityNet, init_from_classifier
 from .problems import ProblemReport
@@ -29,29 +30,15 @@ log = logging.getLogger(__name__)
 EPS = 1e-5
 
 
-def pair_offsets(radius: int) -> list[tuple[int, int]]:
-    """PSA's search offsets: (0, dx) for dx > 0 and (dy, dx) for dy > 0, within the radius."""
-    return [(0, dx) for dx in range(1, radius)] + [
-        (dy, dx) for dy in range(1, radius) for dx in range(-radius + 1, radius) if dy * dy + dx * dx < radius * radius]
-
-
 def pairs(t: torch.Tensor, offsets) -> tuple[torch.Tensor, torch.Tensor]:
     """(first, second) members of every in-image pair of t [..., h, w], flattened on the last axis."""
     h, w = t.shape[-2:]
     first, second = [], []
     for dy, dx in offsets:
-        (ya, xa), (yb, xb) = _offset_slices(h, w, dy, dx)
+        (ya, xa), (yb, xb) = offset_slices(h, w, dy, dx)
         first.append(t[..., ya, xa].flatten(-2))
         second.append(t[..., yb, xb].flatten(-2))
     return torch.cat(first, -1), torch.cat(second, -1)
-
-
-def _offset_slices(h: int, w: int, dy: int, dx: int):
-    """The slices of the first and second cells of the pairs at offset (dy, dx) (dy >= 0), as
-    `pairs`; empty when the offset reaches past the grid (a crop or image under ~40 px at radius 5)."""
-    hh, ww = max(0, h - dy), max(0, w - abs(dx))
-    return ((slice(0, hh), slice(max(0, -dx), max(0, -dx) + ww)),
-            (slice(dy, dy + hh), slice(max(0, dx), max(0, dx) + ww)))
 
 
 class _PairL1(torch.autograd.Function):
@@ -65,7 +52,7 @@ class _PairL1(torch.autograd.Function):
         h, w = features.shape[-2:]
         out = []
         for dy, dx in offsets:
-            (ya, xa), (yb, xb) = _offset_slices(h, w, dy, dx)
+            (ya, xa), (yb, xb) = offset_slices(h, w, dy, dx)
             out.append((features[..., ya, xa] - features[..., yb, xb]).abs().mean(1).flatten(1))
         ctx.save_for_backward(features)
         ctx.offsets = offsets
@@ -78,7 +65,7 @@ class _PairL1(torch.autograd.Function):
         grad = torch.zeros_like(features)
         start = 0
         for dy, dx in ctx.offsets:
-            (ya, xa), (yb, xb) = _offset_slices(h, w, dy, dx)
+            (ya, xa), (yb, xb) = offset_slices(h, w, dy, dx)
             signed = torch.sign(features[..., ya, xa] - features[..., yb, xb])
             hh, ww = signed.shape[-2:]
             signed.mul_(grad_out[:, start:start + hh * ww].reshape(n, 1, hh, ww) / c)

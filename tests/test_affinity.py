@@ -10,8 +10,8 @@ from pipeline.artifacts import ArtifactWriter
 from pipeline.config import resolve
 from pipeline.manifest import read_tsv
 from pipeline.nets import AffinityNet, load_affinity_net
-from pipeline.train_affinity import (EPS, affinity_loss, cell_labels, pair_affinities, pair_labels, pair_offsets,
-                                     pairs)
+from pipeline.grid_pairs import pair_offsets
+from pipeline.train_affinity import EPS, affinity_loss, cell_labels, pair_affinities, pair_labels, pairs
 
 
 def test_pair_offsets_are_half_of_the_disk():

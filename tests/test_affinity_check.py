@@ -4,8 +4,9 @@ import pytest
 import torch
 
 from pipeline.affinity_check import BINS, auc, pair_histograms, summary
+from pipeline.grid_pairs import neighbour_offsets
 from pipeline.imageio import IGNORE
-from pipeline.random_walk import neighbour_affinities, neighbour_offsets
+from pipeline.random_walk import neighbour_affinities
 
 
 def two_regions(h=12, w=16, c=8):

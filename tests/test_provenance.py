@@ -12,6 +12,11 @@ def test_closure_follows_imports_within_the_package():
     assert "pipeline.evaluate" not in closure and "pipeline.datasets.voc" not in closure
     assert "pipeline.training" not in closure
     assert "pipeline.datasets.common" in module_closure("pipeline.datasets.voc")  # relative imports
+    # training and the walk share the grid's pair geometry, not each other: a walk edit retrains nothing
+    assert "pipeline.grid_pairs" in module_closure("pipeline.train_affinity")
+    assert "pipeline.grid_pairs" in module_closure("pipeline.random_walk")
+    assert "pipeline.random_walk" not in module_closure("pipeline.train_affinity")
+    assert "pipeline.train_affinity" not in module_closure("pipeline.random_walk")
 
 
 @pytest.fixture

@@ -4,9 +4,10 @@ import pytest
 import torch
 
 from pipeline.data import upsample_scores
+from pipeline.grid_pairs import neighbour_offsets
 from pipeline.imageio import read_label_map, write_label_png
-from pipeline.random_walk import (neighbour_affinities, neighbour_offsets, random_walk, random_walk_dense,
-                                  psa_background, transition_matrix, walked_scores)
+from pipeline.random_walk import (neighbour_affinities, psa_background, random_walk, random_walk_dense,
+                                  transition_matrix, walked_scores)
 
 
 def region_features(h=24, w=30, c=16, seed=0):
