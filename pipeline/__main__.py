@@ -84,6 +84,8 @@ def main(argv=None) -> int:
     p.add_argument("--model", help="the AffinityNet (default: <results>/affinity/model.pt)")
     p.add_argument("--split", help="the split whose images and masks to use (default: the run's training split)")
     p.add_argument("--max-images", type=_positive_int, help="only the first N images of the split")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the network runs (default: auto, a GPU where there is one)")
 
     p = sub.add_parser("benchmark", help="time the default workflow and the CAM stage; print the numbers")
     p.add_argument("--workdir", help="run directory (default: a new temporary folder)")
@@ -195,7 +197,7 @@ def affinity_check(args) -> None:
     if not model.is_file():
         raise FileNotFoundError(f"{model}: no AffinityNet there (train it with `snakemake results/affinity/model.pt`)")
     split = args.split or _training_split(results)
-    s = check(model, read_manifest(results, split), args.max_images)
+    s = check(model, read_manifest(results, split), args.max_images, args.device)
     print(f"{model} on {s['images']} images of split {split} ({s['skipped']} without a usable mask), "
           f"radius {s['radius']}:")
     print(f"  AUC {s['auc']:.3f}: same-class pairs over different-class pairs (0.5 = no separation)")

@@ -40,7 +40,7 @@ def pair_histograms(features: torch.Tensor, cells: torch.Tensor, radius: int) ->
     bins = (aff.clamp(0, 1) * (BINS - 1)).round().long()
 
     def histogram(mask):
-        return np.bincount(bins[mask[0]].numpy(), minlength=BINS).astype(np.int64)
+        return np.bincount(bins[mask[0]].cpu().numpy(), minlength=BINS).astype(np.int64)
 
     return histogram(labels["bg"] | labels["fg"]), histogram(labels["neg"])
 
@@ -65,12 +65,15 @@ def summary(same: np.ndarray, diff: np.ndarray) -> dict:
 
 
 @torch.no_grad()
-def check(model_path, records: list[mf.Record], max_images: int | None = None) -> dict:
-    """summary() over the records' images and ground-truth masks; records without a usable mask
-    are skipped, logged and counted, and a split with none at all is a ValueError."""
+def check(model_path, records: list[mf.Record], max_images: int | None = None, device: str = "auto") -> dict:
+    """summary() over the records' images and ground-truth masks, the network on `device` (auto:
+    a GPU where there is one, as the walk); records without a usable mask are skipped, logged and
+    counted, and a split with none at all is a ValueError."""
+    from .devices import pick_device
     from .nets import load_affinity_net
 
-    model, saved = load_affinity_net(model_path, "cpu")
+    dev = pick_device(device)
+    model, saved = load_affinity_net(model_path, dev)
     n_classes = len(saved["classes"]) + 1
     same, diff = np.zeros(BINS, np.int64), np.zeros(BINS, np.int64)
     used = skipped = 0
@@ -86,8 +89,9 @@ def check(model_path, records: list[mf.Record], max_images: int | None = None) -
             log.warning("skipped: %s: mask %s, image %s", r.mask, gt.shape, rgb.shape[:2])
             skipped += 1
             continue
-        features = model(to_tensor(rgb)[None])[0]
-        s, d = pair_histograms(features, cell_labels(torch.from_numpy(gt.astype(np.int64))), saved["radius"])
+        features = model(to_tensor(rgb).to(dev)[None])[0]
+        cells = cell_labels(torch.from_numpy(gt.astype(np.int64))).to(dev)
+        s, d = pair_histograms(features, cells, saved["radius"])
         same += s
         diff += d
         used += 1
