@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .plan import SCCAM_CONTROL_K
 from .summary import aligned, percent, write_rows
 
 # EPS's railroad and water cases: classes whose context the saliency loss should cut away
@@ -34,7 +35,7 @@ def sccam_table(metric_paths, runs: dict[str, tuple[int, int]], out_path) -> str
         return "" if v is None else f"{v:.4f}"
 
     shown = [["k", "round", "CAM mIoU", "threshold", "purity", "NMI"]]
-    shown += [[str(r["k"]), str(r["round"]), percent(r["miou"]), cell(r["best_threshold"]), cell(r["purity"]),
+    shown += [[f"{r['k']} (control)" if r["k"] == SCCAM_CONTROL_K else str(r["k"]), str(r["round"]), percent(r["miou"]), cell(r["best_threshold"]), cell(r["purity"]),
                cell(r["nmi"])] for r in rows]
     return aligned(shown)
 

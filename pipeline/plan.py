@@ -50,6 +50,27 @@ def sccam_ablation_row(k, round_) -> str:
     return f"sccam_k{k}_r{round_}"
 
 
+# k 0 in SC-CAM's paths and rows is the control: the same rounds (features, restarts, dropout,
+# schedule) with the sub-category loss weighted 0, so that a gain of the sub-categories can be
+# told from a gain of retraining alone
+SCCAM_CONTROL_K = 0
+
+
+def sccam_round_settings(k, sccam: dict) -> tuple[int, float]:
+    """(clusters per class, sub-category loss weight) of the rounds under results/sccam/k<k>/:
+    the control (k 0) clusters into one sub-category per class, which its weight 0 ignores."""
+    k = int(k)
+    if k == SCCAM_CONTROL_K:
+        return 1, 0.0
+    return k, sccam["sub_weight"]
+
+
+def sccam_lr(sccam: dict, classifier: dict) -> float:
+    """The learning rate of every SC-CAM round, the control's too: sccam.lr, or the classifier's
+    divided by 1 + sub_weight (the loss is that many times the classifier's where the heads agree)."""
+    return sccam["lr"] if sccam["lr"] is not None else classifier["lr"] / (1 + sccam["sub_weight"])
+
+
 def eps_cams(source: str, tau: float) -> str:
     """The CAM directory (under results/) of an EPS model, as make_cams names it."""
     return f"eps/{source}/tau{tau:g}/cam"

@@ -127,6 +127,8 @@ def embed_2d(features: np.ndarray, method: str, seed: int) -> np.ndarray:
     from sklearn.manifold import TSNE
 
     x = features.astype(np.float64)
+    if not np.ptp(x, axis=0).any():  # every image the same point (a collapsed network): t-SNE would crash
+        return np.zeros((len(x), 2))
     if len(x) < 3:
         return np.pad(x[:, :2], ((0, 0), (0, max(0, 2 - x.shape[1]))))
     if method == "pca":
@@ -192,6 +194,11 @@ def run_clusters(*, manifest_path, feature_paths, classes, cfg: dict, seed: int,
     log.info("round %d: k-means (k %d) per class on %d features of %d dimensions", round_, cfg["k"],
              len(records), features.shape[1])
     subs = cluster_subcategories(features, present, cfg["k"], seed, cfg["max_iter"], cfg["n_init"], classes)
+    if len(records) > 1 and not np.ptp(features, axis=0).any():
+        subs.warnings.append(f"round {round_}: the features of all {len(records)} images are identical: the "
+                             "classifier they come from has collapsed (its history.json shows the loss); "
+                             "the sub-categories are arbitrary")
+        log.warning("%s", subs.warnings[-1])
     truth = known_subtypes(records, classes)
     report = {"round": round_, "k": cfg["k"], "images": len(records), "warnings": subs.warnings,
               "sizes": {name: subs.sizes(c).tolist() for c, name in enumerate(classes)},

@@ -68,4 +68,4 @@ def run(*, manifest_path, clusters_path, previous_model, classes, cfg: dict, scc
                                       fill=model.backbone.normalization["mean"]), step_loss, cfg=cfg,
                 seed=seed + round_, compute=compute, run_hash=run_hash, problems=problems, model_path=model_path,
                 history_path=history_path, checkpoint_path=checkpoint_path, desc=f"train_sccam r{round_}",
-                lr_config="classifier.lr", extra={"classes": list(classes), "round": round_})
+                lr_config="sccam.lr", extra={"classes": list(classes), "round": round_})

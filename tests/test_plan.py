@@ -100,14 +100,17 @@ def test_every_segmenter_source_the_schema_allows_has_a_producer(source):
 
 
 def test_names_built_here_match_the_directories_and_rows():
-    p = build({"sccam": {"enabled": True, "k": 3, "rounds": 2, "ablation_k": [1, 3]},
+    p = build({"sccam": {"enabled": True, "k": 3, "rounds": 2, "ablation_k": [0, 1, 3]},
                "eps": {"tau": 0.4, "ablation_tau": [0.3, 0.5]}, "saliency": {"ablation_sources": ["frequency_tuned"]}})
     assert p.sccam_rows == {"sccam_r1": "sccam/k3/r1/cam", "sccam_r2": "sccam/k3/r2/cam"}
-    assert p.sccam_ablation_rows == {"sccam_k1_r1": "sccam/k1/r1/cam", "sccam_k1_r2": "sccam/k1/r2/cam",
+    assert p.sccam_ablation_rows == {"sccam_k0_r1": "sccam/k0/r1/cam", "sccam_k0_r2": "sccam/k0/r2/cam",
+                                     "sccam_k1_r1": "sccam/k1/r1/cam", "sccam_k1_r2": "sccam/k1/r2/cam",
                                      "sccam_k3_r1": "sccam/k3/r1/cam", "sccam_k3_r2": "sccam/k3/r2/cam"}
+    assert p.cam_models["sccam/k0/r2/cam"] == "results/sccam/k0/r2/model.pt"
     assert p.cam_models["sccam/k1/r2/cam"] == "results/sccam/k1/r2/model.pt"
     assert p.cam_reports["sccam/k3/r1/cam"] == "results/sccam/k3/r1/clusters.json"
     assert p.previous_classifier(3, 1) == "results/classifier/model.pt"
+    assert p.previous_classifier("0", "2") == "results/sccam/k0/r1/model.pt"
     assert p.previous_classifier("3", "2") == "results/sccam/k3/r1/model.pt"
     assert p.rw_rows["sccam_rw"] == "sccam/k3/r2/cam"
     assert p.eps_ablation_runs == {"eps_manifold_ranking_tau0.3": ("manifold_ranking", 0.3),
@@ -266,3 +269,16 @@ def test_segmenter_ablation_target_plans_a_training_per_rate_and_both_splits(tmp
                                       "segmenter_ablation")} == {
         "train_segmenter": 2, "segment": 4, "evaluate_masks": 2, "evaluate_masks_on_train": 2,
         "segmenter_ablation": 1}
+
+
+def test_sccam_control_is_the_same_rounds_without_the_sub_category_loss():
+    # k 0: one cluster per class, weighted 0; every other k: its clusters at the configured weight
+    assert plan.sccam_round_settings("0", {"sub_weight": 5}) == (1, 0.0)
+    assert plan.sccam_round_settings(0, {"sub_weight": 5}) == (1, 0.0)
+    assert plan.sccam_round_settings("10", {"sub_weight": 5}) == (10, 5)
+    assert plan.sccam_round_settings(1, {"sub_weight": 2.5}) == (1, 2.5)
+
+
+def test_sccam_rounds_learn_at_the_classifier_rate_over_one_plus_the_sub_weight():
+    assert plan.sccam_lr({"lr": None, "sub_weight": 5}, {"lr": 0.012}) == pytest.approx(0.002)
+    assert plan.sccam_lr({"lr": 0.01, "sub_weight": 5}, {"lr": 0.012}) == 0.01  # set: as given

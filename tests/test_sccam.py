@@ -158,15 +158,34 @@ def test_cluster_stage_writes_sub_categories_report_and_picture(tmp_path):
 
 def test_ablation_table(tmp_path):
     paths = []
-    for k, r, miou in ((5, 2, 0.31), (1, 1, 0.25), (5, 1, 0.3)):
+    for k, r, miou in ((5, 2, 0.31), (1, 1, 0.25), (5, 1, 0.3), (0, 1, 0.28)):
         m = {"stage": f"sccam_k{k}_r{r}", "miou": miou, "best_threshold": 0.2,
              "clusters": {"purity": {"purity": 0.5 + k / 100, "nmi": 0.1}}}
         paths.append(tmp_path / f"{k}{r}.json")
         paths[-1].write_text(json.dumps(m))
-    runs = {f"sccam_k{k}_r{r}": (k, r) for k in (1, 5) for r in (1, 2)}
+    runs = {f"sccam_k{k}_r{r}": (k, r) for k in (0, 1, 5) for r in (1, 2)}
     shown = sccam_table(paths, runs, tmp_path / "a.tsv")
     lines = (tmp_path / "a.tsv").read_text().splitlines()
     assert lines[0].split("\t") == ["k", "round", "miou", "best_threshold", "purity", "nmi"]
-    assert [ln.split("\t")[:3] for ln in lines[1:]] == [["1", "1", "0.2500"], ["5", "1", "0.3000"],
-                                                        ["5", "2", "0.3100"]]
+    assert [ln.split("\t")[:3] for ln in lines[1:]] == [["0", "1", "0.2800"], ["1", "1", "0.2500"],
+                                                        ["5", "1", "0.3000"], ["5", "2", "0.3100"]]
     assert "CAM mIoU" in shown and "31.0" in shown
+    assert [ln.split()[:2] for ln in shown.splitlines()[1:3]] == [["0", "(control)"], ["1", "1"]]
+
+
+def test_features_of_a_collapsed_classifier_give_a_warning_not_a_crash(tmp_path):
+    # a diverged round's classifier maps every image to one saturated feature; t-SNE divided by
+    # their zero spread and crashed the job (SIGSEGV) instead of saying what happened
+    classes = ["a"]
+    records = [Record(f"i{i}", f"i{i}.png", (1,)) for i in range(40)]
+    write_tsv(records, tmp_path / "train.tsv")
+    with ArtifactWriter(tmp_path / "f.h5", stage="sccam_features", split="train", shard="s0", classes=classes,
+                        params={}, code_hash="x") as out:
+        for r in records:
+            out.add(r.image_id, feature=np.full(16, 6.0, np.float32), keys=np.asarray(r.labels, np.uint8))
+    report = run_clusters(manifest_path=tmp_path / "train.tsv", feature_paths=[tmp_path / "f.h5"], classes=classes,
+                          cfg={"k": 2, "max_iter": 50, "n_init": 2, "embedding": "tsne"}, seed=0, round_=2,
+                          split="train", code_hash="x", out_path=tmp_path / "c.h5", report_path=tmp_path / "c.json",
+                          picture_path=tmp_path / "e.png")
+    assert any("round 2: the features of all 40 images are identical" in w for w in report["warnings"])
+    assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -6,7 +6,8 @@
 #   train_sccam     the two-head classifier of round r         -> model.pt (its CAMs: make_cams, cam/)
 # k is part of the path, so another k builds its own rounds next to the others and the plain
 # classifier is never retrained; the rows sccam_r1 ... use sccam.k, the ablation target
-# `sccam_ablation` every k of sccam.ablation_k.
+# `sccam_ablation` every k of sccam.ablation_k, where k 0 is the control: the same rounds without
+# the sub-category loss (pipeline.plan.sccam_round_settings).
 
 SCCAM = CFG["sccam"]
 
@@ -65,7 +66,10 @@ rule sccam_clusters:
         mem_mb=8000,
         runtime=60,
     params:
-        cfg=lambda w: {"k": int(w.k), **{key: SCCAM[key] for key in ("max_iter", "n_init", "embedding")}},
+        cfg=lambda w: {
+            "k": plan.sccam_round_settings(w.k, SCCAM)[0],
+            **{key: SCCAM[key] for key in ("max_iter", "n_init", "embedding")},
+        },
         seed=CFG["seed"],
         classes=CLASSES,
         split=TRAIN_SPLIT,
@@ -95,8 +99,15 @@ rule train_sccam:
         mem_mb=16000,
         runtime=480,
     params:
-        cfg={**CFG["classifier"], "epochs": SCCAM["epochs"] or CFG["classifier"]["epochs"]},
-        sccam={key: SCCAM[key] for key in ("sub_weight", "dropout", "init_from_previous")},
+        cfg={
+            **CFG["classifier"],
+            "epochs": SCCAM["epochs"] or CFG["classifier"]["epochs"],
+            "lr": plan.sccam_lr(SCCAM, CFG["classifier"]),
+        },
+        sccam=lambda w: {
+            "sub_weight": plan.sccam_round_settings(w.k, SCCAM)[1],
+            **{key: SCCAM[key] for key in ("dropout", "init_from_previous")},
+        },
         seed=CFG["seed"],
         classes=CLASSES,
         checkpoint=lambda w: f"results/checkpoints/sccam_k{w.k}_r{w.round}.pt",
