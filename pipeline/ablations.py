@@ -34,8 +34,11 @@ def sccam_table(metric_paths, runs: dict[str, tuple[int, int]], out_path) -> str
     def cell(v):
         return "" if v is None else f"{v:.4f}"
 
+    def k_cell(k):
+        return f"{k} (control)" if k == SCCAM_CONTROL_K else str(k)
+
     shown = [["k", "round", "CAM mIoU", "threshold", "purity", "NMI"]]
-    shown += [[f"{r['k']} (control)" if r["k"] == SCCAM_CONTROL_K else str(r["k"]), str(r["round"]), percent(r["miou"]), cell(r["best_threshold"]), cell(r["purity"]),
+    shown += [[k_cell(r["k"]), str(r["round"]), percent(r["miou"]), cell(r["best_threshold"]), cell(r["purity"]),
                cell(r["nmi"])] for r in rows]
     return aligned(shown)
 
