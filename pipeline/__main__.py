@@ -197,6 +197,11 @@ def affinity_check(args) -> None:
     if not model.is_file():
         raise FileNotFoundError(f"{model}: no AffinityNet there (train it with `snakemake results/affinity/model.pt`)")
     split = args.split or _training_split(results)
+    if args.device == "cuda":
+        import torch
+
+        if not torch.cuda.is_available():  # said here: pick_device's message names the config key
+            raise ValueError("--device cuda, but no CUDA device is visible (--device auto or cpu runs on the CPU)")
     s = check(model, read_manifest(results, split), args.max_images, args.device)
     print(f"{model} on {s['images']} images of split {split} ({s['skipped']} without a usable mask), "
           f"radius {s['radius']}:")

@@ -94,3 +94,14 @@ def test_histograms_hold_the_affinities_of_the_pairs():
     keep = torch.tensor([(dy, dx) != (0, 0) for dy, dx in offsets])
     expected = aff[keep][valid[keep]].mean().item()  # each pair twice, so the same mean
     assert summary(same, diff)["mean_w_same"] == pytest.approx(expected, abs=1e-3)
+
+
+def test_asking_for_a_gpu_where_there_is_none_is_an_error_naming_the_option(tmp_path, monkeypatch, capsys):
+    from pipeline.__main__ import main
+
+    model = tmp_path / "affinity.pt"
+    model.write_bytes(b"")  # never opened: the device is checked first
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    argv = ["affinity-check", "--results", str(tmp_path), "--model", str(model), "--split", "train", "--device", "cuda"]
+    assert main(argv) == 1
+    assert "--device cuda, but no CUDA device is visible" in capsys.readouterr().err
