@@ -179,6 +179,11 @@ class DeepLab(nn.Module):
             if isinstance(m, nn.Conv2d):  # DeepLab initialises its new layers with N(0, 0.01)
                 nn.init.normal_(m.weight, std=0.01)
                 nn.init.zeros_(m.bias)
+        if head == "largefov":
+            # LargeFOV's fc6 / fc7 come from VGG's ImageNet fc layers in DeepLab; here they start
+            # from nothing, and at N(0, 0.01) their ReLU stack passes almost no signal: He's init
+            for m in list(self.head)[:4:3]:
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores [N, C, h, w] at the backbone's stride."""

@@ -42,6 +42,20 @@ def test_aspp_has_the_four_rates_and_unknown_heads_are_refused():
         DeepLab(3, "fcn", Backbone("resnet18", 8))
 
 
+def test_largefov_s_fresh_hidden_layers_keep_the_signal_s_scale():
+    # DeepLab takes fc6 / fc7 from VGG; started from nothing at N(0, 0.01), the ReLU stack shrank
+    # its input about 20-fold and the head barely learned in a CPU schedule (docs/mcof.md)
+    torch.manual_seed(0)
+    net = DeepLab(5, "largefov", Backbone("resnet18", 8), dropout=0.0).eval()
+    fc6, fc7, classifier = net.head[0], net.head[3], net.head[6]
+    features = torch.relu(torch.randn(1, fc6.in_channels, 40, 40))
+    hidden = net.head[:5](features)[..., 12:-12, 12:-12]  # away from the dilated conv's zero padding
+    ratio = hidden.pow(2).mean().sqrt() / features.pow(2).mean().sqrt()
+    assert 0.5 < ratio < 2.0, ratio
+    assert abs(classifier.weight.std().item() - 0.01) < 0.001  # the new classifier layer: DeepLab's N(0, 0.01)
+    assert abs(fc7.weight.std().item() - (2 / fc7.in_channels) ** 0.5) < 0.005
+
+
 def test_ignored_pixels_do_not_count():
     torch.manual_seed(0)
     logits = torch.randn(1, 3, 2, 2, requires_grad=True)
