@@ -182,7 +182,7 @@ class DeepLab(nn.Module):
         if head == "largefov":
             # LargeFOV's fc6 / fc7 come from VGG's ImageNet fc layers in DeepLab; here they start
             # from nothing, and at N(0, 0.01) their ReLU stack passes almost no signal: He's init
-            for m in list(self.head)[:4:3]:
+            for m in (self.head[0], self.head[3]):
                 nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
 
     def logits(self, x: torch.Tensor) -> torch.Tensor:

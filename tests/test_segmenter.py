@@ -44,7 +44,7 @@ def test_aspp_has_the_four_rates_and_unknown_heads_are_refused():
 
 def test_largefov_s_fresh_hidden_layers_keep_the_signal_s_scale():
     # DeepLab takes fc6 / fc7 from VGG; started from nothing at N(0, 0.01), the ReLU stack shrank
-    # its input about 20-fold and the head barely learned in a CPU schedule (docs/mcof.md)
+    # its input about tenfold and the head barely learned in a CPU schedule (docs/mcof.md)
     torch.manual_seed(0)
     net = DeepLab(5, "largefov", Backbone("resnet18", 8), dropout=0.0).eval()
     fc6, fc7, classifier = net.head[0], net.head[3], net.head[6]
