@@ -141,6 +141,9 @@ class Plan:
     rw_rows: dict[str, str]
     # AffinityNet name -> the CAM directory whose affinity labels it learns from
     affinity_runs: dict[str, str]
+    # AffinityNet name -> the settings of its affinity labels (affinity_labels, with a method's
+    # own scores for its own CAMs)
+    affinity_label_settings: dict[str, dict]
     # random-walk row -> the AffinityNet it walks over
     rw_affinity: dict[str, str]
     # segmenter.source {folder: DIR}: DIR, else None; the source's stage name
@@ -299,6 +302,7 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
     # random walks: the plain CAMs, the last SC-CAM round's, EPS's; each over the AffinityNet of
     # its own CAMs where the method trains one (own_affinity), else over the plain CAMs' one
     rw_rows, affinity_runs, rw_affinity = {"rw": "cam"}, {AFFINITY: "cam"}, {"rw": AFFINITY}
+    affinity_label_settings = {AFFINITY: cfg["affinity_labels"]}
     for method, rw_row, cams in [("sccam", "sccam_rw", sccam_cams(sccam["k"], sccam["rounds"])),
                                  ("eps", "eps_rw", eps_rows.get("eps"))]:
         if cfg[method]["enabled"]:
@@ -307,6 +311,8 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
             if cfg[method]["own_affinity"]:
                 rw_affinity[rw_row] = f"{method}_{AFFINITY}"
                 affinity_runs[rw_affinity[rw_row]] = cams
+                own = {k: v for k, v in cfg[method]["affinity_labels"].items() if v is not None}
+                affinity_label_settings[rw_affinity[rw_row]] = {**cfg["affinity_labels"], **own}
 
     seg = cfg["segmenter"]
     mask_folder = seg["source"]["folder"] if isinstance(seg["source"], dict) else None
@@ -426,6 +432,7 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
         mask_sources=mask_sources,
         rw_rows=rw_rows,
         affinity_runs=affinity_runs,
+        affinity_label_settings=affinity_label_settings,
         rw_affinity=rw_affinity,
         mask_folder=mask_folder,
         seg_source=seg_source,

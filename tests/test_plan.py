@@ -84,6 +84,24 @@ def test_each_walk_uses_the_affinity_net_of_its_own_cams_where_asked():
     assert p.rw_affinity == {"rw": "affinity", "sccam_rw": "sccam_affinity", "eps_rw": "affinity"}
 
 
+def test_a_methods_own_affinity_labels_take_its_own_scores_and_leave_the_plain_cams_alone():
+    """eps.affinity_labels / sccam.affinity_labels override IRN's scores for that method's own
+    labels only; null keeps affinity_labels' value."""
+    p = build({"affinity_labels": {"mode": "irn", "fg_threshold": 0.7, "bg_threshold": 0.4},
+               "eps": {"affinity_labels": {"fg_threshold": 0.85, "bg_threshold": 0.55}},
+               "sccam": {"enabled": True, "own_affinity": True, "affinity_labels": {"bg_threshold": 0.3}}})
+    s = p.affinity_label_settings
+    assert set(s) == set(p.affinity_runs) == {"affinity", "eps_affinity", "sccam_affinity"}
+    assert (s["affinity"]["fg_threshold"], s["affinity"]["bg_threshold"]) == (0.7, 0.4)
+    assert (s["eps_affinity"]["fg_threshold"], s["eps_affinity"]["bg_threshold"]) == (0.85, 0.55)
+    assert (s["sccam_affinity"]["fg_threshold"], s["sccam_affinity"]["bg_threshold"]) == (0.7, 0.3)
+    assert s["eps_affinity"]["mode"] == "irn"
+    # null (the schema's default) leaves every AffinityNet on the same labels' settings
+    unset = {"affinity_labels": {"fg_threshold": None, "bg_threshold": None}}
+    p = build({"sccam": {"enabled": True, "own_affinity": True, **unset}, "eps": unset})
+    assert all(v == p.affinity_label_settings["affinity"] for v in p.affinity_label_settings.values())
+
+
 @pytest.mark.parametrize("source", ["rw", "rw_crf", "sccam_rw", "eps_rw"])
 def test_every_segmenter_source_the_schema_allows_has_a_producer(source):
     schema = yaml.safe_load((REPO / "workflow/schemas/config.schema.yaml").read_text())

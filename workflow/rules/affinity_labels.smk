@@ -1,7 +1,8 @@
 # Stage affinity_labels: confident foreground / background of the training CAMs, refined by
 # the dense CRF (pipeline/affinity_labels.py); they supervise AffinityNet. One set per
 # AffinityNet of the plan: affinity_labels from the plain CAMs, eps_affinity_labels from EPS's
-# (sccam_affinity_labels from SC-CAM's last round, when asked).
+# (sccam_affinity_labels from SC-CAM's last round, when asked), each at the method's own IRN
+# scores where eps.affinity_labels / sccam.affinity_labels set them (PLAN.affinity_label_settings).
 
 
 rule affinity_labels:
@@ -23,7 +24,7 @@ rule affinity_labels:
         mem_mb=4000,
         runtime=120,
     params:
-        cfg=CFG["affinity_labels"],
+        cfg=lambda w: PLAN.affinity_label_settings[w.affinity],
         profile=crf_profile(affinity_labels_profile()),
         classes=CLASSES,
         code=code_hash("pipeline.affinity_labels"),
