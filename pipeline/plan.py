@@ -232,6 +232,16 @@ def check(cfg: dict) -> None:
     saliency = cfg["saliency"]
     if saliency["source"] == "folder" and not saliency["folder"]["dir"]:
         raise ValueError("saliency.source is folder but saliency.folder.dir is not set")
+    labels = cfg["affinity_labels"]
+    for method in ("eps", "sccam"):
+        own = {k: v for k, v in cfg[method]["affinity_labels"].items() if v is not None}
+        if own and labels["mode"] != "irn":
+            raise ValueError(f"{method}.affinity_labels sets IRN's scores, which affinity_labels.mode "
+                             f"{labels['mode']} does not use")
+        scores = {**labels, **own}
+        if labels["mode"] == "irn" and scores["fg_threshold"] < scores["bg_threshold"]:
+            raise ValueError(f"{method}.affinity_labels: fg_threshold ({scores['fg_threshold']}) is below "
+                             f"bg_threshold ({scores['bg_threshold']}): confident foreground needs the higher score")
 
 
 def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool) -> Plan:

@@ -192,6 +192,11 @@ def test_settings_the_schema_cannot_check_stop_the_plan():
         build({"mcof": {"seeds": {"threshold": 0.1, "bg_threshold": 0.2}}})
     with pytest.raises(ValueError, match="saliency.folder.dir is not set"):
         build({"saliency": {"source": "folder"}})
+    with pytest.raises(ValueError, match="eps.affinity_labels sets IRN's scores"):
+        build({"affinity_labels": {"mode": "psa"}, "eps": {"affinity_labels": {"fg_threshold": 0.8}}})
+    with pytest.raises(ValueError, match=r"sccam.affinity_labels: fg_threshold \(0.3\) is below"):
+        build({"affinity_labels": {"mode": "irn", "fg_threshold": 0.3, "bg_threshold": 0.2},
+               "sccam": {"affinity_labels": {"bg_threshold": 0.5}}})
 
 
 def test_the_plan_imports_neither_snakemake_nor_torch():
