@@ -233,13 +233,19 @@ def check(cfg: dict) -> None:
     if saliency["source"] == "folder" and not saliency["folder"]["dir"]:
         raise ValueError("saliency.source is folder but saliency.folder.dir is not set")
     labels = cfg["affinity_labels"]
+    if labels["mode"] == "irn" and labels["fg_threshold"] < labels["bg_threshold"]:
+        raise ValueError(f"affinity_labels.fg_threshold ({labels['fg_threshold']}) is below bg_threshold "
+                         f"({labels['bg_threshold']}): confident foreground needs the higher score")
+    # a method's own scores count only where it trains its own AffinityNet
     for method in ("eps", "sccam"):
         own = {k: v for k, v in cfg[method]["affinity_labels"].items() if v is not None}
-        if own and labels["mode"] != "irn":
+        if not (own and cfg[method]["enabled"] and cfg[method]["own_affinity"]):
+            continue
+        if labels["mode"] != "irn":
             raise ValueError(f"{method}.affinity_labels sets IRN's scores, which affinity_labels.mode "
-                             f"{labels['mode']} does not use")
+                             f"{labels['mode']} does not use: set its fg_threshold / bg_threshold to null")
         scores = {**labels, **own}
-        if labels["mode"] == "irn" and scores["fg_threshold"] < scores["bg_threshold"]:
+        if scores["fg_threshold"] < scores["bg_threshold"]:
             raise ValueError(f"{method}.affinity_labels: fg_threshold ({scores['fg_threshold']}) is below "
                              f"bg_threshold ({scores['bg_threshold']}): confident foreground needs the higher score")
 

@@ -194,9 +194,15 @@ def test_settings_the_schema_cannot_check_stop_the_plan():
         build({"saliency": {"source": "folder"}})
     with pytest.raises(ValueError, match="eps.affinity_labels sets IRN's scores"):
         build({"affinity_labels": {"mode": "psa"}, "eps": {"affinity_labels": {"fg_threshold": 0.8}}})
+    sccam_own = {"enabled": True, "own_affinity": True, "affinity_labels": {"bg_threshold": 0.5}}
     with pytest.raises(ValueError, match=r"sccam.affinity_labels: fg_threshold \(0.3\) is below"):
-        build({"affinity_labels": {"mode": "irn", "fg_threshold": 0.3, "bg_threshold": 0.2},
-               "sccam": {"affinity_labels": {"bg_threshold": 0.5}}})
+        build({"affinity_labels": {"mode": "irn", "fg_threshold": 0.3, "bg_threshold": 0.2}, "sccam": sccam_own})
+    with pytest.raises(ValueError, match=r"affinity_labels.fg_threshold \(0.1\) is below"):
+        build({"affinity_labels": {"mode": "irn", "fg_threshold": 0.1, "bg_threshold": 0.2}})
+    # scores a method does not use (no AffinityNet of its own, or switched off) stop nothing
+    build({"affinity_labels": {"mode": "psa"}, "eps": {"own_affinity": False}})
+    build({"affinity_labels": {"mode": "irn", "fg_threshold": 0.3, "bg_threshold": 0.2},
+           "sccam": {**sccam_own, "own_affinity": False}})
 
 
 def test_the_plan_imports_neither_snakemake_nor_torch():
