@@ -236,18 +236,23 @@ def check(cfg: dict) -> None:
     if labels["mode"] == "irn" and labels["fg_threshold"] < labels["bg_threshold"]:
         raise ValueError(f"affinity_labels.fg_threshold ({labels['fg_threshold']}) is below bg_threshold "
                          f"({labels['bg_threshold']}): confident foreground needs the higher score")
-    # a method's own scores count only where it trains its own AffinityNet
-    for method in ("eps", "sccam"):
-        own = {k: v for k, v in cfg[method]["affinity_labels"].items() if v is not None}
-        if not (own and cfg[method]["enabled"] and cfg[method]["own_affinity"]):
-            continue
-        if labels["mode"] != "irn":
-            raise ValueError(f"{method}.affinity_labels sets IRN's scores, which affinity_labels.mode "
-                             f"{labels['mode']} does not use: set its fg_threshold / bg_threshold to null")
-        scores = {**labels, **own}
-        if scores["fg_threshold"] < scores["bg_threshold"]:
-            raise ValueError(f"{method}.affinity_labels: fg_threshold ({scores['fg_threshold']}) is below "
-                             f"bg_threshold ({scores['bg_threshold']}): confident foreground needs the higher score")
+
+
+def own_affinity_label_settings(cfg: dict, method: str) -> dict:
+    """The settings of the affinity labels of a method's own CAMs: affinity_labels with the IRN
+    scores the method sets (eps.affinity_labels / sccam.affinity_labels; null keeps the shared
+    ones). A ValueError where affinity_labels.mode ignores them or foreground's score falls
+    below background's."""
+    labels = cfg["affinity_labels"]
+    own = {k: v for k, v in cfg[method]["affinity_labels"].items() if v is not None}
+    if own and labels["mode"] != "irn":
+        raise ValueError(f"{method}.affinity_labels sets IRN's scores, which affinity_labels.mode "
+                         f"{labels['mode']} does not use: set its fg_threshold / bg_threshold to null")
+    settings = {**labels, **own}
+    if own and settings["fg_threshold"] < settings["bg_threshold"]:
+        raise ValueError(f"{method}.affinity_labels: fg_threshold ({settings['fg_threshold']}) is below "
+                         f"bg_threshold ({settings['bg_threshold']}): confident foreground needs the higher score")
+    return settings
 
 
 def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool) -> Plan:
@@ -327,8 +332,8 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
             if cfg[method]["own_affinity"]:
                 rw_affinity[rw_row] = f"{method}_{AFFINITY}"
                 affinity_runs[rw_affinity[rw_row]] = cams
-                own = {k: v for k, v in cfg[method]["affinity_labels"].items() if v is not None}
-                affinity_label_settings[rw_affinity[rw_row]] = {**cfg["affinity_labels"], **own}
+                # a method's own scores count only here, where it trains its own AffinityNet
+                affinity_label_settings[rw_affinity[rw_row]] = own_affinity_label_settings(cfg, method)
 
     seg = cfg["segmenter"]
     mask_folder = seg["source"]["folder"] if isinstance(seg["source"], dict) else None
