@@ -233,9 +233,15 @@ def check(cfg: dict) -> None:
     if saliency["source"] == "folder" and not saliency["folder"]["dir"]:
         raise ValueError("saliency.source is folder but saliency.folder.dir is not set")
     labels = cfg["affinity_labels"]
-    if labels["mode"] == "irn" and labels["fg_threshold"] < labels["bg_threshold"]:
-        raise ValueError(f"affinity_labels.fg_threshold ({labels['fg_threshold']}) is below bg_threshold "
-                         f"({labels['bg_threshold']}): confident foreground needs the higher score")
+    if labels["mode"] == "irn":
+        _check_score_order("affinity_labels.", labels)
+
+
+def _check_score_order(where: str, settings: dict) -> None:
+    """IRN's affinity-label scores: confident foreground needs the higher one."""
+    if settings["fg_threshold"] < settings["bg_threshold"]:
+        raise ValueError(f"{where}fg_threshold ({settings['fg_threshold']}) is below bg_threshold "
+                         f"({settings['bg_threshold']}): confident foreground needs the higher score")
 
 
 def own_affinity_label_settings(cfg: dict, method: str) -> dict:
@@ -249,9 +255,8 @@ def own_affinity_label_settings(cfg: dict, method: str) -> dict:
         raise ValueError(f"{method}.affinity_labels sets IRN's scores, which affinity_labels.mode "
                          f"{labels['mode']} does not use: set its fg_threshold / bg_threshold to null")
     settings = {**labels, **own}
-    if own and settings["fg_threshold"] < settings["bg_threshold"]:
-        raise ValueError(f"{method}.affinity_labels: fg_threshold ({settings['fg_threshold']}) is below "
-                         f"bg_threshold ({settings['bg_threshold']}): confident foreground needs the higher score")
+    if own:
+        _check_score_order(f"{method}.affinity_labels: ", settings)
     return settings
 
 
