@@ -203,7 +203,8 @@ class MaskedCrops(torch.utils.data.Dataset):
         path = str(self.mask_paths[image_id])
         return self._masks.read(image_id) if path.endswith(".h5") else read_label_map(path)
 
-    def __getitem__(self, index: int):
+    def load(self, index: int):
+        """(RGB image, label map) of record `index` as stored, or an error item."""
         r = self.records[index]
         try:
             rgb = read_image(r.image)
@@ -213,6 +214,13 @@ class MaskedCrops(torch.utils.data.Dataset):
         if label.shape != rgb.shape[:2]:
             return {"error": (r.image_id, r.image, f"image size {rgb.shape[:2]} differs from its label map size "
                                                    f"{label.shape} ({self.mask_paths[r.image_id]})")}
+        return rgb, label
+
+    def __getitem__(self, index: int):
+        loaded = self.load(index)
+        if isinstance(loaded, dict):
+            return loaded
+        rgb, label = loaded
         rng = np.random.default_rng([self.seed, self.epoch, index])
         image, lab = augment(rgb, self.cfg, rng, label, self.fill)
         return {"image": image, "label": lab, "index": index}

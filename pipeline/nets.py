@@ -130,6 +130,10 @@ class AffinityNet(nn.Module):
         """Features [N, 448, h, w] at stride 8."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_backbone):
             stages = self.backbone.stages(x)[1:]
+        return self.embed(stages)
+
+    def embed(self, stages) -> torch.Tensor:
+        """The affinity features from the backbone's last three stages (stride 8): the head alone."""
         reduced = [F.elu(conv(f)) for conv, f in zip(self.reduce, stages)]
         return F.elu(self.mix(torch.cat(reduced, dim=1)))
 

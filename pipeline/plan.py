@@ -235,6 +235,10 @@ def check(cfg: dict) -> None:
     labels = cfg["affinity_labels"]
     if labels["mode"] == "irn":
         _check_score_order("affinity_labels.", labels)
+    affinity = cfg["affinity"]
+    if affinity["feature_cache"] and not affinity["freeze_backbone"]:
+        raise ValueError("affinity.feature_cache needs affinity.freeze_backbone: true (a backbone that "
+                         "learns changes its features every step)")
 
 
 def _check_score_order(where: str, settings: dict) -> None:

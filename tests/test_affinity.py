@@ -11,7 +11,8 @@ from pipeline.config import resolve
 from pipeline.manifest import read_tsv
 from pipeline.nets import AffinityNet, load_affinity_net
 from pipeline.grid_pairs import pair_offsets
-from pipeline.train_affinity import EPS, affinity_loss, cell_labels, pair_affinities, pair_labels, pairs
+from pipeline.train_affinity import (EPS, CachedFeatureCrops, affinity_loss, cell_labels, pair_affinities,
+                                     pair_labels, pairs)
 
 
 def test_pair_offsets_are_half_of_the_disk():
@@ -100,9 +101,102 @@ def test_affinity_net_features_at_stride_8_and_a_frozen_backbone_gets_no_gradien
     assert sum(len(v) for v in net.param_groups().values()) == 4
 
 
-def test_training_learns_affinities_that_separate_the_labels(tmp_path, tiny_dataset):
+class _Images:
+    """MaskedCrops' loading interface over images in memory."""
+    fill = (0.5, 0.5, 0.5)
+
+    def __init__(self, images):
+        self.images = images
+
+    def __len__(self):
+        return len(self.images)
+
+    def load(self, index):
+        return self.images[index]
+
+
+def _frozen_affinity_net():
+    torch.manual_seed(0)
+    net = AffinityNet(Backbone("resnet18", 8))
+    net.freeze_backbone()
+    return net.eval()
+
+
+def test_cached_feature_crops_are_windows_of_the_backbones_features_and_cell_labels():
+    """Every item is a window of the image's stage features (float16) and cell labels, flipped or
+    not; windows wider than the image are padded with zeros and ignored cells."""
+    net = _frozen_affinity_net()
+    rng = np.random.default_rng(0)
+    rgb = rng.integers(0, 256, (40, 64, 3), dtype=np.uint8)
+    label = rng.integers(0, 4, (40, 64), dtype=np.uint8)
+    error = {"error": ("b", "b.jpg", "unreadable")}
+    with torch.no_grad():
+        full = torch.cat(net.backbone.stages(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255)[1:], 1)[0]
+    cells = cell_labels(torch.from_numpy(label))
+    assert full.shape[-2:] == cells.shape == (5, 8)
+    flips = set()
+    for crop_size, flip in ((24, True), (24, False), (80, True)):
+        data = CachedFeatureCrops(net, _Images([(rgb, label), error]), {"crop_size": crop_size, "flip": flip},
+                                  seed=0, device="cpu")
+        assert data[1] == error and data.channels == full.shape[0]
+        for epoch in range(6):
+            data.epoch = epoch
+            item = data[0]
+            feats, lab = item["features"], item["cell_label"]
+            size = crop_size // 8
+            assert feats.shape == (full.shape[0], size, size) and lab.shape == (size, size)
+            found = False
+            for flipped in (False, True):
+                f, c = (full.flip(-1), cells.flip(-1)) if flipped else (full, cells)
+                if size <= 5:  # a window inside the image
+                    for y in range(5 - size + 1):
+                        for x in range(8 - size + 1):
+                            if torch.equal(lab, c[y:y + size, x:x + size]) and torch.allclose(
+                                    feats, f[:, y:y + size, x:x + size].half().float()):
+                                found = True
+                                flips.add(flipped)
+                else:  # the whole image somewhere in a padded window
+                    inside = lab != 255
+                    ys, xs = torch.nonzero(inside, as_tuple=True)
+                    y, x = ys.min().item(), xs.min().item()
+                    if (inside.sum() == 40 and torch.equal(lab[y:y + 5, x:x + 8], c)
+                            and torch.allclose(feats[:, y:y + 5, x:x + 8], f.half().float())
+                            and not torch.cat([feats[:, :y], feats[:, y + 5:]], 1).any()
+                            and not torch.cat([feats[:, :, :x], feats[:, :, x + 8:]], 2).any()):
+                        found = True
+                        flips.add(flipped)
+            assert found, (crop_size, flip, epoch)
+    assert flips == {False, True}
+
+
+def test_a_step_on_cached_features_equals_a_step_on_the_image():
+    """Same image, no augmentation: the loss through the cache equals the loss through the
+    whole network (up to the cache's float16)."""
+    net = _frozen_affinity_net()
+    rng = np.random.default_rng(1)
+    rgb = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+    label = np.zeros((48, 48), np.uint8)
+    label[8:40, 16:48] = 2
+    label[:, :4] = 255
+    offsets = pair_offsets(3)
+    data = CachedFeatureCrops(net, _Images([(rgb, label)]), {"crop_size": 48, "flip": False}, seed=0, device="cpu")
+    item = data[0]
+    assert torch.equal(item["cell_label"], cell_labels(torch.from_numpy(label)))
+    with torch.no_grad():
+        direct, _ = affinity_loss(pair_affinities(net(torch.from_numpy(rgb).permute(2, 0, 1)[None].float() / 255),
+                                                  offsets), pair_labels(cell_labels(torch.from_numpy(label))[None],
+                                                                        offsets))
+        stages = torch.split(item["features"][None], net.backbone.stage_channels[1:], dim=1)
+        cached, _ = affinity_loss(pair_affinities(net.embed(stages), offsets), pair_labels(item["cell_label"][None],
+                                                                                          offsets))
+    assert cached.item() == pytest.approx(direct.item(), rel=2e-3)
+
+
+@pytest.mark.parametrize("feature_cache", [False, True])
+def test_training_learns_affinities_that_separate_the_labels(tmp_path, tiny_dataset, feature_cache):
     """Trained on ground-truth regions as affinity labels, AffinityNet gives same-region pairs a
-    higher affinity than different-region pairs; the saved model loads back."""
+    higher affinity than different-region pairs; the saved model loads back. With the feature
+    cache only the head learns, on the features of a backbone that keeps its (random) weights."""
     from pipeline import train_affinity
     from pipeline.evaluate import load_ground_truth
 
@@ -114,7 +208,8 @@ def test_training_learns_affinities_that_separate_the_labels(tmp_path, tiny_data
             w.add(r.image_id, mask=load_ground_truth(r, 9))
     cfg = resolve({"backbone": {"name": "resnet18", "weights": "none"},
                    "affinity": {"epochs": 16, "batch_size": 8, "crop_size": 48, "lr": 0.1,
-                                "rescale": [0.9, 1.1]}})["affinity"]
+                                "rescale": [0.9, 1.1], "freeze_backbone": feature_cache,
+                                "feature_cache": feature_cache}})["affinity"]
     compute = {"device": "cpu", "num_workers": 0, "checkpoint_minutes": 10}
     torch.set_num_threads(2)
     train_affinity.run(manifest_path=tiny_dataset["train"], label_paths=[labels], classes=["a"] * 8, cfg=cfg, seed=0,

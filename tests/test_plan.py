@@ -199,6 +199,8 @@ def test_settings_the_schema_cannot_check_stop_the_plan():
         build({"affinity_labels": {"mode": "irn", "fg_threshold": 0.3, "bg_threshold": 0.2}, "sccam": sccam_own})
     with pytest.raises(ValueError, match=r"affinity_labels.fg_threshold \(0.1\) is below"):
         build({"affinity_labels": {"mode": "irn", "fg_threshold": 0.1, "bg_threshold": 0.2}})
+    with pytest.raises(ValueError, match="affinity.feature_cache needs affinity.freeze_backbone"):
+        build({"affinity": {"feature_cache": True}})
     # scores a method does not use (no AffinityNet of its own, or switched off) stop nothing
     build({"affinity_labels": {"mode": "psa"}, "eps": {"own_affinity": False}})
     build({"affinity_labels": {"mode": "irn", "fg_threshold": 0.3, "bg_threshold": 0.2},
