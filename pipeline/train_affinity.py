@@ -121,7 +121,7 @@ class CachedFeatureCrops(torch.utils.data.Dataset):
     stands in for the features of the flipped image); windows larger than the image are padded
     with zero features and ignored labels. No rescale or colour jitter: the steps skip the
     backbone, which at crops of 320 on a CPU was about two thirds of a step. Memory: about 8 MB
-    a VOC photo for MobileNetV2 (1,408 channels)."""
+    a VOC photo for MobileNetV2 (1,408 channels). `device` is where the model is and the backbone runs."""
 
     def __init__(self, model: AffinityNet, crops: MaskedCrops, cfg: dict, seed: int, device):
         self.seed, self.flip, self.epoch = seed, cfg["flip"], 0
@@ -181,7 +181,8 @@ def run(*, manifest_path, label_paths, classes, cfg: dict, seed: int, compute: d
 
     crops = MaskedCrops(records, where, cfg, seed, stage="affinity_labels", fill=model.backbone.normalization["mean"])
     if cfg["feature_cache"]:  # with freeze_backbone (plan.check)
-        dataset = CachedFeatureCrops(model, crops, cfg, seed, pick_device(compute["device"]))
+        device = pick_device(compute["device"])
+        dataset = CachedFeatureCrops(model.to(device), crops, cfg, seed, device)
         compute = {**compute, "num_workers": 0}  # the cache lives in this process
 
         def step_loss(model, batch):
