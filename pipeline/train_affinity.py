@@ -143,10 +143,13 @@ class CachedFeatureCrops(torch.utils.data.Dataset):
                 lab = torch.full((padded_h, padded_w), IGNORE, dtype=torch.uint8)
                 lab[:h, :w] = torch.from_numpy(np.ascontiguousarray(label))
                 features = torch.cat(backbone.stages(x[None].to(device))[1:], 1)[0].half().cpu()
-                self.items.append({"features": features, "label": cell_labels(lab)})
+                # a copy: the strided view would keep the whole padded label map alive
+                self.items.append({"features": features, "label": cell_labels(lab).clone()})
         self.channels = sum(model.backbone.stage_channels[1:])
-        log.info("train_affinity: features of %d images cached, %.0f MB", len(self.items),
-                 sum(it["features"].numel() * 2 for it in self.items if "features" in it) / 2 ** 20)
+        cached = [it["features"] for it in self.items if "features" in it]
+        log.info("train_affinity: features of %d images cached, %.2f GiB; crops are not rescaled or "
+                 "colour-jittered (affinity.rescale and color_jitter unused)", len(cached),
+                 sum(f.numel() * f.element_size() for f in cached) / 2 ** 30)
 
     def __len__(self):
         return len(self.items)
