@@ -7,7 +7,11 @@ synthetic dataset's own seed) stay the same, every random choice of training cha
 the configuration that exist relative to the directory the command runs from are made absolute
 there, so a config that names ../shared/... works from the seed's directory too. A seed whose
 run is complete costs nothing the next time (Snakemake finds nothing to do), so adding a seed
-runs only that seed.
+runs only that seed. Run one after another, a new seed's directory starts as a copy of the
+previous seed's finished run (share_finished_run): Snakemake's own triggers then rerun every job
+whose parameters hold the seed (each training) and what follows it, and keep what no seed
+reaches (the dataset, superpixels, the saliency detector's maps: about 10 of a photo seed's
+minutes).
 
 Written to <out>/: spread.tsv (row, seeds, mean, sd, min, max, seed<N> columns; fractions
 0..1) and claims.tsv (each claim's mean, sd, seeds that met it, verdict).
@@ -15,13 +19,14 @@ Written to <out>/: spread.tsv (row, seeds, mean, sd, min, max, seed<N> columns; 
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import yaml
 
-from .atomic import write_text
+from .atomic import leftover, write_text
 from .claims import judge, row_values, spread_rows
 from .config import DEFAULT_CONFIG, REPO, deep_merge, load_layers
 from .summary import write_rows
@@ -60,18 +65,59 @@ def snakemake_command(workdir: Path, cores, extra=()) -> list[str]:
             *extra]
 
 
+# Snakemake's records of a directory's outputs (parameters, code, times; unfinished jobs)
+RECORDS = ("metadata", "incomplete")
+
+
+def share_finished_run(source: Path, target: Path) -> bool:
+    """Copy the run in `source` (results/, training checkpoints left out, and Snakemake's records
+    of its outputs, times kept) into `target`, a seed's directory that has no results/ yet; returns
+    whether it copied. Snakemake in `target` then judges each copied output by its record as it
+    would in `source`: a job whose parameters differ there (the seed) reruns, and so does what
+    follows it. The copy is staged beside and moved into place, results/ last, so a copy cut
+    short leaves no results/ and is made again."""
+    source, target = Path(source), Path(target)
+    # without the records, Snakemake could not tell a copied training from one of this seed
+    if (target / "results").exists() or not any((source / ".snakemake" / "metadata").glob("*")):
+        return False
+    staging = target / ".sharing.tmp"
+    shutil.rmtree(staging, ignore_errors=True)
+
+    def skipped(folder, names):
+        top = Path(folder) == source / "results"
+        return [n for n in names if (top and n == "checkpoints") or leftover(Path(folder) / n)]
+
+    shutil.copytree(source / "results", staging / "results", ignore=skipped)
+    records = target / ".snakemake"
+    records.mkdir(parents=True, exist_ok=True)
+    for name in RECORDS:
+        shutil.rmtree(records / name, ignore_errors=True)  # records of outputs no longer there
+        if (source / ".snakemake" / name).is_dir():
+            shutil.copytree(source / ".snakemake" / name, records / name)
+    (staging / "results").rename(target / "results")
+    shutil.rmtree(staging)
+    return True
+
+
 def run_seeds(seeds, configfiles=(), cores="all", out: Path = OUT, parallel: bool = False, extra=()) -> None:
-    """Run the workflow once per seed, each in its own directory (one after another, or all at
-    once with `parallel`: for a cluster profile passed in `extra`). Raises ChildProcessError
-    naming the seed's log when a run fails (with `parallel`, after every run has ended)."""
+    """Run the workflow once per seed, each in its own directory (one after another, each new
+    directory starting from the previous seed's finished run, or all at once with `parallel`:
+    for a cluster profile passed in `extra`). Raises ChildProcessError naming the seed's log
+    when a run fails (with `parallel`, after every run has ended)."""
     base = Path.cwd()
     started = []
+    previous = None  # (seed, directory) of the last finished run, one after another only
+    # a copy is only safe where Snakemake reruns a job whose parameters (the seed) changed
+    share = not any(a.startswith("--rerun-trigger") for a in extra)
     for seed in seeds:
         workdir = seed_dir(out, seed).resolve()
         workdir.mkdir(parents=True, exist_ok=True)
         text = yaml.safe_dump(seed_config(configfiles, seed, base), sort_keys=False)
         if not (workdir / "config.yaml").is_file() or (workdir / "config.yaml").read_text() != text:
             write_text(workdir / "config.yaml", text)  # unchanged: keeps its time, so nothing reruns for it
+        if share and previous and share_finished_run(previous[1], workdir):
+            print(f"seed {seed}: starts from a copy of seed {previous[0]}'s run; what the seed changes reruns",
+                  flush=True)
         log = workdir / "snakemake.log"
         print(f"seed {seed}: running in {workdir} (log {log})", flush=True)
         with open(log, "w") as f:
@@ -79,6 +125,7 @@ def run_seeds(seeds, configfiles=(), cores="all", out: Path = OUT, parallel: boo
         started.append((seed, proc, log))
         if not parallel:
             _check([started[-1]])
+            previous = seed, workdir
     if parallel:
         _check(started)
 

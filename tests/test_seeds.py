@@ -142,3 +142,38 @@ def test_seeds_command_passes_what_follows_the_double_dash_to_each_run(tmp_path,
     assert main(["seeds", "--seeds", "4", "--configfile", "a.yaml", "--cores", "3", "--out", str(tmp_path),
                  "--parallel", "--", "--profile", "p", "eps_ablation"]) == 0
     assert calls == [([4], ["a.yaml"], "3", tmp_path, True, ["--profile", "p", "eps_ablation"])]
+
+
+def test_a_new_seed_starts_from_a_copy_of_the_previous_run_and_its_records(tmp_path):
+    from pipeline.seeds import share_finished_run
+
+    source, target = tmp_path / "seed0", tmp_path / "seed1"
+    (source / "results/superpixels").mkdir(parents=True)
+    (source / "results/checkpoints").mkdir()
+    (source / "results/superpixels/shard00.h5").write_bytes(b"regions")
+    (source / "results/checkpoints/classifier.pt").write_bytes(b"state")
+    (source / "results/superpixels/.shard01.h5.tmp999999999").write_bytes(b"half")  # a killed writer's
+    for name in ("metadata", "incomplete"):
+        (source / ".snakemake" / name).mkdir(parents=True)
+        (source / ".snakemake" / name / "cmVzdWx0cw==").write_text(name)
+    (target / ".snakemake/metadata").mkdir(parents=True)
+    (target / ".snakemake/metadata/stale").write_text("a record of an output that is not there")
+    (target / ".sharing.tmp/results").mkdir(parents=True)  # a copy cut short
+
+    assert share_finished_run(source, target)
+    copied = target / "results/superpixels/shard00.h5"
+    assert copied.read_bytes() == b"regions"
+    assert copied.stat().st_mtime_ns == (source / "results/superpixels/shard00.h5").stat().st_mtime_ns
+    assert not (target / "results/checkpoints").exists()  # training starts over under its own seed
+    assert not (target / "results/superpixels/.shard01.h5.tmp999999999").exists()
+    assert sorted(p.name for p in (target / ".snakemake/metadata").iterdir()) == ["cmVzdWx0cw=="]
+    assert (target / ".snakemake/incomplete/cmVzdWx0cw==").read_text() == "incomplete"
+    assert not (target / ".sharing.tmp").exists()
+    # a directory with results of its own is never overwritten; nothing to copy from is no copy
+    copied.write_bytes(b"seed 1's own")
+    assert not share_finished_run(source, target) and copied.read_bytes() == b"seed 1's own"
+    assert not share_finished_run(tmp_path / "empty", tmp_path / "seed2")
+    # outputs without Snakemake's records are not copied: the seed's trainings would look done
+    (tmp_path / "unrecorded/results").mkdir(parents=True)
+    assert not share_finished_run(tmp_path / "unrecorded", tmp_path / "seed3")
+    assert not (tmp_path / "seed3/results").exists()

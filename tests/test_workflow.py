@@ -23,6 +23,7 @@ from pipeline.datasets import synthetic
 from pipeline.imageio import write_label_png
 from pipeline.nets import load_classifier
 from pipeline.problems import read_report
+from pipeline.seeds import share_finished_run
 
 pytestmark = pytest.mark.slow
 
@@ -130,6 +131,24 @@ def test_random_walk_change_reruns_the_walk_and_what_follows_only(tiny_run):
     assert jobs == {"random_walk": 3 * n_val + 3 * n_train, "evaluate_masks_on_train": 3, "crf_masks": 2 * n_val,
                     "train_segmenter": 1, "segment": n_val, "evaluate_masks": 7, "summary": 1, "report_figures": 1,
                     "all": 1}
+
+
+def test_a_new_seed_from_a_copy_of_a_run_reruns_what_the_seed_reaches_and_keeps_the_rest(tiny_run, tmp_path):
+    work, _, _ = tiny_run
+    reseeded = write_config(tmp_path / "seed1.yaml", {"seed": 1})
+    (tmp_path / "fresh").mkdir()
+    fresh = planned_jobs(snakemake(tmp_path / "fresh", reseeded, "--dry-run").stdout)
+    assert share_finished_run(work, tmp_path / "seed1")
+    shared = planned_jobs(snakemake(tmp_path / "seed1", reseeded, "--dry-run").stdout)
+    # every network trains again under the new seed (the seed is in each training's params)
+    trained = {rule: n for rule, n in fresh.items() if rule.startswith("train_")}
+    assert len(trained) >= 6 and {rule: shared.get(rule) for rule in trained} == trained
+    assert shared["make_cams"] == fresh["make_cams"] and shared["summary"] == 1
+    # what no seed reaches is kept from the copy: the data, the superpixels, the saliency maps
+    kept = {rule for rule in fresh if rule not in shared}
+    assert {"synthetic_data", "manifest", "superpixels", "saliency"} <= kept
+    assert kept <= {"synthetic_data", "manifest_shard", "manifest", "superpixels", "saliency", "saliency_detector",
+                    "evaluate_saliency"}
 
 
 def test_mask_source_change_retrains_only_the_segmenter_and_what_follows(tiny_run):
