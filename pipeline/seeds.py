@@ -107,8 +107,9 @@ def run_seeds(seeds, configfiles=(), cores="all", out: Path = OUT, parallel: boo
     base = Path.cwd()
     started = []
     previous = None  # (seed, directory) of the last finished run, one after another only
-    # a copy is only safe where Snakemake reruns a job whose parameters (the seed) changed
-    share = not any(a.startswith("--rerun-trigger") for a in extra)
+    # a copy is only safe where Snakemake reruns a job whose parameters (the seed) changed, and
+    # a dry run writes nothing
+    share = not any(a.startswith("--rerun-trigger") or a in ("-n", "--dry-run", "--dryrun") for a in extra)
     for seed in seeds:
         workdir = seed_dir(out, seed).resolve()
         workdir.mkdir(parents=True, exist_ok=True)

@@ -177,3 +177,21 @@ def test_a_new_seed_starts_from_a_copy_of_the_previous_run_and_its_records(tmp_p
     (tmp_path / "unrecorded/results").mkdir(parents=True)
     assert not share_finished_run(tmp_path / "unrecorded", tmp_path / "seed3")
     assert not (tmp_path / "seed3/results").exists()
+
+
+@pytest.mark.parametrize("extra, copied", [([], True), (["-n"], False), (["--rerun-triggers", "mtime"], False)])
+def test_one_seed_after_another_starts_from_the_previous_seeds_run(tmp_path, monkeypatch, extra, copied):
+    import sys
+
+    import pipeline.seeds
+
+    # a stand-in for Snakemake: each run writes an output named after its seed and a record of it
+    run = ("import sys, pathlib, yaml; d = pathlib.Path(sys.argv[1]); seed = yaml.safe_load((d / 'config.yaml')"
+           ".read_text())['seed']; (d / 'results').mkdir(exist_ok=True); (d / f'results/seed{seed}.out').write_text('x');"
+           " (d / '.snakemake/metadata').mkdir(parents=True, exist_ok=True); (d / '.snakemake/metadata/r').write_text('r')")
+    monkeypatch.setattr(pipeline.seeds, "snakemake_command", lambda workdir, cores, extra: [sys.executable, "-c", run,
+                                                                                           str(workdir)])
+    monkeypatch.chdir(tmp_path)
+    run_seeds([0, 1], [write_config(tmp_path / "tiny.yaml")], cores=1, out=tmp_path / "seeds", extra=extra)
+    outputs = sorted(p.name for p in (tmp_path / "seeds/seed1/results").iterdir())
+    assert outputs == (["seed0.out", "seed1.out"] if copied else ["seed1.out"])
