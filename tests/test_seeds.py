@@ -186,11 +186,13 @@ def test_one_seed_after_another_starts_from_the_previous_seeds_run(tmp_path, mon
     import pipeline.seeds
 
     # a stand-in for Snakemake: each run writes an output named after its seed and a record of it
-    run = ("import sys, pathlib, yaml; d = pathlib.Path(sys.argv[1]); seed = yaml.safe_load((d / 'config.yaml')"
-           ".read_text())['seed']; (d / 'results').mkdir(exist_ok=True); (d / f'results/seed{seed}.out').write_text('x');"
-           " (d / '.snakemake/metadata').mkdir(parents=True, exist_ok=True); (d / '.snakemake/metadata/r').write_text('r')")
-    monkeypatch.setattr(pipeline.seeds, "snakemake_command", lambda workdir, cores, extra: [sys.executable, "-c", run,
-                                                                                           str(workdir)])
+    run = ("import sys, pathlib, yaml; d = pathlib.Path(sys.argv[1]);"
+           " seed = yaml.safe_load((d / 'config.yaml').read_text())['seed'];"
+           " (d / 'results').mkdir(exist_ok=True); (d / f'results/seed{seed}.out').write_text('x');"
+           " (d / '.snakemake/metadata').mkdir(parents=True, exist_ok=True);"
+           " (d / '.snakemake/metadata/r').write_text('r')")
+    monkeypatch.setattr(pipeline.seeds, "snakemake_command",
+                        lambda workdir, cores, extra: [sys.executable, "-c", run, str(workdir)])
     monkeypatch.chdir(tmp_path)
     run_seeds([0, 1], [write_config(tmp_path / "tiny.yaml")], cores=1, out=tmp_path / "seeds", extra=extra)
     outputs = sorted(p.name for p in (tmp_path / "seeds/seed1/results").iterdir())
