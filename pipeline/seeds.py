@@ -10,8 +10,8 @@ run is complete costs nothing the next time (Snakemake finds nothing to do), so 
 runs only that seed. Run one after another, a new seed's directory starts as a copy of the
 previous seed's finished run (share_finished_run): Snakemake's own triggers then rerun every job
 whose parameters hold the seed (each training) and what follows it, and keep what no seed
-reaches (the dataset, superpixels, the saliency detector's maps: about 10 of a photo seed's
-minutes).
+reaches (the dataset, superpixels, the saliency detector's maps: on the photos about 10 minutes
+of job time a seed).
 
 Written to <out>/: spread.tsv (row, seeds, mean, sd, min, max, seed<N> columns; fractions
 0..1) and claims.tsv (each claim's mean, sd, seeds that met it, verdict).
