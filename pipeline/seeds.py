@@ -10,7 +10,7 @@ run is complete costs nothing the next time (Snakemake finds nothing to do), so 
 runs only that seed. Run one after another, a new seed's directory starts as a copy of the
 previous seed's finished run (share_finished_run): Snakemake's own triggers then rerun every job
 whose parameters hold the seed (each training) and what follows it, and keep what no seed
-reaches (the dataset, superpixels, the saliency detector's maps: on the photos about 10 minutes
+reaches (the dataset, superpixels, the saliency detector's maps: on the photos 5 to 10 minutes
 of job time a seed).
 
 Written to <out>/: spread.tsv (row, seeds, mean, sd, min, max, seed<N> columns; fractions
@@ -69,23 +69,31 @@ def snakemake_command(workdir: Path, cores, extra=()) -> list[str]:
 RECORDS = ("metadata", "incomplete")
 
 
-def share_finished_run(source: Path, target: Path) -> bool:
-    """Copy the run in `source` (results/, training checkpoints left out, and Snakemake's records
-    of its outputs, times kept) into `target`, a seed's directory that has no results/ yet; returns
-    whether it copied. Snakemake in `target` then judges each copied output by its record as it
-    would in `source`: a job whose parameters differ there (the seed) reruns, and so does what
-    follows it. The copy is staged beside and moved into place, results/ last, so a copy cut
-    short leaves no results/ and is made again."""
+def can_share(source: Path, target: Path) -> bool:
+    """Whether share_finished_run would copy: `target` has no results/ yet and `source` has
+    Snakemake's records (without them a copied training could not be told from one of this seed)."""
     source, target = Path(source), Path(target)
-    # without the records, Snakemake could not tell a copied training from one of this seed
-    if (target / "results").exists() or not any((source / ".snakemake" / "metadata").glob("*")):
+    return not (target / "results").exists() and any((source / ".snakemake" / "metadata").glob("*"))
+
+
+def share_finished_run(source: Path, target: Path) -> bool:
+    """Copy the run in `source` (results/ without training checkpoints and benchmark files, and
+    Snakemake's records of its outputs, times kept) into `target`, a seed's directory that has no
+    results/ yet; returns whether it copied. Snakemake in `target` then judges each copied output
+    by its record as it would in `source`: a job whose parameters differ there (the seed) reruns,
+    and so does what follows it. Benchmark files stay behind so that `stage-times` in `target`
+    counts only the jobs that ran there (logs are copied: they say how a kept output was made).
+    The copy is staged beside and moved into place, results/ last, so a copy cut short leaves no
+    results/ and is made again."""
+    source, target = Path(source), Path(target)
+    if not can_share(source, target):
         return False
     staging = target / ".sharing.tmp"
     shutil.rmtree(staging, ignore_errors=True)
 
     def skipped(folder, names):
         top = Path(folder) == source / "results"
-        return [n for n in names if (top and n == "checkpoints") or leftover(Path(folder) / n)]
+        return [n for n in names if (top and n in ("checkpoints", "benchmarks")) or leftover(Path(folder) / n)]
 
     shutil.copytree(source / "results", staging / "results", ignore=skipped)
     records = target / ".snakemake"
@@ -116,9 +124,11 @@ def run_seeds(seeds, configfiles=(), cores="all", out: Path = OUT, parallel: boo
         text = yaml.safe_dump(seed_config(configfiles, seed, base), sort_keys=False)
         if not (workdir / "config.yaml").is_file() or (workdir / "config.yaml").read_text() != text:
             write_text(workdir / "config.yaml", text)  # unchanged: keeps its time, so nothing reruns for it
-        if share and previous and share_finished_run(previous[1], workdir):
-            print(f"seed {seed}: starts from a copy of seed {previous[0]}'s run; what the seed changes reruns",
-                  flush=True)
+        if share and previous and can_share(previous[1], workdir):
+            # said before the copy: a photo run's results take tens of seconds to copy
+            print(f"seed {seed}: copying seed {previous[0]}'s finished run into {workdir}; what the seed "
+                  "changes reruns", flush=True)
+            share_finished_run(previous[1], workdir)
         log = workdir / "snakemake.log"
         print(f"seed {seed}: running in {workdir} (log {log})", flush=True)
         with open(log, "w") as f:

@@ -152,6 +152,8 @@ def test_a_new_seed_starts_from_a_copy_of_the_previous_run_and_its_records(tmp_p
     (source / "results/checkpoints").mkdir()
     (source / "results/superpixels/shard00.h5").write_bytes(b"regions")
     (source / "results/checkpoints/classifier.pt").write_bytes(b"state")
+    (source / "results/benchmarks/superpixels").mkdir(parents=True)
+    (source / "results/benchmarks/superpixels/shard00.tsv").write_text("s\n108.0\n")
     (source / "results/superpixels/.shard01.h5.tmp999999999").write_bytes(b"half")  # a killed writer's
     for name in ("metadata", "incomplete"):
         (source / ".snakemake" / name).mkdir(parents=True)
@@ -165,6 +167,7 @@ def test_a_new_seed_starts_from_a_copy_of_the_previous_run_and_its_records(tmp_p
     assert copied.read_bytes() == b"regions"
     assert copied.stat().st_mtime_ns == (source / "results/superpixels/shard00.h5").stat().st_mtime_ns
     assert not (target / "results/checkpoints").exists()  # training starts over under its own seed
+    assert not (target / "results/benchmarks").exists()  # stage-times there counts the jobs run there
     assert not (target / "results/superpixels/.shard01.h5.tmp999999999").exists()
     assert sorted(p.name for p in (target / ".snakemake/metadata").iterdir()) == ["cmVzdWx0cw=="]
     assert (target / ".snakemake/incomplete/cmVzdWx0cw==").read_text() == "incomplete"
@@ -180,7 +183,7 @@ def test_a_new_seed_starts_from_a_copy_of_the_previous_run_and_its_records(tmp_p
 
 
 @pytest.mark.parametrize("extra, copied", [([], True), (["-n"], False), (["--rerun-triggers", "mtime"], False)])
-def test_one_seed_after_another_starts_from_the_previous_seeds_run(tmp_path, monkeypatch, extra, copied):
+def test_one_seed_after_another_starts_from_the_previous_seeds_run(tmp_path, monkeypatch, capsys, extra, copied):
     import sys
 
     import pipeline.seeds
@@ -197,3 +200,4 @@ def test_one_seed_after_another_starts_from_the_previous_seeds_run(tmp_path, mon
     run_seeds([0, 1], [write_config(tmp_path / "tiny.yaml")], cores=1, out=tmp_path / "seeds", extra=extra)
     outputs = sorted(p.name for p in (tmp_path / "seeds/seed1/results").iterdir())
     assert outputs == (["seed0.out", "seed1.out"] if copied else ["seed1.out"])
+    assert ("seed 1: copying seed 0's finished run" in capsys.readouterr().out) == copied
