@@ -52,7 +52,9 @@ def segment_image(model, rgb: np.ndarray, scales, flip: bool, device="cpu",
         keep[[0, *allowed]] = True
         probs = probs * keep[:, None, None]
     mask = probs.argmax(0)
-    keys = torch.unique(torch.cat([mask.new_zeros(1), mask.flatten()]))
+    counts = torch.bincount(mask.flatten(), minlength=len(probs))  # unique() sorts: ~10x slower
+    counts[0] = 1  # background is kept always
+    keys = torch.nonzero(counts).flatten()
     return (probs[keys].cpu().numpy().astype(np.float16), keys.to(torch.uint8).cpu().numpy(),
             mask.to(torch.uint8).cpu().numpy())
 
@@ -61,7 +63,7 @@ def run(*, manifest_path, model_path, cfg: dict, device: str, code_hash: str, st
         out_path, png_dir, problems_path) -> None:
     records = mf.read_tsv(manifest_path)
     dev = pick_device(device)
-    model, saved = load_segmenter(model_path, dev)
+    model, saved = load_segmenter(model_path, dev, fold_bn=True)
     problems = ProblemReport(problems_path)
     png_dir = Path(png_dir)
     png_dir.mkdir(parents=True, exist_ok=True)
