@@ -213,15 +213,20 @@ def save_model(model: nn.Module, path, extra: dict | None = None) -> None:
     atomic_torch_save({"arch": model.arch, "state_dict": model.state_dict(), **(extra or {})}, path)
 
 
-def load_saved(path, build, what: str, device):
-    """Rebuild a model saved by save_model with build(arch), in eval mode; errors name the file."""
+def load_saved(path, build, what: str, device, fold_bn: bool = False):
+    """Rebuild a model saved by save_model with build(arch), in eval mode; errors name the file.
+    `fold_bn`: the backbone's batch norms folded into its convolutions (Backbone.fold_batch_norms),
+    for stages that only run the model forward."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         model = build(saved["arch"])
         model.load_state_dict(saved["state_dict"])
     except Exception as e:  # a missing, foreign or damaged file fails in many ways; all mean the same
         raise ValueError(f"{path}: not {what} saved by this pipeline ({type(e).__name__}: {e})") from None
-    model.to(device).eval()
+    model.eval()
+    if fold_bn:
+        model.backbone.fold_batch_norms()
+    model.to(device)
     return model, {k: v for k, v in saved.items() if k not in ("arch", "state_dict")}
 
 
@@ -247,18 +252,18 @@ def _build_classifier(arch: dict) -> Classifier:
     return Classifier(arch["n_classes"], backbone)
 
 
-def load_classifier(path, device="cpu") -> tuple[Classifier, dict]:
+def load_classifier(path, device="cpu", fold_bn: bool = False) -> tuple[Classifier, dict]:
     """A classifier saved by train_classifier (or an SC-CAM round's, with its sub-category
     head, or EPS's, with its background map), in eval mode, and the saved dict's extras."""
-    return load_saved(path, _build_classifier, "a classifier", device)
+    return load_saved(path, _build_classifier, "a classifier", device, fold_bn)
 
 
-def load_affinity_net(path, device="cpu") -> tuple[AffinityNet, dict]:
+def load_affinity_net(path, device="cpu", fold_bn: bool = False) -> tuple[AffinityNet, dict]:
     """The AffinityNet saved by train_affinity, in eval mode, and the saved dict's extras."""
-    return load_saved(path, lambda a: AffinityNet(from_arch(a["backbone"])), "an AffinityNet", device)
+    return load_saved(path, lambda a: AffinityNet(from_arch(a["backbone"])), "an AffinityNet", device, fold_bn)
 
 
-def load_segmenter(path, device="cpu") -> tuple[DeepLab, dict]:
+def load_segmenter(path, device="cpu", fold_bn: bool = False) -> tuple[DeepLab, dict]:
     """A saved DeepLab segmenter, in eval mode, and the saved dict's extras."""
     return load_saved(path, lambda a: DeepLab(a["n_classes"], a["head"], from_arch(a["backbone"]), rates=a["rates"],
-                                              dropout=a["dropout"]), "a segmenter", device)
+                                              dropout=a["dropout"]), "a segmenter", device, fold_bn)

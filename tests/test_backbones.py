@@ -64,3 +64,22 @@ def test_torchvision_resnet_files_are_where_torchvision_keeps_them(monkeypatch, 
                                                              / TORCHVISION_FILES["resnet50"])
     assert str(weights.torch_hub_checkpoints()) == torch.hub.get_dir() + "/checkpoints"  # found as torch finds it
     assert backbone_weights_file("resnet50", "none") is None
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet50", "efficientnet_lite0"])
+def test_folded_batch_norms_give_the_same_features(name):
+    torch.manual_seed(0)
+    net = Backbone(name, output_stride=8)
+    for m in net.modules():  # statistics and affine maps far from the identity, so folding is tested
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(-2, 2)
+            m.bias.data.uniform_(-1, 1)
+    x = torch.rand(1, 3, 72, 88)
+    with pytest.raises(ValueError, match="training mode"):
+        net.fold_batch_norms()
+    with torch.no_grad():
+        stages = net.eval().stages(x)
+        folded = net.fold_batch_norms().stages(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
+    for a, b in zip(stages, folded, strict=True):
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item())
