@@ -183,6 +183,29 @@ def test_slurm_profile_maps_rule_resources_to_sbatch_requests(tmp_path):
     assert proc.returncode == 0 and "gpu=1" not in proc.stdout and "mem_mb=16000" in proc.stdout
 
 
+def test_per_shard_network_jobs_share_the_cores_of_one_machine(tmp_path):
+    """A shard's CAMs, walk, segmentation... take cores / shards threads (at most the rule's),
+    so the shards run side by side; with --jobs (a cluster) each asks for the rule's own."""
+    config = write_config(tmp_path / "four.yaml", {"dataset": {"n_shards": 4}})
+
+    def threads(*args):
+        proc = subprocess.run([str(SNAKEMAKE), "--snakefile", str(REPO / "Snakefile"), "--directory", str(tmp_path),
+                               "--configfile", str(config), "--dry-run", *args],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stdout[-3000:]
+        jobs = {}
+        for block in re.split(r"\n(?=rule \w+:\n)", proc.stdout):
+            head, n = re.match(r"rule (\w+):\n", block), re.search(r"^    threads: (\d+)$", block, flags=re.M)
+            if head:
+                jobs[head.group(1)] = int(n.group(1)) if n else 1
+        return jobs
+
+    two, eight, cluster = threads("--cores", "2"), threads("--cores", "8"), threads("--cores", "64", "--jobs", "64")
+    for rule in ("make_cams", "segment", "random_walk", "mcof_features", "prm_peaks", "sccam_features"):
+        assert (two[rule], eight[rule], cluster[rule]) == (1, 2, 4), rule
+    assert (two["train_classifier"], eight["train_classifier"]) == (2, 8)  # training keeps its threads
+
+
 def read_rule_resources() -> dict[str, dict]:
     """rule -> {threads, mem_mb, runtime, gpu} as written in workflow/rules/*.smk."""
     rules = {}
@@ -190,7 +213,8 @@ def read_rule_resources() -> dict[str, dict]:
         text = path.read_text()
         for m in re.finditer(r"^ *rule (\w+):\n(.*?)(?=^ *rule \w+:|\Z)", text, flags=re.M | re.S):
             body, values = m.group(2), {}
-            threads = re.search(r"^\s+threads: (\d+)", body, flags=re.M)
+            # shard_threads(N): N on a cluster (a share of the cores on one machine)
+            threads = re.search(r"^\s+threads: (?:shard_threads\()?(\d+)", body, flags=re.M)
             if threads:
                 values["threads"] = int(threads.group(1))
             for key in ("mem_mb", "runtime"):

@@ -70,6 +70,19 @@ if DS["name"] != "synthetic":
 GPU = 0 if CFG["compute"]["device"] == "cpu" else 1
 
 
+def shard_threads(most):
+    """Threads of a per-shard job that runs a network forward on its photos. On one machine, an
+    even share of the cores over the shards, so that the shards run side by side: two one-thread
+    jobs on two cores did 1.4-1.5x the work of one two-thread job at a time (CAMs and segment on
+    the photos; each image's reading, resizing and writing run on one core). On a cluster (jobs
+    counted by --jobs, as the SLURM profile does; the executor is not known yet when rules are
+    read) each job has CPUs of its own: `most`."""
+    cores, jobs = (workflow.global_resources[k].value for k in ("_cores", "_nodes"))
+    if workflow.remote_exec or jobs is not None or not isinstance(cores, int):
+        return most
+    return max(1, min(most, cores // DS["n_shards"]))
+
+
 def one_of(names):
     """A wildcard constraint matching exactly these names (row names hold dots: 0.001); one that
     matches nothing when there are none."""

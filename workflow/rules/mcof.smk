@@ -58,7 +58,7 @@ rule mcof_features:
         "results/logs/mcof_features/{split}/{shard}.log",
     benchmark:
         "results/benchmarks/mcof_features/{split}/{shard}.tsv"
-    threads: 4
+    threads: shard_threads(4)
     resources:
         gpu=GPU,
         mem_mb=8000,

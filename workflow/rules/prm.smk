@@ -57,7 +57,7 @@ rule prm_peaks:
         "results/logs/prm_peaks/{split}/{shard}.log",
     benchmark:
         "results/benchmarks/prm_peaks/{split}/{shard}.tsv"
-    threads: 4
+    threads: shard_threads(4)
     resources:
         gpu=GPU,
         mem_mb=8000,

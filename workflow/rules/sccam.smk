@@ -29,7 +29,7 @@ rule sccam_features:
         "results/logs/sccam_features/k{k}/r{round}/{shard}.log",
     benchmark:
         "results/benchmarks/sccam_features/k{k}/r{round}/{shard}.tsv"
-    threads: 4
+    threads: shard_threads(4)
     resources:
         gpu=GPU,
         mem_mb=8000,

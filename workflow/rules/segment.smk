@@ -19,7 +19,7 @@ rule segment:
         "results/benchmarks/segment/{segmenter}/{split}/{shard}.tsv"
     wildcard_constraints:
         segmenter=one_of(PLAN.segmenter_runs),
-    threads: 4
+    threads: shard_threads(4)
     resources:
         gpu=GPU,
         mem_mb=8000,
