@@ -73,7 +73,7 @@ GPU = 0 if CFG["compute"]["device"] == "cpu" else 1
 def shard_threads(most):
     """Threads of a per-shard job that runs a network forward on its photos. On one machine, an
     even share of the cores over the shards, so that the shards run side by side: two one-thread
-    jobs on two cores did 1.4-1.5x the work of one two-thread job at a time (CAMs and segment on
+    jobs on two cores did 1.4-1.6x the work of one two-thread job at a time (CAMs and segment on
     the photos; each image's reading, resizing and writing run on one core). On a cluster (jobs
     counted by --jobs, as the SLURM profile does; the executor is not known yet when rules are
     read) each job has CPUs of its own: `most`."""
