@@ -150,14 +150,7 @@ def test_slurm_profile_maps_rule_resources_to_sbatch_requests(tmp_path):
                            "--configfile", str(config), "--profile", str(PROFILE), "--dry-run", "--cores", "64"],
                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:]
-    jobs = {}
-    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", proc.stdout):
-        head = re.match(r"(local)?rule (\w+):\n", block)
-        if head:
-            resources = re.search(r"^    resources: (.*)$", block, flags=re.M)
-            threads = re.search(r"^    threads: (\d+)$", block, flags=re.M)
-            values = dict(item.split("=", 1) for item in resources.group(1).split(", ")) if resources else {}
-            jobs.setdefault(head.group(2), (bool(head.group(1)), int(threads.group(1)) if threads else 1, values))
+    jobs = planned_resources(proc.stdout)
     rules = read_rule_resources()
     assert set(jobs) - {"all", "manifest", "manifest_shard", "summary", "eps_ablation", "mcof_ablation",
                         "sccam_ablation", "segmenter_ablation", "synthetic_data"} <= set(rules)
@@ -193,17 +186,25 @@ def test_per_shard_network_jobs_share_the_cores_of_one_machine(tmp_path):
                                "--configfile", str(config), "--dry-run", *args],
                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=300)
         assert proc.returncode == 0, proc.stdout[-3000:]
-        jobs = {}
-        for block in re.split(r"\n(?=rule \w+:\n)", proc.stdout):
-            head, n = re.match(r"rule (\w+):\n", block), re.search(r"^    threads: (\d+)$", block, flags=re.M)
-            if head:
-                jobs[head.group(1)] = int(n.group(1)) if n else 1
-        return jobs
+        return {rule: n for rule, (_, n, _) in planned_resources(proc.stdout).items()}
 
     two, eight, cluster = threads("--cores", "2"), threads("--cores", "8"), threads("--cores", "64", "--jobs", "64")
     for rule in ("make_cams", "segment", "random_walk", "mcof_features", "prm_peaks", "sccam_features"):
         assert (two[rule], eight[rule], cluster[rule]) == (1, 2, 4), rule
     assert (two["train_classifier"], eight["train_classifier"]) == (2, 8)  # training keeps its threads
+
+
+def planned_resources(dry_run: str) -> dict[str, tuple[bool, int, dict]]:
+    """rule -> (local rule, threads, resources) of the first job of each rule in a dry run's output."""
+    jobs = {}
+    for block in re.split(r"\n(?=(?:local)?rule \w+:\n)", dry_run):
+        head = re.match(r"(local)?rule (\w+):\n", block)
+        if head:
+            resources = re.search(r"^    resources: (.*)$", block, flags=re.M)
+            threads = re.search(r"^    threads: (\d+)$", block, flags=re.M)
+            values = dict(item.split("=", 1) for item in resources.group(1).split(", ")) if resources else {}
+            jobs.setdefault(head.group(2), (bool(head.group(1)), int(threads.group(1)) if threads else 1, values))
+    return jobs
 
 
 def read_rule_resources() -> dict[str, dict]:
