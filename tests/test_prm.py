@@ -325,3 +325,28 @@ def test_scoring_constants_scale_from_the_papers_448_inputs():
     assert small["penalty"] == pytest.approx(4e-5) and small["contour_width"] == 2 and small["balance"] == 0.8
     assert scaled_scoring(cfg, 40, 40)["contour_width"] == 1
     assert scaled_scoring({**cfg, "reference_size": None}, 224, 224) == {**cfg, "reference_size": None}
+
+
+@pytest.mark.parametrize("c_in, c_out, k, stride, padding, dilation, groups, size", [
+    (8, 8, 3, 1, 1, 1, 8, (9, 11)),    # depthwise
+    (8, 8, 3, 2, 1, 1, 8, (9, 12)),    # depthwise, stride 2 (odd and even sides)
+    (8, 8, 3, 1, 4, 4, 8, (10, 9)),    # depthwise, dilated
+    (6, 4, 1, 1, 0, 1, 1, (7, 5)),     # 1x1: a matrix product
+    (3, 5, 3, 2, 1, 1, 1, (11, 10)),   # a dense stem
+    (4, 6, 3, 1, 2, 2, 2, (8, 9)),     # grouped, dilated
+    (4, 4, 7, 2, 3, 1, 1, (15, 16)),   # ResNet's 7x7 stem
+    (4, 6, 1, 2, 0, 1, 1, (9, 9)),     # a strided 1x1 shortcut
+    (2, 2, (1, 2), 1, 0, 1, 1, (1, 3)),  # a kernel wider than its padding
+])
+def test_conv_input_gradient_is_autograds(c_in, c_out, k, stride, padding, dilation, groups, size):
+    """The fast routes of the excitation rule's backward give the gradient autograd gives."""
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(c_in, c_out, k, stride, padding, dilation, groups, bias=False)
+    x = torch.randn(2, c_in, *size, requires_grad=True)
+    y = conv(x)
+    grad = torch.randn_like(y)
+    y.backward(grad)
+    fast = prm.conv_input_gradient(conv.weight.detach(), grad, x.shape, conv.stride, conv.padding, conv.dilation,
+                                   conv.groups)
+    assert fast.shape == x.shape
+    torch.testing.assert_close(fast, x.grad, rtol=1e-4, atol=1e-5)
