@@ -166,6 +166,12 @@ def test_hierarchical_grouping_merges_similar_neighbours_first():
     membership = pi.merge_proposals(rgb, segments)
     assert membership.shape[1] == 4 and len({m.tobytes() for m in membership}) == len(membership)
     assert {tuple(np.flatnonzero(m)) for m in membership} >= {(0, 1), (2, 3), (0, 1, 2, 3)}
+    # six equal regions in a row: every first pair ties, and the first formed merges first
+    # (0-1, then 2-3 before 2 with 0-1, ...), the order of a max over the pairs as they were made
+    row = np.repeat(np.arange(6), 4)[None].repeat(4, 0)
+    formed = pi.hierarchical_grouping(pi.colour_histograms(np.zeros((4, 24, 3), np.uint8), row), np.full(6, 16),
+                                      pi.region_boxes(row), pi.region_graph(row), row.size, "size")
+    assert formed[6:9] == [frozenset([0, 1]), frozenset([2, 3]), frozenset([4, 5])]
 
 
 def _gradient(mask: np.ndarray, width: int) -> np.ndarray:
