@@ -78,13 +78,18 @@ def hierarchical_grouping(hist: np.ndarray, sizes: np.ndarray, boxes: np.ndarray
     if strategy not in STRATEGIES:
         raise ValueError(f"proposal strategy {strategy!r}: choose from {', '.join(STRATEGIES)}")
     n = len(sizes)
-    regions = {i: {"members": frozenset([i]), "hist": hist[i], "size": float(sizes[i]), "box": boxes[i].copy()}
+    # boxes as tuples of Python ints: a pair's score is a few scalar operations, numpy's cost per call
+    # would dominate (the same values)
+    regions = {i: {"members": frozenset([i]), "hist": hist[i], "size": float(sizes[i]), "box": tuple(boxes[i].tolist())}
                for i in range(n)}
     neighbours = {i: set(np.nonzero(adjacency[i])[0].tolist()) - {i} for i in range(n)}
 
+    def union_box(p, q):
+        return min(p[0], q[0]), min(p[1], q[1]), max(p[2], q[2]), max(p[3], q[3])
+
     def similarity(a, b):
         ra, rb = regions[a], regions[b]
-        box = np.concatenate([np.minimum(ra["box"][:2], rb["box"][:2]), np.maximum(ra["box"][2:], rb["box"][2:])])
+        box = union_box(ra["box"], rb["box"])
         box_area = (box[2] - box[0] + 1) * (box[3] - box[1] + 1)
         s = (1 - (ra["size"] + rb["size"]) / image_area) + (1 - (box_area - ra["size"] - rb["size"]) / image_area)
         if strategy == "colour":
@@ -114,8 +119,7 @@ def hierarchical_grouping(hist: np.ndarray, sizes: np.ndarray, boxes: np.ndarray
         size = ra["size"] + rb["size"]
         regions[next_id] = {"members": ra["members"] | rb["members"], "size": size,
                             "hist": (ra["hist"] * ra["size"] + rb["hist"] * rb["size"]) / size,
-                            "box": np.concatenate([np.minimum(ra["box"][:2], rb["box"][:2]),
-                                                   np.maximum(ra["box"][2:], rb["box"][2:])])}
+                            "box": union_box(ra["box"], rb["box"])}
         for gone in (a, b):  # drop the merged regions' pairs (the others keep their order, and so ties)
             for m in neighbours[gone]:
                 pairs.discard((min(gone, m), max(gone, m)))
