@@ -21,7 +21,7 @@ import numpy as np
 
 from . import manifest as mf
 from .artifacts import ArtifactReader, ArtifactWriter
-from .crf import crf_labels, parallel_map
+from .crf import dense_crfs, parallel_map
 from .imageio import IGNORE, ImageReadError, read_image_sized
 from .logs import progress
 from .problems import ProblemReport, with_output
@@ -51,8 +51,8 @@ def confident_labels(rgb: np.ndarray, cams: np.ndarray, keys: np.ndarray, cfg: d
     cams = np.clip(cams.astype(np.float32), 0.0, 1.0)
     values = np.concatenate([[0], np.asarray(keys, np.int64)])
     fg_bg, bg_bg = background_scores(cams, cfg)
-    fg = values[crf_labels(rgb, np.concatenate([fg_bg[None], cams]), profile)]
-    bg = values[crf_labels(rgb, np.concatenate([bg_bg[None], cams]), profile)]
+    fg, bg = (values[m.argmax(0)] for m in dense_crfs(rgb, [np.concatenate([fg_bg[None], cams]),
+                                                           np.concatenate([bg_bg[None], cams])], profile))
     return combine(fg, bg)
 
 

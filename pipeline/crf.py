@@ -25,28 +25,42 @@ EPS = 1e-5
 
 def dense_crf(rgb: np.ndarray, scores: np.ndarray, profile: dict) -> np.ndarray:
     """Mean-field marginals float32 [K, H, W] of K labels given score maps [K, H, W] >= 0."""
+    return dense_crfs(rgb, [scores], profile)[0]
+
+
+def dense_crfs(rgb: np.ndarray, score_maps: list[np.ndarray], profile: dict) -> list[np.ndarray]:
+    """dense_crf of each of several score maps of one image. Maps with the same number of labels
+    share one CRF, whose pairwise lattice (a quarter of a CRF's time on a photo) is built once:
+    each inference starts again from its own unary, so the marginals are those of separate CRFs."""
     import pydensecrf.densecrf as dcrf
     from pydensecrf.utils import unary_from_labels
 
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
         raise ValueError(f"dense_crf needs an RGB uint8 image [H, W, 3], got {rgb.dtype} {rgb.shape}")
-    k, h, w = scores.shape
-    if (h, w) != rgb.shape[:2]:
-        raise ValueError(f"dense_crf: score maps {scores.shape[1:]} and image {rgb.shape[:2]} differ in size")
-    if k < 2:  # nothing to decide between
-        return np.ones((k, h, w), np.float32)
-    d = dcrf.DenseCRF2D(w, h, k)
-    if profile["unary"] == "labels":
-        unary = unary_from_labels(scores.argmax(0), k, gt_prob=profile["gt_prob"], zero_unsure=False)
-    else:
-        p = np.clip(scores.astype(np.float32), 0, None)
-        p = p / np.maximum(p.sum(0, keepdims=True), EPS)
-        unary = -np.log(np.clip(p, EPS, 1.0)).reshape(k, -1)
-    d.setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
-    g, b = profile["gaussian"], profile["bilateral"]
-    d.addPairwiseGaussian(sxy=g["sxy"], compat=g["compat"])
-    d.addPairwiseBilateral(sxy=b["sxy"], srgb=b["srgb"], rgbim=np.ascontiguousarray(rgb), compat=b["compat"])
-    return np.asarray(d.inference(profile["iterations"]), np.float32).reshape(k, h, w)
+    h, w = rgb.shape[:2]
+    crfs, out = {}, []
+    for scores in score_maps:
+        k = scores.shape[0]
+        if scores.shape[1:] != (h, w):
+            raise ValueError(f"dense_crf: score maps {scores.shape[1:]} and image {rgb.shape[:2]} differ in size")
+        if k < 2:  # nothing to decide between
+            out.append(np.ones((k, h, w), np.float32))
+            continue
+        if k not in crfs:
+            d = crfs[k] = dcrf.DenseCRF2D(w, h, k)
+            g, b = profile["gaussian"], profile["bilateral"]
+            d.addPairwiseGaussian(sxy=g["sxy"], compat=g["compat"])
+            d.addPairwiseBilateral(sxy=b["sxy"], srgb=b["srgb"], rgbim=np.ascontiguousarray(rgb),
+                                   compat=b["compat"])
+        if profile["unary"] == "labels":
+            unary = unary_from_labels(scores.argmax(0), k, gt_prob=profile["gt_prob"], zero_unsure=False)
+        else:
+            p = np.clip(scores.astype(np.float32), 0, None)
+            p = p / np.maximum(p.sum(0, keepdims=True), EPS)
+            unary = -np.log(np.clip(p, EPS, 1.0)).reshape(k, -1)
+        crfs[k].setUnaryEnergy(np.ascontiguousarray(unary, dtype=np.float32))
+        out.append(np.asarray(crfs[k].inference(profile["iterations"]), np.float32).reshape(k, h, w))
+    return out
 
 
 def crf_labels(rgb: np.ndarray, scores: np.ndarray, profile: dict) -> np.ndarray:

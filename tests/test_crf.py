@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from pipeline.config import resolve
-from pipeline.crf import crf_labels, dense_crf, parallel_map
+from pipeline.crf import crf_labels, dense_crf, dense_crfs, parallel_map
 
 PROFILES = resolve({})["crf"]["profiles"]
 
@@ -72,6 +72,21 @@ def test_marginals_are_probabilities_and_bad_input_is_refused():
         dense_crf(rgb.astype(np.float32) - 100, scores, PROFILES["deeplab"])
     with pytest.raises(ValueError, match="differ in size"):
         dense_crf(rgb, scores[:, :8], PROFILES["deeplab"])
+
+
+@pytest.mark.parametrize("profile", ["irn", "psa"])
+def test_crfs_of_one_image_share_a_lattice_and_give_separate_results(profile):
+    """affinity_labels' two settings run on one CRF per label count: each result must be the one a
+    CRF of its own gives, whatever came before it."""
+    rgb, _ = two_regions(24, 32, 13)
+    rng = np.random.default_rng(2)
+    maps = [rng.random((3, 24, 32)).astype(np.float32), rng.random((3, 24, 32)).astype(np.float32),
+            rng.random((2, 24, 32)).astype(np.float32), rng.random((1, 24, 32)).astype(np.float32)]
+    together = dense_crfs(rgb, maps, PROFILES[profile])
+    assert [q.shape for q in together] == [m.shape for m in maps]
+    for scores, q in zip(maps, together, strict=True):
+        np.testing.assert_array_equal(q, dense_crfs(rgb, [scores], PROFILES[profile])[0])
+    assert not np.array_equal(together[0], together[1])
 
 
 def _square(x):
