@@ -70,7 +70,7 @@ def cam_throughput(workdir: Path, cfg: dict, threads: int, n_images: int) -> dic
     from .nets import load_classifier
 
     torch.set_num_threads(threads)
-    model, _ = load_classifier(workdir / "results/classifier/model.pt", fold_bn=True)  # as make_cams runs it
+    model, _ = load_classifier(workdir / "results/classifier/model.pt", forward_only=True)  # as make_cams runs it
     images = [(rgb, [v - 1 for v in r.labels]) for rgb, r in _eval_images(workdir, cfg, n_images)]
     scales, flip = cfg["cams"]["scales"], cfg["cams"]["flip"]
     for rgb, keys in images[:2]:  # warm-up
@@ -95,7 +95,7 @@ def segment_throughput(workdir: Path, model_path: Path, cfg: dict, threads: int,
     from .segment import segment_image
 
     torch.set_num_threads(threads)
-    model, _ = load_segmenter(model_path, fold_bn=True)  # as segment runs it
+    model, _ = load_segmenter(model_path, forward_only=True)  # as segment runs it
     images = _eval_images(workdir, cfg, n_images)
     scales, flip = cfg["segmenter"]["test_scales"], cfg["segmenter"]["test_flip"]
     for rgb, _ in images[:2]:  # warm-up

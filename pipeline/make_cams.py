@@ -45,7 +45,7 @@ def run(*, manifest_path, model_path, cfg: dict, device: str, code_hash: str,
         split: str, shard: str, out_path, problems_path) -> None:
     records = mf.read_tsv(manifest_path)
     dev = pick_device(device)
-    model, saved = load_classifier(model_path, dev, fold_bn=True)
+    model, saved = load_classifier(model_path, dev, forward_only=True)
     problems = ProblemReport(problems_path)
     log.info("%s: CAMs of %d images at scales %s%s on %s", shard, len(records), cfg["scales"],
              " with flip" if cfg["flip"] else "", dev)

@@ -168,7 +168,7 @@ def run(*, manifest_path, cam_path, model_path, cfg: dict, device: str, code_has
     """Walk the CAMs of one shard; `stage` names the row (rw, or sccam_rw on SC-CAM's CAMs)."""
     records = mf.read_tsv(manifest_path)
     dev = pick_device(device)
-    model, saved = load_affinity_net(model_path, dev, fold_bn=True)
+    model, saved = load_affinity_net(model_path, dev, forward_only=True)
     radius = saved["radius"]
     problems = ProblemReport(problems_path)
     png_dir = Path(png_dir)

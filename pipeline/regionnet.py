@@ -116,7 +116,7 @@ def run_features(*, manifest_path, classifier_path, superpixel_path, device: str
     """Stage mcof_features: `features` [n, D] (float16) and `keys` per image of a shard."""
     records = mf.read_tsv(manifest_path)
     dev = pick_device(device)
-    classifier, saved = load_classifier(classifier_path, dev, fold_bn=True)
+    classifier, saved = load_classifier(classifier_path, dev, forward_only=True)
     problems = ProblemReport(problems_path)
     with ArtifactReader(superpixel_path, stage="superpixels") as sp_in, \
             ArtifactWriter(out_path, stage="mcof_features", split=split, shard=shard, classes=saved["classes"],

@@ -27,7 +27,7 @@ def run_features(*, manifest_path, model_path, device: str, code_hash: str, para
                  out_path, problems_path) -> None:
     records = mf.read_tsv(manifest_path)
     dev = pick_device(device)
-    model, saved = load_classifier(model_path, dev, fold_bn=True)
+    model, saved = load_classifier(model_path, dev, forward_only=True)
     problems = ProblemReport(problems_path)
     with ArtifactWriter(out_path, stage="sccam_features", split=split, shard=shard, classes=saved["classes"],
                         params=params, code_hash=code_hash) as out:

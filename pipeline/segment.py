@@ -63,7 +63,7 @@ def run(*, manifest_path, model_path, cfg: dict, device: str, code_hash: str, st
         out_path, png_dir, problems_path) -> None:
     records = mf.read_tsv(manifest_path)
     dev = pick_device(device)
-    model, saved = load_segmenter(model_path, dev, fold_bn=True)
+    model, saved = load_segmenter(model_path, dev, forward_only=True)
     problems = ProblemReport(problems_path)
     png_dir = Path(png_dir)
     png_dir.mkdir(parents=True, exist_ok=True)

@@ -180,3 +180,29 @@ def test_networks_on_other_backbones_start_from_the_classifier(tmp_path):
         init_from_classifier(DeepLab(3, "aspp", Backbone("resnet18", 8)), tmp_path / "c.pt", "segmenter")
     with pytest.raises(ValueError, match="output stride 8 or 16"):
         DeepLab(3, "aspp", Backbone("resnet18", 32))
+
+
+def test_forward_only_loads_give_the_saved_networks_outputs(tmp_path):
+    """Stages that only run a network forward load it with its batch norms folded and, on a CPU,
+    in channels-last layout: the CAMs, the affinity features and the segmenter's scores of a
+    photo-sized image stay those of the saved network."""
+    from pipeline.nets import load_affinity_net, load_segmenter
+
+    torch.manual_seed(0)
+    x, present = torch.rand(1, 3, 75, 101), torch.tensor([0, 2])
+    nets = {"classifier": (Classifier(3, Backbone("mobilenet_v2", 16)), load_classifier, lambda m: m.cams(x, present)),
+            "affinity": (AffinityNet(Backbone("mobilenet_v2", 8)), load_affinity_net, lambda m: m(x)),
+            "segmenter": (DeepLab(3, "aspp", Backbone("mobilenet_v2", 16)), load_segmenter, lambda m: m(x))}
+    for name, (net, load, run) in nets.items():
+        for m in net.modules():  # norms far from the identity, so that folding is exercised
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(-2, 2)
+        save_model(net, tmp_path / f"{name}.pt")
+        plain, _ = load(tmp_path / f"{name}.pt")
+        fast, _ = load(tmp_path / f"{name}.pt", forward_only=True)
+        assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in fast.backbone.modules())
+        conv = next(m for m in fast.modules() if isinstance(m, torch.nn.Conv2d) and m.kernel_size == (1, 1))
+        assert conv.weight.is_contiguous(memory_format=torch.channels_last)
+        with torch.no_grad():
+            a, b = run(plain), run(fast)
+        assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item()), name
