@@ -103,12 +103,11 @@ def conv_input_gradient(weight: torch.Tensor, grad: torch.Tensor, input_shape, s
         # each group's kernel with inputs and outputs swapped, flipped in space
         swapped = weight.reshape(groups, c_out // groups, c_in_group, kh, kw).transpose(1, 2)
         swapped = swapped.reshape(groups * c_in_group, c_out // groups, kh, kw).flip(-2, -1)
-        out = F.conv2d(grad, swapped, None, 1, reach, dilation, groups)
-    else:
-        extra = [input_shape[2 + i] - ((grad.shape[2 + i] - 1) * stride[i] - 2 * padding[i]
-                                       + dilation[i] * (weight.shape[2 + i] - 1) + 1) for i in (0, 1)]
-        out = F.conv_transpose2d(grad, weight, None, stride, padding, tuple(extra), groups, dilation)
-    return out
+        return F.conv2d(grad, swapped, None, 1, reach, dilation, groups)
+    # the rows and columns the strided convolution never reached come back as output padding
+    extra = tuple(input_shape[2 + i] - ((grad.shape[2 + i] - 1) * stride[i] - 2 * padding[i]
+                                        + dilation[i] * (k - 1) + 1) for i, k in enumerate((kh, kw)))
+    return F.conv_transpose2d(grad, weight, None, stride, padding, extra, groups, dilation)
 
 
 class _ExcitationConv(torch.autograd.Function):

@@ -26,7 +26,7 @@ from .devices import pick_device
 from .grid_pairs import offset_slices, pair_offsets
 from .imageio import IGNORE
 from .logs import progress
-from .nets import STRIDE, AffinityNet, init_from_classifier
+from .nets import STRIDE, AffinityNet, cpu_channels_last, init_from_classifier
 from .problems import ProblemReport
 from .provenance import file_id, params_hash
 from .training import train_model
@@ -180,10 +180,9 @@ def run(*, manifest_path, label_paths, classes, cfg: dict, seed: int, compute: d
         init_from_classifier(model, classifier_path, "affinity")
     if cfg["freeze_backbone"]:
         model.freeze_backbone()
-        if pick_device(compute["device"]).type == "cpu":
-            # the fixed backbone only runs forward, which in channels-last layout takes the CPU's fast
-            # convolution kernels: a training step 1.28x faster (8 crops of 320, MobileNetV2, 2 threads)
-            model.to(memory_format=torch.channels_last)
+        # the fixed backbone only runs forward: a training step 1.28x faster on a CPU (8 crops of
+        # 320, MobileNetV2, 2 threads)
+        cpu_channels_last(model, pick_device(compute["device"]))
     offsets = pair_offsets(cfg["radius"])
 
     crops = MaskedCrops(records, where, cfg, seed, stage="affinity_labels", fill=model.backbone.normalization["mean"])

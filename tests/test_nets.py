@@ -3,7 +3,8 @@ import torch
 import torchvision
 
 from pipeline.backbones import BACKBONES, Backbone, build_backbone, imagenet_network
-from pipeline.nets import AffinityNet, Classifier, DeepLab, init_from_classifier, load_classifier, save_model
+from pipeline.nets import (AffinityNet, Classifier, DeepLab, init_from_classifier, load_affinity_net,
+                           load_classifier, load_segmenter, save_model)
 from pipeline.weights import WeightFileError
 
 
@@ -186,8 +187,6 @@ def test_forward_only_loads_give_the_saved_networks_outputs(tmp_path):
     """Stages that only run a network forward load it with its batch norms folded and, on a CPU,
     in channels-last layout: the CAMs, the affinity features and the segmenter's scores of a
     photo-sized image stay those of the saved network."""
-    from pipeline.nets import load_affinity_net, load_segmenter
-
     torch.manual_seed(0)
     x, present = torch.rand(1, 3, 75, 101), torch.tensor([0, 2])
     nets = {"classifier": (Classifier(3, Backbone("mobilenet_v2", 16)), load_classifier, lambda m: m.cams(x, present)),
