@@ -3,6 +3,7 @@ labels-csv,seeds,claims,affinity-check,benchmark,stage-times,benchmark-rw,benchm
 from __future__ import annotations
 
 import argparse
+import contextlib
 import sys
 from pathlib import Path
 
@@ -86,6 +87,9 @@ def main(argv=None) -> int:
     p.add_argument("--max-images", type=_positive_int, help="only the first N images of the split")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the network runs (default: auto, a GPU where there is one)")
+    p.add_argument("--walk", action="store_true",
+                   help="also walk the run's CAMs (<results>/cam/<split>) with its walk's settings (<results>/rw/"
+                        "<split>) over the trained affinities and over them put right by the ground truth")
 
     p = sub.add_parser("benchmark", help="time the default workflow and the CAM stage; print the numbers")
     p.add_argument("--workdir", help="run directory (default: a new temporary folder)")
@@ -202,12 +206,56 @@ def affinity_check(args) -> None:
 
         if not torch.cuda.is_available():  # said here: pick_device's message names the config key
             raise ValueError("--device cuda, but no CUDA device is visible (--device auto or cpu runs on the CPU)")
-    s = check(model, read_manifest(results, split), args.max_images, args.device)
+    with contextlib.ExitStack() as stack:
+        walk = _walk_inputs(results, split, stack) if args.walk else None
+        s = check(model, read_manifest(results, split), args.max_images, args.device, walk)
     print(f"{model} on {s['images']} images of split {split} ({s['skipped']} without a usable mask), "
           f"radius {s['radius']}:")
     print(f"  AUC {s['auc']:.3f}: same-class pairs over different-class pairs (0.5 = no separation)")
     print(f"  mean W: same class {s['mean_w_same']:.3f} ({s['same_pairs']} pairs), "
           f"different {s['mean_w_different']:.3f} ({s['different_pairs']} pairs)")
+    if walk:
+        _print_walks(s, walk["cfg"])
+
+
+def _walk_inputs(results: Path, split: str, stack: contextlib.ExitStack) -> dict:
+    """The run's CAMs of `split` (image id -> (CAMs, keys) or None) and its walk's settings."""
+    from .artifacts import ArtifactReader
+
+    cam_paths = sorted((results / "cam" / split).glob("*.h5"))
+    walk_paths = sorted((results / "rw" / split).glob("*.h5"))
+    if not cam_paths:
+        raise FileNotFoundError(f"{results / 'cam' / split}: no CAMs to walk (`snakemake` makes them in a run "
+                                "with the random walk)")
+    if not walk_paths:
+        raise FileNotFoundError(f"{results / 'rw' / split}: no walk of this split to take its settings from "
+                                f"(`snakemake {results / 'rw' / split}/...h5`, or drop --walk)")
+    with ArtifactReader(walk_paths[0], stage="rw") as first:
+        cfg = first.params()
+    readers = [stack.enter_context(ArtifactReader(p, stage="cam")) for p in cam_paths]
+
+    def cams(image_id: str):
+        for reader in readers:
+            if image_id in reader:
+                d = reader.read(image_id, "cams", "keys")
+                return d["cams"], d["keys"]
+        return None
+
+    return {"cfg": cfg, "cams": cams}
+
+
+def _print_walks(s: dict, cfg: dict) -> None:
+    from .affinity_check import WALKS
+
+    how = "argmax" if cfg["normalisation"] == "psa" else "best mIoU over the background score"
+    print(f"  the walk ({cfg['normalisation']}, beta {cfg['beta']}, {2 ** cfg['logt']} steps) of the CAMs of "
+          f"{s['walked_images']} images, {how}:")
+    if not s["walks"]:
+        print("    none: no image had CAMs of its size")
+        return
+    for name, (miou, score) in s["walks"].items():
+        at = f" at {score:.2f}" if score is not None else ""
+        print(f"    {name:11s} {100 * miou:5.1f} %{at}  ({WALKS[name]})")
 
 
 def _positive_int(text: str) -> int:

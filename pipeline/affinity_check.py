@@ -7,7 +7,14 @@ known, the mean W of same-class and of different-class pairs, and the AUC = the 
 random same-class pair has the higher affinity (0.5: no separation, 1: perfect). Affinities are
 binned (BINS bins on [0, 1]), so the AUC costs no memory per pair; ties within a bin count half.
 
-    python -m pipeline affinity-check [--results results] [--model results/affinity/model.pt]
+With `--walk` it also walks the run's CAMs with the run's walk settings over the trained
+affinities W^beta and over the same affinities put right where the ground truth knows both cells
+(WALKS): pairs across two segments set to 0 (no leaks), pairs within one segment set to 1 (full
+links), both (perfect). Each walk's best mIoU over the background score (irn / per_class; psa:
+its argmax) says which error of the affinities costs the walk most, and how much any
+AffinityNet could add to these CAMs.
+
+    python -m pipeline affinity-check [--results results] [--model results/affinity/model.pt] [--walk]
 """
 from __future__ import annotations
 
@@ -17,14 +24,18 @@ import numpy as np
 import torch
 
 from . import manifest as mf
-from .data import to_tensor
-from .evaluate import load_ground_truth
-from .grid_pairs import pair_offsets
-from .imageio import ImageReadError, read_image
+from .data import to_tensor, upsample_scores
+from .evaluate import ThresholdSweep, confusion_matrix, load_ground_truth, mean_iou
+from .grid_pairs import neighbour_offsets, offset_slices, pair_offsets
+from .imageio import IGNORE, ImageReadError, read_image
 from .logs import progress
+from .random_walk import neighbour_affinities, scores_by_walk, transition_from_affinities
 from .train_affinity import cell_labels, pair_affinities, pair_labels
 
 BINS = 1000
+WALKS = {"as trained": "the AffinityNet's affinities", "no leaks": "pairs across two segments set to 0",
+         "full links": "pairs within a segment set to 1", "perfect": "both"}
+BACKGROUND_SCORES = np.round(np.arange(0.05, 0.951, 0.01), 6)  # the walk's sweep, irn and per_class
 log = logging.getLogger(__name__)
 
 
@@ -64,11 +75,82 @@ def summary(same: np.ndarray, diff: np.ndarray) -> dict:
             "mean_w_same": mean(same), "mean_w_different": mean(diff)}
 
 
+def ground_truth_pairs(cells: torch.Tensor, radius: int, grid) -> tuple[torch.Tensor, torch.Tensor]:
+    """(same, different): bool [P, h, w] in the walk's layout (neighbour_affinities': offset p of
+    neighbour_offsets(radius) from cell (y, x)), true where both cells' ground-truth labels are
+    known and equal / differ. cells [h', w'] (IGNORE = unknown) is cut or padded to grid (h, w)."""
+    h, w = grid
+    known = torch.full((h, w), IGNORE, dtype=cells.dtype, device=cells.device)
+    hh, ww = min(h, cells.shape[0]), min(w, cells.shape[1])
+    known[:hh, :ww] = cells[:hh, :ww]
+    offsets = neighbour_offsets(radius)
+    same = torch.zeros((len(offsets), h, w), dtype=torch.bool, device=cells.device)
+    different = torch.zeros_like(same)
+    for p, (dy, dx) in enumerate(offsets):
+        (ya, xa), (yb, xb) = offset_slices(h, w, dy, dx)
+        a, b = known[ya, xa], known[yb, xb]
+        both = (a != IGNORE) & (b != IGNORE)
+        same[p, ya, xa] = both & (a == b)
+        different[p, ya, xa] = both & (a != b)
+    return same, different
+
+
+def edited_affinities(weights: torch.Tensor, same: torch.Tensor, different: torch.Tensor) -> dict:
+    """The affinities [P, h, w] of each of WALKS: as given, and put right where `same` /
+    `different` (ground_truth_pairs) know the pair."""
+    cut = weights.masked_fill(different, 0.0)
+    return {"as trained": weights, "no leaks": cut, "full links": weights.masked_fill(same, 1.0),
+            "perfect": cut.masked_fill(same, 1.0)}
+
+
+class WalkCheck:
+    """The walk of each image's CAMs over each of WALKS' affinities, scored against the ground
+    truth: per walk, the confusion matrices at every background score (irn, per_class) or of the
+    argmax (psa). `cfg` is the run's random_walk block (beta, logt, normalisation, alpha)."""
+
+    def __init__(self, cfg: dict, radius: int, n_classes: int):
+        self.cfg, self.radius, self.n = cfg, radius, n_classes
+        self.by_argmax = cfg["normalisation"] == "psa"
+        self.sweeps = {name: ThresholdSweep(n_classes, BACKGROUND_SCORES) for name in WALKS}
+        self.confusion = {name: np.zeros((n_classes, n_classes), np.int64) for name in WALKS}
+
+    def add(self, features: torch.Tensor, cams: np.ndarray, keys, gt: np.ndarray) -> None:
+        """features [C, h, w] of the AffinityNet, CAMs [K, H, W] (max 1 each) with their class
+        values `keys`, ground truth [H, W]."""
+        grid = features.shape[1:]
+        weights, valid = neighbour_affinities(features, self.radius, self.cfg["beta"])
+        cells = cell_labels(torch.from_numpy(gt.astype(np.int64))).to(features.device)
+        maps = torch.from_numpy(cams.astype(np.float32)).to(features.device)
+        values = np.concatenate([[0], np.asarray(keys, np.int64)])
+        for name, w in edited_affinities(weights, *ground_truth_pairs(cells, self.radius, grid)).items():
+            scores = scores_by_walk(transition_from_affinities(w, valid, self.radius), grid, maps, self.cfg)
+            up = upsample_scores(scores.cpu(), gt.shape).numpy()
+            if self.by_argmax:
+                self.confusion[name] += confusion_matrix(gt, values[up.argmax(0)], self.n)
+            else:  # the background score is the walk's one parameter: each walk gets its best
+                self.sweeps[name].add(gt, up[1:], keys)
+
+    def result(self) -> dict:
+        """{walk: (mIoU, background score or None for psa's argmax)}."""
+        out = {}
+        for name in WALKS:
+            if self.by_argmax:
+                out[name] = (mean_iou(self.confusion[name]), None)
+                continue
+            scores = [mean_iou(self.sweeps[name].confusion(k)) for k in range(len(BACKGROUND_SCORES))]
+            best = int(np.nanargmax(scores))
+            out[name] = (scores[best], float(BACKGROUND_SCORES[best]))
+        return out
+
+
 @torch.no_grad()
-def check(model_path, records: list[mf.Record], max_images: int | None = None, device: str = "auto") -> dict:
+def check(model_path, records: list[mf.Record], max_images: int | None = None, device: str = "auto",
+          walk: dict | None = None) -> dict:
     """summary() over the records' images and ground-truth masks, the network on `device` (auto:
     a GPU where there is one, as the walk); records without a usable mask are skipped, logged and
-    counted, and a split with none at all is a ValueError."""
+    counted, and a split with none at all is a ValueError. With `walk` ({"cfg": the run's
+    random_walk block, "cams": image id -> (CAMs, keys) or None}) also WalkCheck's result, under
+    "walks", over the images with CAMs of their size."""
     from .devices import pick_device
     from .nets import load_affinity_net
 
@@ -76,7 +158,8 @@ def check(model_path, records: list[mf.Record], max_images: int | None = None, d
     model, saved = load_affinity_net(model_path, dev)
     n_classes = len(saved["classes"]) + 1
     same, diff = np.zeros(BINS, np.int64), np.zeros(BINS, np.int64)
-    used = skipped = 0
+    used = skipped = walked = 0
+    walks = WalkCheck(walk["cfg"], saved["radius"], n_classes) if walk else None
     for r in progress(records[:max_images], desc="affinity-check", unit="img"):
         try:
             gt = load_ground_truth(r, n_classes)
@@ -95,7 +178,16 @@ def check(model_path, records: list[mf.Record], max_images: int | None = None, d
         same += s
         diff += d
         used += 1
+        cams = walk["cams"](r.image_id) if walk else None
+        if cams is not None and cams[0].shape[1:] == gt.shape:
+            walks.add(features, *cams, gt)
+            walked += 1
+        elif walk:
+            log.warning("no walk for %s: %s", r.image_id, "no CAMs" if cams is None else "CAMs of another size")
     if not used:
         raise ValueError(f"none of the {len(records[:max_images])} images has a usable ground-truth mask "
                          f"({skipped} skipped): affinity-check needs a split with masks")
-    return {**summary(same, diff), "images": used, "skipped": skipped, "radius": saved["radius"]}
+    out = {**summary(same, diff), "images": used, "skipped": skipped, "radius": saved["radius"]}
+    if walk:
+        out.update(walks=walks.result() if walked else None, walked_images=walked)
+    return out

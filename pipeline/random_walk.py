@@ -68,8 +68,13 @@ def neighbour_affinities(features: torch.Tensor, radius: int, beta: float) -> tu
 
 def transition_matrix(features: torch.Tensor, radius: int, beta: float) -> torch.Tensor:
     """Sparse CSR T = D^-1 W^beta [N, N], N = h * w; each row sums to 1."""
-    _, h, w = features.shape
-    weights, valid = neighbour_affinities(features, radius, beta)
+    return transition_from_affinities(*neighbour_affinities(features, radius, beta), radius)
+
+
+def transition_from_affinities(weights: torch.Tensor, valid: torch.Tensor, radius: int) -> torch.Tensor:
+    """Sparse CSR T = D^-1 W [N, N] from neighbour_affinities' (W [P, h, w], valid [P, h, w]) or
+    affinities edited in that layout; each row sums to 1 (every cell needs a positive affinity)."""
+    _, h, w = weights.shape
     weights = weights / weights.sum(0, keepdim=True)
     steps = torch.tensor([dy * w + dx for dy, dx in neighbour_offsets(radius)], device=weights.device)
     cols = torch.arange(h * w, device=weights.device)[:, None] + steps[None]  # [N, P], ascending per row
@@ -136,13 +141,17 @@ def psa_background(cams: torch.Tensor, alpha: float) -> torch.Tensor:
 def walked_scores(features: torch.Tensor, cams: torch.Tensor, cfg: dict, radius: int) -> torch.Tensor:
     """Scores [K + 1, h, w] on the feature grid, background first, from CAMs [K, H, W] (each
     scaled to max 1) walked over the affinities of `features`, as cfg["normalisation"] says."""
-    grid = features.shape[1:]
+    return scores_by_walk(transition_matrix(features, radius, cfg["beta"]), features.shape[1:], cams, cfg)
+
+
+def scores_by_walk(transition: torch.Tensor, grid, cams: torch.Tensor, cfg: dict) -> torch.Tensor:
+    """walked_scores over a given transition matrix [N, N] of the grid (h, w), N = h * w."""
     mode = cfg["normalisation"]
     if mode == "psa":
         maps = torch.cat([psa_background(cams, cfg["alpha"])[None], cams])
-        return random_walk(features, F.adaptive_avg_pool2d(maps[None], grid)[0], radius, cfg["beta"], cfg["logt"])
+        return propagate(transition, F.adaptive_avg_pool2d(maps[None], grid)[0], cfg["logt"])
     small = F.adaptive_avg_pool2d(cams[None], grid)[0] if len(cams) else cams.new_zeros((0, *grid))
-    walked = random_walk(features, small, radius, cfg["beta"], cfg["logt"])
+    walked = propagate(transition, small, cfg["logt"]) if len(small) else small
     if mode == "irn":
         walked = normalise_global_max(walked)
     elif mode == "per_class":

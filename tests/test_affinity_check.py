@@ -3,7 +3,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.affinity_check import BINS, auc, pair_histograms, summary
+from pipeline.affinity_check import (BINS, WALKS, WalkCheck, auc, edited_affinities, ground_truth_pairs,
+                                     pair_histograms, summary)
 from pipeline.grid_pairs import neighbour_offsets
 from pipeline.imageio import IGNORE
 from pipeline.random_walk import neighbour_affinities
@@ -105,3 +106,72 @@ def test_asking_for_a_gpu_where_there_is_none_is_an_error_naming_the_option(tmp_
     argv = ["affinity-check", "--results", str(tmp_path), "--model", str(model), "--split", "train", "--device", "cuda"]
     assert main(argv) == 1
     assert "--device cuda, but no CUDA device is visible" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("grid", [(9, 11), (10, 13), (7, 8)])
+def test_ground_truth_pairs_mark_each_known_pair_of_the_walk_layout(grid):
+    """Offset p at (y, x) pairs the cell with (y + dy, x + dx), as neighbour_affinities' W does;
+    labels are cut to a smaller grid and padded as unknown on a larger one."""
+    rng = np.random.default_rng(sum(grid))
+    cells = rng.integers(0, 3, (9, 11))
+    cells[rng.random(cells.shape) < 0.2] = IGNORE
+    same, different = ground_truth_pairs(torch.from_numpy(cells), 3, grid)
+    h, w = grid
+    for p, (dy, dx) in enumerate(neighbour_offsets(3)):
+        for y in range(h):
+            for x in range(w):
+                y2, x2 = y + dy, x + dx
+                inside = 0 <= y2 < h and 0 <= x2 < w and max(y, y2) < 9 and max(x, x2) < 11
+                known = inside and cells[y, x] != IGNORE and cells[y2, x2] != IGNORE
+                assert same[p, y, x] == (known and cells[y, x] == cells[y2, x2])
+                assert different[p, y, x] == (known and cells[y, x] != cells[y2, x2])
+
+
+def test_edited_affinities_put_right_only_the_known_pairs():
+    w = torch.full((2, 2, 2), 0.3)
+    same = torch.zeros(2, 2, 2, dtype=torch.bool)
+    different = torch.zeros_like(same)
+    same[0, 0, 0], different[1, 1, 1] = True, True
+    edited = edited_affinities(w, same, different)
+    assert list(edited) == list(WALKS)
+    assert torch.equal(edited["as trained"], w)
+    assert edited["no leaks"][1, 1, 1] == 0 and edited["no leaks"][0, 0, 0] == pytest.approx(0.3)
+    assert edited["full links"][0, 0, 0] == 1 and edited["full links"][1, 1, 1] == pytest.approx(0.3)
+    assert edited["perfect"][0, 0, 0] == 1 and edited["perfect"][1, 1, 1] == 0
+    assert (edited["perfect"].flatten()[2:-1] == pytest.approx(0.3))
+
+
+def two_objects(size=12):
+    """Ground truth of two square objects (classes 1, 2) on background, cell-aligned at stride 8,
+    and CAMs that cover only each object's middle."""
+    gt = np.zeros((8 * size, 8 * size), np.uint8)
+    gt[8:40, 8:40], gt[56:88, 56:88] = 1, 2
+    cams = np.zeros((2, 8 * size, 8 * size), np.float32)
+    cams[0, 16:32, 16:32], cams[1, 64:80, 64:80] = 1.0, 1.0
+    return gt, cams
+
+
+def test_walks_within_the_objects_fill_them_and_uninformative_affinities_do_not():
+    """Features alike everywhere (W = 1 for every pair) spread the CAMs over the background; with
+    the pairs across the objects' borders cut (no leaks, perfect) the CAMs fill their objects."""
+    gt, cams = two_objects()
+    cfg = {"normalisation": "irn", "beta": 8.0, "logt": 5, "bg_threshold": 0.25}
+    walks = WalkCheck(cfg, radius=5, n_classes=3)
+    walks.add(torch.zeros(4, 12, 12), cams, [1, 2], gt)
+    result = walks.result()
+    assert list(result) == list(WALKS)
+    assert result["perfect"][0] > 0.95 and result["no leaks"][0] > 0.95
+    assert result["as trained"][0] < result["perfect"][0] - 0.1
+    assert result["full links"][0] == pytest.approx(result["as trained"][0])  # W is 1 within already
+    assert all(0.05 <= score <= 0.95 for _, score in result.values())
+
+
+def test_psa_walks_are_scored_by_their_argmax():
+    """PSA's walk carries its own background channel: each mask is the argmax, no score swept."""
+    gt, _ = two_objects()
+    cams = np.stack([gt == 1, gt == 2]).astype(np.float32)  # PSA's background (1 - CAM)^alpha is 0 on them
+    walks = WalkCheck({"normalisation": "psa", "beta": 8.0, "logt": 5, "alpha": 16}, radius=5, n_classes=3)
+    walks.add(torch.zeros(4, 12, 12), cams, [1, 2], gt)
+    result = walks.result()
+    assert all(score is None for _, score in result.values())
+    assert result["perfect"][0] > 0.95 and result["perfect"][0] >= result["as trained"][0]

@@ -409,6 +409,20 @@ def test_affinity_check_scores_the_run_affinity_net_on_its_training_masks(tiny_r
     assert main(["affinity-check", "--results", str(work / "results"), "--model", str(tmp_path / "none.pt")]) == 1
     assert "none.pt: no AffinityNet there" in capsys.readouterr().err
 
+    # --walk: the run's CAMs walked over the trained affinities and over them put right
+    assert main(["affinity-check", "--results", str(work / "results"), "--max-images", "6", "--walk"]) == 0
+    out = capsys.readouterr().out
+    assert "of the CAMs of 6 images, best mIoU over the background score" in out
+    walks = re.findall(r"^ {4}(as trained|no leaks|full links|perfect) +(\d+\.\d) % at (\d\.\d\d)", out, re.M)
+    assert [w[0] for w in walks] == ["as trained", "no leaks", "full links", "perfect"]
+    assert all(0 < float(miou) <= 100 for _, miou, _ in walks)
+    bare = tmp_path / "bare"  # an AffinityNet without the run's CAMs: the error names the folder
+    (bare / "affinity").mkdir(parents=True)
+    (bare / "affinity_labels" / "train").mkdir(parents=True)
+    (bare / "affinity" / "model.pt").symlink_to(work / "results/affinity/model.pt")
+    assert main(["affinity-check", "--results", str(bare), "--walk"]) == 1
+    assert f"{bare / 'cam' / 'train'}: no CAMs to walk" in capsys.readouterr().err
+
 
 def test_status_says_what_is_complete_stale_or_missing_and_cleans_leftovers(tiny_run, capsys):
     from pipeline.__main__ import main
