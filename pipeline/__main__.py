@@ -232,6 +232,11 @@ def _walk_inputs(results: Path, split: str, stack: contextlib.ExitStack) -> dict
                                 f"(`snakemake {results / 'rw' / split}/...h5`, or drop --walk)")
     with ArtifactReader(walk_paths[0], stage="rw") as first:
         cfg = first.params()
+    needed = ["normalisation", "beta", "logt"] + (["alpha"] if cfg.get("normalisation") == "psa" else [])
+    missing = [k for k in needed if k not in cfg]
+    if missing:
+        raise ValueError(f"{walk_paths[0]}: the walk's settings lack {', '.join(missing)} (made by an older "
+                         "version of the pipeline: `snakemake` remakes it)")
     readers = [stack.enter_context(ArtifactReader(p, stage="cam")) for p in cam_paths]
 
     def cams(image_id: str):

@@ -175,3 +175,22 @@ def test_psa_walks_are_scored_by_their_argmax():
     result = walks.result()
     assert all(score is None for _, score in result.values())
     assert result["perfect"][0] > 0.95 and result["perfect"][0] >= result["as trained"][0]
+
+
+def test_walk_settings_of_an_older_run_are_an_error_naming_the_file(tmp_path, capsys):
+    """--walk reads the walk's settings from the run's rw artifacts; one without them is named."""
+    from pipeline.__main__ import main
+    from pipeline.artifacts import ArtifactWriter
+
+    results = tmp_path / "results"
+    (results / "affinity").mkdir(parents=True)
+    (results / "affinity" / "model.pt").write_bytes(b"")  # never opened: the settings are read first
+    for stage in ("cam", "rw"):
+        (results / stage / "train").mkdir(parents=True)
+        with ArtifactWriter(results / stage / "train" / "shard00.h5", stage=stage, split="train", shard="shard00",
+                            classes=["a"], params={"beta": 8.0, "radius": 5}, code_hash="x"):
+            pass
+    argv = ["affinity-check", "--results", str(results), "--split", "train", "--walk", "--device", "cpu"]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert f"{results / 'rw' / 'train' / 'shard00.h5'}: the walk's settings lack normalisation, logt" in err
