@@ -238,13 +238,13 @@ def _walk_inputs(results: Path, split: str, stack: contextlib.ExitStack) -> dict
         raise ValueError(f"{walk_paths[0]}: the walk's settings lack {', '.join(missing)} (made by an older "
                          "version of the pipeline: `snakemake` remakes it)")
     readers = [stack.enter_context(ArtifactReader(p, stage="cam")) for p in cam_paths]
+    where = {image_id: reader for reader in readers for image_id in reader.image_ids()}
 
     def cams(image_id: str):
-        for reader in readers:
-            if image_id in reader:
-                d = reader.read(image_id, "cams", "keys")
-                return d["cams"], d["keys"]
-        return None
+        if image_id not in where:
+            return None
+        d = where[image_id].read(image_id, "cams", "keys")
+        return d["cams"], d["keys"]
 
     return {"cfg": cfg, "cams": cams}
 

@@ -111,33 +111,33 @@ class WalkCheck:
     def __init__(self, cfg: dict, radius: int, n_classes: int):
         self.cfg, self.radius, self.n = cfg, radius, n_classes
         self.by_argmax = cfg["normalisation"] == "psa"
-        self.sweeps = {name: ThresholdSweep(n_classes, BACKGROUND_SCORES) for name in WALKS}
-        self.confusion = {name: np.zeros((n_classes, n_classes), np.int64) for name in WALKS}
+        # per walk: its confusion matrix (psa) or its sweep over the background score
+        self.scores = {name: np.zeros((n_classes, n_classes), np.int64) if self.by_argmax
+                       else ThresholdSweep(n_classes, BACKGROUND_SCORES) for name in WALKS}
 
-    def add(self, features: torch.Tensor, cams: np.ndarray, keys, gt: np.ndarray) -> None:
-        """features [C, h, w] of the AffinityNet, CAMs [K, H, W] (max 1 each) with their class
-        values `keys`, ground truth [H, W]."""
+    def add(self, features: torch.Tensor, cells: torch.Tensor, cams: np.ndarray, keys, gt: np.ndarray) -> None:
+        """features [C, h, w] of the AffinityNet, the ground truth gt [H, W] and its cell_labels
+        (on the features' device), CAMs [K, H, W] (max 1 each) with their class values `keys`."""
         grid = features.shape[1:]
         weights, valid = neighbour_affinities(features, self.radius, self.cfg["beta"])
-        cells = cell_labels(torch.from_numpy(gt.astype(np.int64))).to(features.device)
         maps = torch.from_numpy(cams.astype(np.float32)).to(features.device)
         values = np.concatenate([[0], np.asarray(keys, np.int64)])
         for name, w in edited_affinities(weights, *ground_truth_pairs(cells, self.radius, grid)).items():
             scores = scores_by_walk(transition_from_affinities(w, valid, self.radius), grid, maps, self.cfg)
             up = upsample_scores(scores.cpu(), gt.shape).numpy()
             if self.by_argmax:
-                self.confusion[name] += confusion_matrix(gt, values[up.argmax(0)], self.n)
+                self.scores[name] += confusion_matrix(gt, values[up.argmax(0)], self.n)
             else:  # the background score is the walk's one parameter: each walk gets its best
-                self.sweeps[name].add(gt, up[1:], keys)
+                self.scores[name].add(gt, up[1:], keys)
 
     def result(self) -> dict:
         """{walk: (mIoU, background score or None for psa's argmax)}."""
         out = {}
         for name in WALKS:
             if self.by_argmax:
-                out[name] = (mean_iou(self.confusion[name]), None)
+                out[name] = (mean_iou(self.scores[name]), None)
                 continue
-            scores = [mean_iou(self.sweeps[name].confusion(k)) for k in range(len(BACKGROUND_SCORES))]
+            scores = [mean_iou(self.scores[name].confusion(k)) for k in range(len(BACKGROUND_SCORES))]
             best = int(np.nanargmax(scores))
             out[name] = (scores[best], float(BACKGROUND_SCORES[best]))
         return out
@@ -180,7 +180,7 @@ def check(model_path, records: list[mf.Record], max_images: int | None = None, d
         used += 1
         cams = walk["cams"](r.image_id) if walk else None
         if cams is not None and cams[0].shape[1:] == gt.shape:
-            walks.add(features, *cams, gt)
+            walks.add(features, cells, *cams, gt)
             walked += 1
         elif walk:
             log.warning("no walk for %s: %s", r.image_id, "no CAMs" if cams is None else "CAMs of another size")

@@ -175,6 +175,7 @@ def run(*, manifest_path, label_paths, classes, cfg: dict, seed: int, compute: d
     run_hash = params_hash({"cfg": cfg, "seed": seed, "code": code_hash, "data": mf.digest(records),
                             "init": file_id(classifier_path) if cfg["init_from_classifier"] else None})
     torch.manual_seed(seed)
+    device = pick_device(compute["device"])
     model = AffinityNet(build_backbone(cfg["backbone"], 8, load_weights=not cfg["init_from_classifier"]))
     if cfg["init_from_classifier"]:
         init_from_classifier(model, classifier_path, "affinity")
@@ -182,12 +183,11 @@ def run(*, manifest_path, label_paths, classes, cfg: dict, seed: int, compute: d
         model.freeze_backbone()
         # the fixed backbone only runs forward: a training step 1.28x faster on a CPU (8 crops of
         # 320, MobileNetV2, 2 threads)
-        cpu_channels_last(model, pick_device(compute["device"]))
+        cpu_channels_last(model, device)
     offsets = pair_offsets(cfg["radius"])
 
     crops = MaskedCrops(records, where, cfg, seed, stage="affinity_labels", fill=model.backbone.normalization["mean"])
     if cfg["feature_cache"]:  # with freeze_backbone (plan.check)
-        device = pick_device(compute["device"])
         dataset = CachedFeatureCrops(model.to(device), crops, cfg, seed, device)
         compute = {**compute, "num_workers": 0}  # the cache lives in this process
 

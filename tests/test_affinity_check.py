@@ -8,6 +8,7 @@ from pipeline.affinity_check import (BINS, WALKS, WalkCheck, auc, edited_affinit
 from pipeline.grid_pairs import neighbour_offsets
 from pipeline.imageio import IGNORE
 from pipeline.random_walk import neighbour_affinities
+from pipeline.train_affinity import cell_labels
 
 
 def two_regions(h=12, w=16, c=8):
@@ -157,7 +158,7 @@ def test_walks_within_the_objects_fill_them_and_uninformative_affinities_do_not(
     gt, cams = two_objects()
     cfg = {"normalisation": "irn", "beta": 8.0, "logt": 5, "bg_threshold": 0.25}
     walks = WalkCheck(cfg, radius=5, n_classes=3)
-    walks.add(torch.zeros(4, 12, 12), cams, [1, 2], gt)
+    walks.add(torch.zeros(4, 12, 12), cell_labels(torch.from_numpy(gt.astype(np.int64))), cams, [1, 2], gt)
     result = walks.result()
     assert list(result) == list(WALKS)
     assert result["perfect"][0] > 0.95 and result["no leaks"][0] > 0.95
@@ -171,7 +172,7 @@ def test_psa_walks_are_scored_by_their_argmax():
     gt, _ = two_objects()
     cams = np.stack([gt == 1, gt == 2]).astype(np.float32)  # PSA's background (1 - CAM)^alpha is 0 on them
     walks = WalkCheck({"normalisation": "psa", "beta": 8.0, "logt": 5, "alpha": 16}, radius=5, n_classes=3)
-    walks.add(torch.zeros(4, 12, 12), cams, [1, 2], gt)
+    walks.add(torch.zeros(4, 12, 12), cell_labels(torch.from_numpy(gt.astype(np.int64))), cams, [1, 2], gt)
     result = walks.result()
     assert all(score is None for _, score in result.values())
     assert result["perfect"][0] > 0.95 and result["perfect"][0] >= result["as trained"][0]
