@@ -25,7 +25,7 @@ import torch
 
 from . import manifest as mf
 from .data import to_tensor, upsample_scores
-from .evaluate import ThresholdSweep, confusion_matrix, load_ground_truth, mean_iou
+from .evaluate import ThresholdSweep, confusion_matrix, load_ground_truth, mean_iou, threshold_grid
 from .grid_pairs import neighbour_offsets, offset_slices, pair_offsets
 from .imageio import IGNORE, ImageReadError, read_image
 from .logs import progress
@@ -35,7 +35,6 @@ from .train_affinity import cell_labels, pair_affinities, pair_labels
 BINS = 1000
 WALKS = {"as trained": "the AffinityNet's affinities", "no leaks": "pairs across two segments set to 0",
          "full links": "pairs within a segment set to 1", "perfect": "both"}
-BACKGROUND_SCORES = np.round(np.arange(0.05, 0.951, 0.01), 6)  # the walk's sweep, irn and per_class
 log = logging.getLogger(__name__)
 
 
@@ -103,6 +102,14 @@ def edited_affinities(weights: torch.Tensor, same: torch.Tensor, different: torc
             "perfect": cut.masked_fill(same, 1.0)}
 
 
+def background_scores() -> np.ndarray:
+    """The evaluation's sweep of the constant background score (the schema's
+    evaluation.bg_threshold), so that a walk's best here is found as the `rw` row's sweep finds it."""
+    from .config import resolve
+
+    return threshold_grid(resolve({})["evaluation"]["bg_threshold"])
+
+
 class WalkCheck:
     """The walk of each image's CAMs over each of WALKS' affinities, scored against the ground
     truth: per walk, the confusion matrices at every background score (irn, per_class) or of the
@@ -111,9 +118,10 @@ class WalkCheck:
     def __init__(self, cfg: dict, radius: int, n_classes: int):
         self.cfg, self.radius, self.n = cfg, radius, n_classes
         self.by_argmax = cfg["normalisation"] == "psa"
+        self.grid = None if self.by_argmax else background_scores()
         # per walk: its confusion matrix (psa) or its sweep over the background score
         self.scores = {name: np.zeros((n_classes, n_classes), np.int64) if self.by_argmax
-                       else ThresholdSweep(n_classes, BACKGROUND_SCORES) for name in WALKS}
+                       else ThresholdSweep(n_classes, self.grid) for name in WALKS}
 
     def add(self, features: torch.Tensor, cells: torch.Tensor, cams: np.ndarray, keys, gt: np.ndarray) -> None:
         """features [C, h, w] of the AffinityNet, the ground truth gt [H, W] and its cell_labels
@@ -137,9 +145,9 @@ class WalkCheck:
             if self.by_argmax:
                 out[name] = (mean_iou(self.scores[name]), None)
                 continue
-            scores = [mean_iou(self.scores[name].confusion(k)) for k in range(len(BACKGROUND_SCORES))]
+            scores = [mean_iou(self.scores[name].confusion(k)) for k in range(len(self.grid))]
             best = int(np.nanargmax(scores))
-            out[name] = (scores[best], float(BACKGROUND_SCORES[best]))
+            out[name] = (scores[best], float(self.grid[best]))
         return out
 
 

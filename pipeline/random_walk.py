@@ -88,8 +88,10 @@ def transition_from_affinities(weights: torch.Tensor, valid: torch.Tensor, radiu
 
 
 def propagate(transition: torch.Tensor, maps: torch.Tensor, logt: int) -> torch.Tensor:
-    """maps [K, h, w] after 2^logt steps of v <- T v."""
+    """maps [K, h, w] after 2^logt steps of v <- T v (none to walk when K is 0)."""
     k, h, w = maps.shape
+    if k == 0:
+        return maps
     v = maps.reshape(k, h * w).T.contiguous()
     for _ in range(2 ** logt):
         v = torch.sparse.mm(transition, v)
@@ -98,7 +100,7 @@ def propagate(transition: torch.Tensor, maps: torch.Tensor, logt: int) -> torch.
 
 def random_walk(features: torch.Tensor, maps: torch.Tensor, radius: int, beta: float, logt: int) -> torch.Tensor:
     """The sparse random walk of maps [K, h, w] over the affinities of features [C, h, w]."""
-    if maps.shape[0] == 0:
+    if maps.shape[0] == 0:  # nothing to walk: not even the transition matrix is needed
         return maps
     return propagate(transition_matrix(features, radius, beta), maps, logt)
 
@@ -151,7 +153,7 @@ def scores_by_walk(transition: torch.Tensor, grid, cams: torch.Tensor, cfg: dict
         maps = torch.cat([psa_background(cams, cfg["alpha"])[None], cams])
         return propagate(transition, F.adaptive_avg_pool2d(maps[None], grid)[0], cfg["logt"])
     small = F.adaptive_avg_pool2d(cams[None], grid)[0] if len(cams) else cams.new_zeros((0, *grid))
-    walked = propagate(transition, small, cfg["logt"]) if len(small) else small
+    walked = propagate(transition, small, cfg["logt"])
     if mode == "irn":
         walked = normalise_global_max(walked)
     elif mode == "per_class":
