@@ -220,7 +220,7 @@ def affinity_check(args) -> None:
 
 def _walk_inputs(results: Path, split: str, stack: contextlib.ExitStack) -> dict:
     """The run's CAMs of `split` (image id -> (CAMs, keys) or None) and its walk's settings."""
-    from .artifacts import ArtifactReader
+    from .artifacts import ArtifactReader, ShardSet
 
     cam_paths = sorted((results / "cam" / split).glob("*.h5"))
     walk_paths = sorted((results / "rw" / split).glob("*.h5"))
@@ -237,13 +237,12 @@ def _walk_inputs(results: Path, split: str, stack: contextlib.ExitStack) -> dict
     if missing:
         raise ValueError(f"{walk_paths[0]}: the walk's settings lack {', '.join(missing)} (made by an older "
                          "version of the pipeline: `snakemake` remakes it)")
-    readers = [stack.enter_context(ArtifactReader(p, stage="cam")) for p in cam_paths]
-    where = {image_id: reader for reader in readers for image_id in reader.image_ids()}
+    shards = stack.enter_context(ShardSet(cam_paths, stage="cam"))
 
     def cams(image_id: str):
-        if image_id not in where:
+        if image_id not in shards:
             return None
-        d = where[image_id].read(image_id, "cams", "keys")
+        d = shards.read(image_id, "cams", "keys")
         return d["cams"], d["keys"]
 
     return {"cfg": cfg, "cams": cams}

@@ -176,3 +176,52 @@ class ArtifactReader:
     def __exit__(self, *exc):
         self.close()
         return False
+
+
+class ShardSet:
+    """The shards of one stage and split read as one artifact: each image id finds its shard's
+    reader. Every shard is opened at once (and closed again if one of them cannot be read)."""
+
+    def __init__(self, paths, *, stage: str | None = None):
+        self.readers: list[ArtifactReader] = []
+        try:
+            for path in paths:
+                self.readers.append(ArtifactReader(path, stage=stage))
+        except BaseException:
+            self.close()
+            raise
+        self._where = {image_id: rd for rd in self.readers for image_id in rd.image_ids()}
+
+    def __contains__(self, image_id: str) -> bool:
+        return image_id in self._where
+
+    def image_ids(self) -> list[str]:
+        return list(self._where)
+
+    def reader(self, image_id: str) -> ArtifactReader:
+        """The reader of the shard that holds `image_id` (KeyError when none does)."""
+        return self._where[image_id]
+
+    def read(self, image_id: str, *names: str) -> dict[str, np.ndarray]:
+        return self.reader(image_id).read(image_id, *names)
+
+    def close(self):
+        for rd in self.readers:
+            rd.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+def shard_index(paths, *, stage: str | None = None) -> dict[str, str]:
+    """image id -> the path of the shard that holds it, for readers opened later (in another
+    process, or one image at a time)."""
+    where = {}
+    for path in paths:
+        with ArtifactReader(path, stage=stage) as rd:
+            where.update(dict.fromkeys(rd.image_ids(), str(path)))
+    return where

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from . import manifest as mf
-from .artifacts import ArtifactReader
+from .artifacts import ShardSet
 from .atomic import write_text
 
 
@@ -47,27 +47,23 @@ def coco_dict(images: list[dict], annotations: list[dict], classes) -> dict:
 
 def export_instances(*, shard_paths, records: list[mf.Record], classes, out_path) -> dict:
     """Write the instances of the records found in the shards as COCO JSON; returns counts."""
-    readers = [ArtifactReader(p) for p in shard_paths]
-    where = {iid: rd for rd in readers for iid in rd.image_ids()}
     images, annotations = [], []
-    try:
+    with ShardSet(shard_paths) as shards:
         for r in records:
-            if r.image_id not in where:
+            if r.image_id not in shards:
                 continue
-            d = where[r.image_id].read(r.image_id, "instance_masks", "instance_classes", "instance_scores")
+            reader = shards.reader(r.image_id)
+            d = reader.read(r.image_id, "instance_masks", "instance_classes", "instance_scores")
             masks = d["instance_masks"]
-            h, w = masks.shape[1:] if masks.ndim == 3 else where[r.image_id].read(r.image_id, "mask")["mask"].shape
+            h, w = masks.shape[1:] if masks.ndim == 3 else reader.read(r.image_id, "mask")["mask"].shape
             image_id = len(images) + 1
             images.append({"id": image_id, "file_name": Path(r.image).name, "image_key": r.image_id,
                            "height": int(h), "width": int(w)})
             for m, c, s in zip(masks, d["instance_classes"], d["instance_scores"]):
                 if not 1 <= int(c) <= len(classes):
-                    where[r.image_id].fail(r.image_id, f"instance class {int(c)} outside 1..{len(classes)}")
+                    reader.fail(r.image_id, f"instance class {int(c)} outside 1..{len(classes)}")
                 annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": int(c),
                                     "segmentation": rle_encode(m), "area": float(m.astype(bool).sum()),
                                     "bbox": bbox(m), "iscrowd": 0, "score": float(s)})
-    finally:
-        for rd in readers:
-            rd.close()
     write_text(out_path, json.dumps(coco_dict(images, annotations, classes)))
     return {"images": len(images), "instances": len(annotations)}

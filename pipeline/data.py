@@ -163,13 +163,9 @@ class ArtifactArrays:
 
     @classmethod
     def from_shards(cls, shard_paths, stage: str, name: str) -> "ArtifactArrays":
-        from .artifacts import ArtifactReader
+        from .artifacts import shard_index
 
-        where = {}
-        for path in shard_paths:
-            with ArtifactReader(path, stage=stage) as rd:
-                where.update(dict.fromkeys(rd.image_ids(), str(path)))
-        return cls(where, stage, name)
+        return cls(shard_index(shard_paths, stage=stage), stage, name)
 
     def read(self, image_id: str) -> np.ndarray:
         from .artifacts import ArtifactReader

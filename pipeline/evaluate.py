@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from . import manifest as mf
-from .artifacts import ArtifactReader
+from .artifacts import ShardSet
 from .atomic import write_text
 from .imageio import IGNORE, ImageReadError, read_label_map
 from .logs import progress
@@ -163,12 +163,11 @@ class MaskScores:
                                                 for n, v in zip(["background", *classes], full)}, **extra)
 
 
-def _paired(records, readers, names, n_classes: int, problems: ProblemReport, desc: str, upstream: str):
+def _paired(records, shards: ShardSet, names, n_classes: int, problems: ProblemReport, desc: str, upstream: str):
     """Yield (record, ground truth, {name: array}, reader) of every record with an output and a
     usable mask of the output's size; the rest go to `problems`."""
-    where = {iid: rd for rd in readers for iid in rd.image_ids()}
     for r in progress(records, desc=desc, unit="img"):
-        if r.image_id not in where:
+        if r.image_id not in shards:
             problems.add(r.image_id, r.image, f"no output: the image was skipped upstream (see {upstream} problems)")
             continue
         try:
@@ -176,12 +175,12 @@ def _paired(records, readers, names, n_classes: int, problems: ProblemReport, de
         except ImageReadError as e:
             problems.add(r.image_id, r.mask, str(e))
             continue
-        d = where[r.image_id].read(r.image_id, *names)
+        d = shards.read(r.image_id, *names)
         size = d["mask"].shape if "mask" in d else d["cams"].shape[1:]
         if size != gt.shape:
             problems.add(r.image_id, r.mask, f"mask size {gt.shape} differs from the output size {size}")
             continue
-        yield r, gt, d, where[r.image_id]
+        yield r, gt, d, shards.reader(r.image_id)
 
 
 def _finish(metrics: dict, stage: str, split: str, out_path, problems: ProblemReport) -> dict:
@@ -205,18 +204,14 @@ def evaluate_cams(*, manifest_paths, cam_paths, classes, thresholds: dict, split
     sweep = ThresholdSweep(n, grid)
     problems = ProblemReport(problems_path)
     records = [r for p in manifest_paths for r in mf.read_tsv(p)]
-    readers = [ArtifactReader(p, stage=artifact_stage) for p in cam_paths]
     n_images = 0
-    try:
-        for r, gt, d, reader in _paired(records, readers, ("cams", "keys"), n, problems,
+    with ShardSet(cam_paths, stage=artifact_stage) as shards:
+        for r, gt, d, reader in _paired(records, shards, ("cams", "keys"), n, problems,
                                         f"evaluate {stage} {split}", artifact_stage):
             if d["cams"].ndim != 3 or d["keys"].shape != d["cams"].shape[:1]:
                 reader.fail(r.image_id, f"cams {d['cams'].shape} and keys {d['keys'].shape} do not match")
             sweep.add(gt, d["cams"], d["keys"])
             n_images += 1
-    finally:
-        for rd in readers:
-            rd.close()
     if n_images == 0:
         raise ValueError(f"evaluate {stage}: no image of split {split!r} could be evaluated "
                          f"(see {problems_path})")
@@ -257,13 +252,12 @@ def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: st
     scores = MaskScores(n)
     problems = ProblemReport(problems_path)
     records = [r for p in manifest_paths for r in mf.read_tsv(p)]
-    readers = [ArtifactReader(p, stage=artifact_stage) for p in mask_paths]
     if sweep:
         from .data import upsample_scores  # torch, only for stages that store score maps
     grid = threshold_grid(sweep) if sweep else None
     scores_sweep = ThresholdSweep(n, grid) if sweep else None
-    try:
-        for r, gt, d, reader in _paired(records, readers, ("mask",), n, problems, f"evaluate {stage} {split}",
+    with ShardSet(mask_paths, stage=artifact_stage) as shards:
+        for r, gt, d, reader in _paired(records, shards, ("mask",), n, problems, f"evaluate {stage} {split}",
                                         artifact_stage):
             if sweep:
                 s = reader.read(r.image_id, "scores", "keys")
@@ -274,9 +268,6 @@ def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: st
                 reader.fail(r.image_id, f"mask values {sorted(set(np.unique(mask[bad]).tolist()))[:5]} "
                                         f"outside 0..{n - 1} and 255")
             scores.add(gt, mask)
-    finally:
-        for rd in readers:
-            rd.close()
     if scores.n_images == 0:
         raise ValueError(f"evaluate {stage}: no image of split {split!r} could be evaluated (see {problems_path})")
     extra = {}

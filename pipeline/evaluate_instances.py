@@ -17,7 +17,7 @@ import logging
 import numpy as np
 
 from . import manifest as mf
-from .artifacts import ArtifactReader
+from .artifacts import ShardSet
 from .atomic import write_text
 from .imageio import IGNORE, ImageReadError, read_label_map
 from .logs import progress
@@ -124,12 +124,10 @@ def run(*, manifest_paths, instance_paths, classes, split: str, threshold: float
     an output go to the problem report."""
     problems = ProblemReport(problems_path)
     records = [r for p in manifest_paths for r in mf.read_tsv(p)]
-    readers = [ArtifactReader(p, stage="prm") for p in instance_paths]
-    where = {iid: rd for rd in readers for iid in rd.image_ids()}
     acc = InstanceScores(len(classes), threshold)
-    try:
+    with ShardSet(instance_paths, stage="prm") as shards:
         for r in progress(records, desc=f"evaluate prm instances {split}", unit="img"):
-            if r.image_id not in where:
+            if r.image_id not in shards:
                 problems.add(r.image_id, r.image, "no instance masks: skipped upstream (see prm_peaks problems)")
                 continue
             if not r.instances or not r.mask:
@@ -140,7 +138,7 @@ def run(*, manifest_paths, instance_paths, classes, split: str, threshold: float
             except ImageReadError as e:
                 problems.add(r.image_id, r.instances, str(e))
                 continue
-            d = where[r.image_id].read(r.image_id, "instance_masks", "instance_classes", "instance_scores")
+            d = shards.read(r.image_id, "instance_masks", "instance_classes", "instance_scores")
             if inst.shape != cls.shape or d["instance_masks"].shape[1:] != inst.shape:
                 problems.add(r.image_id, r.instances, f"instance map {inst.shape}, class mask {cls.shape} and "
                                                       f"predictions {d['instance_masks'].shape[1:]} differ in size")
@@ -148,9 +146,6 @@ def run(*, manifest_paths, instance_paths, classes, split: str, threshold: float
             gt_masks, gt_classes = ground_truth_instances(inst, cls)
             acc.add(d["instance_masks"].astype(bool), d["instance_classes"], d["instance_scores"], gt_masks,
                     gt_classes, inst != IGNORE)
-    finally:
-        for rd in readers:
-            rd.close()
     if acc.n_images == 0:
         raise ValueError(
             f"evaluate prm instances: no image of split {split!r} could be evaluated (see {problems_path})")

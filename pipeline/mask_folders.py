@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from . import manifest as mf
-from .artifacts import ArtifactReader
+from .artifacts import ArtifactReader, ShardSet
 from .atomic import atomic_path, write_text
 from .evaluate import MaskScores, cam_labels, load_ground_truth
 from .imageio import IGNORE, ImageReadError, read_folder_mask, write_label_png
@@ -101,15 +101,13 @@ def export_masks(*, shard_paths, records: list[mf.Record], out_dir, split: str, 
     """Write the label maps (and score maps) of the records found in the shards; returns counts."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    readers = [ArtifactReader(p) for p in shard_paths]
-    where = {iid: rd for rd in readers for iid in rd.image_ids()}
     written, missing = [], []
-    try:
+    with ShardSet(shard_paths) as shards:
         for r in progress(records, desc=f"export {split}", unit="img"):
-            if r.image_id not in where:
+            if r.image_id not in shards:
                 missing.append(r.image_id)
                 continue
-            reader = where[r.image_id]
+            reader = shards.reader(r.image_id)
             labels, cams = _label_map(reader, r.image_id, threshold)
             bad = (labels >= n_classes) & (labels != IGNORE)
             if bad.any():
@@ -120,9 +118,6 @@ def export_masks(*, shard_paths, records: list[mf.Record], out_dir, split: str, 
                 with atomic_path(out_dir / f"{r.image_id}.npy") as tmp, open(tmp, "wb") as f:
                     np.save(f, _full_scores(labels, cams, reader, r.image_id, n_classes, threshold))
             written.append(r)
-    finally:
-        for rd in readers:
-            rd.close()
     write_text(out_dir / f"{split}.txt", "".join(f"{r.image_id}\n" for r in written))
     write_text(out_dir / f"{split}_pairs.txt",
                "".join(f"{Path(r.image).resolve()} {(out_dir / f'{r.image_id}.png').resolve()}\n" for r in written))

@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 
 from . import manifest as mf
-from .artifacts import ArtifactReader
+from .artifacts import ShardSet
 from .atomic import write_text
 from .evaluate import cam_labels
 from .figures import pyplot, save_figure
@@ -170,30 +170,20 @@ def label_picture(labels: np.ndarray) -> dict:
     return {"rgb": colorize(labels), "classes": {int(v) for v in np.unique(labels)}}
 
 
-def _reader_index(shard_paths, stage: str) -> dict[str, str]:
-    where = {}
-    for path in shard_paths:
-        with ArtifactReader(path, stage=stage) as rd:
-            where.update(dict.fromkeys(rd.image_ids(), str(path)))
-    return where
-
-
 def stage_pictures(kind: str, shard_paths, stage: str, images: dict[str, np.ndarray], threshold: float | None):
     """image id -> the stage's pictures: [heat map, label map] for CAMs, [label map] for masks."""
-    where = _reader_index(shard_paths, stage)
     out = {}
-    for image_id, rgb in images.items():
-        if image_id not in where:
-            out[image_id] = [None, None] if kind == "cam" else [None]
-            continue
-        with ArtifactReader(where[image_id], stage=stage) as rd:
-            if kind == "cam":
-                data = rd.read(image_id, "cams", "keys")
+    with ShardSet(shard_paths, stage=stage) as shards:
+        for image_id, rgb in images.items():
+            if image_id not in shards:
+                out[image_id] = [None, None] if kind == "cam" else [None]
+            elif kind == "cam":
+                data = shards.read(image_id, "cams", "keys")
                 cams = data["cams"].astype(np.float32)
                 heat = heat_overlay(rgb, cams.max(0) if len(cams) else np.zeros(rgb.shape[:2], np.float32))
                 out[image_id] = [{"rgb": heat}, label_picture(cam_labels(cams, data["keys"], threshold))]
             else:
-                out[image_id] = [label_picture(rd.read(image_id, "mask")["mask"])]
+                out[image_id] = [label_picture(shards.read(image_id, "mask")["mask"])]
     return out
 
 
@@ -315,15 +305,16 @@ def plot_history(history_path, title: str, out_path) -> None:
 
 
 def draw_instances(shard_paths, records: list[mf.Record], images: dict, truths: dict, class_names, out_path) -> int:
-    where = _reader_index(shard_paths, "prm")
     rows = []
+    with ShardSet(shard_paths, stage="prm") as shards:
+        instances = {r.image_id: shards.read(r.image_id, "instance_masks", "instance_classes")
+                 for r in records if r.image_id in images and r.image_id in shards}
     for r in records:
         if r.image_id not in images:
             continue
         rgb, picture = images[r.image_id], None
-        if r.image_id in where:
-            with ArtifactReader(where[r.image_id], stage="prm") as rd:
-                data = rd.read(r.image_id, "instance_masks", "instance_classes", "instance_scores")
+        if r.image_id in instances:
+            data = instances[r.image_id]
             picture = {"rgb": instance_overlay(rgb, data["instance_masks"].astype(bool))}
             found = ", ".join(class_names[int(c) - 1] for c in data["instance_classes"])
             label = f"{r.image_id}\n{found or 'no instance'}"

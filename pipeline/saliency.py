@@ -37,7 +37,7 @@ import numpy as np
 from scipy import ndimage
 
 from . import manifest as mf
-from .artifacts import ArtifactReader, ArtifactWriter
+from .artifacts import ArtifactWriter, ShardSet
 from .atomic import write_text
 from .imageio import IGNORE, ImageReadError, read_grey_map
 from .logs import progress
@@ -246,12 +246,10 @@ def evaluate_saliency(*, manifest_paths, saliency_paths, classes, split: str, st
     problems = ProblemReport(problems_path)
     records = [r for p in manifest_paths for r in mf.read_tsv(p)]
     scores = SaliencyScores()
-    readers = [ArtifactReader(p, stage="saliency") for p in saliency_paths]
-    where = {iid: rd for rd in readers for iid in rd.image_ids()}
-    sources = sorted({rd.params().get("source", "") for rd in readers})
-    try:
+    with ShardSet(saliency_paths, stage="saliency") as shards:
+        sources = sorted({rd.params().get("source", "") for rd in shards.readers})
         for r in progress(records, desc=f"evaluate {stage} {split}", unit="img"):
-            if r.image_id not in where:
+            if r.image_id not in shards:
                 problems.add(r.image_id, r.image, "no saliency map: skipped upstream (see saliency problems)")
                 continue
             try:
@@ -259,14 +257,11 @@ def evaluate_saliency(*, manifest_paths, saliency_paths, classes, split: str, st
             except ImageReadError as e:
                 problems.add(r.image_id, r.mask, str(e))
                 continue
-            sal = where[r.image_id].read(r.image_id, "saliency")["saliency"]
+            sal = shards.read(r.image_id, "saliency")["saliency"]
             if sal.shape != gt.shape:
                 problems.add(r.image_id, r.mask, f"mask size {gt.shape} differs from the saliency size {sal.shape}")
                 continue
             scores.add(sal, (gt > 0) & (gt != IGNORE), gt != IGNORE)
-    finally:
-        for rd in readers:
-            rd.close()
     try:
         metrics = {"stage": stage, "split": split, "source": ", ".join(sources), **scores.result(),
                    "n_images": len(scores.mae), "n_skipped": len(problems)}

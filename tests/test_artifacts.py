@@ -6,7 +6,7 @@ import h5py
 import numpy as np
 import pytest
 
-from pipeline.artifacts import ArtifactError, ArtifactReader, ArtifactWriter
+from pipeline.artifacts import ArtifactError, ArtifactReader, ArtifactWriter, ShardSet, shard_index
 from pipeline.provenance import params_hash
 
 PARAMS = {"scales": [1.0, 0.5], "flip": True}
@@ -151,3 +151,37 @@ def test_a_killed_writers_temporary_is_removed_by_the_next_write(tmp_path):
     other.parent.mkdir()
     other.write_bytes(b"x")
     assert remove_leftovers(tmp_path) == [other] and busy.exists()
+
+
+def test_a_shard_set_finds_each_image_in_its_shard_and_closes_them_all(tmp_path):
+    first = write(tmp_path / "shard00.h5")
+    with ArtifactWriter(tmp_path / "shard01.h5", stage="cam", split="val", shard="shard01", classes=["cat", "dog"],
+                        params=PARAMS, code_hash="abc123") as w:
+        w.add("img_3", {"height": 2, "width": 2}, cams=np.ones((1, 2, 2), np.float16), keys=np.array([2], np.uint8))
+    second = tmp_path / "shard01.h5"
+    with ShardSet([first, second], stage="cam") as shards:
+        assert shards.image_ids() == ["img_1", "img_2", "img_3"]
+        assert "img_3" in shards and "img_9" not in shards
+        assert shards.reader("img_3").path == second and shards.reader("img_1").path == first
+        assert list(shards.read("img_3", "keys")["keys"]) == [2]
+        readers = shards.readers
+    assert not any(rd.file.id.valid for rd in readers)
+    assert shard_index([first, second], stage="cam") == {"img_1": str(first), "img_2": str(first),
+                                                         "img_3": str(second)}
+
+
+def test_a_shard_set_with_an_unreadable_shard_names_it_and_leaves_none_open(tmp_path, monkeypatch):
+    good = write(tmp_path / "shard00.h5")
+    bad = tmp_path / "shard01.h5"
+    bad.write_bytes(b"not hdf5")
+    opened = []
+    real_init = ArtifactReader.__init__
+
+    def recording_init(self, path, **kw):
+        real_init(self, path, **kw)
+        opened.append(self)
+
+    monkeypatch.setattr(ArtifactReader, "__init__", recording_init)
+    with pytest.raises(ArtifactError, match="shard01.h5: not a readable HDF5 file"):
+        ShardSet([good, bad], stage="cam")
+    assert len(opened) == 1 and not opened[0].file.id.valid

@@ -123,3 +123,25 @@ def test_stage_pictures_draw_the_cam_label_map_at_the_stages_threshold(tmp_path)
     np.testing.assert_array_equal(labels["rgb"], colorize(expected))
     assert report.stage_pictures("cam", [path], "cam", {"b": rgb}, threshold=0.1)["b"] == [None, None]
     assert heat["rgb"].shape == (4, 4, 3)
+
+
+def test_instance_pictures_name_each_images_instances_and_leave_missing_images_bare(tmp_path, monkeypatch):
+    masks = np.zeros((2, 4, 4), np.uint8)
+    masks[0, :2] = 1
+    masks[1, 2:] = 1
+    path = tmp_path / "prm.h5"
+    with ArtifactWriter(path, stage="prm", split="val", shard="shard00", classes=["cat", "dog"], params={},
+                        code_hash="x") as w:
+        w.add("a", instance_masks=masks, instance_classes=np.array([2, 1], np.uint8),
+              instance_scores=np.array([0.9, 0.5], np.float32))
+    drawn = {}
+    monkeypatch.setattr(report, "draw_montage", lambda rows, *args: drawn.update(rows=rows) or len(rows))
+    rgb = np.zeros((4, 4, 3), np.uint8)
+    truth = report.label_picture(np.zeros((4, 4), np.uint8))
+    recs = records([[1, 2], [1], [2]])  # img000 .. img002; only img000 and img001 are drawn
+    recs[0] = Record("a", "a.png", (1, 2))
+    n = report.draw_instances([path], recs, {"a": rgb, "img001": rgb}, {"a": truth, "img001": truth},
+                              ["cat", "dog"], tmp_path / "i.png")
+    (label_a, panels_a), (label_b, panels_b) = drawn["rows"]
+    assert n == 2 and label_a == "a\ndog, cat" and label_b == "img001"
+    assert panels_a[2]["rgb"].shape == (4, 4, 3) and panels_b[2] is None
