@@ -15,6 +15,7 @@ With the backbone frozen (`freeze_backbone`, IRN's way) its features never chang
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -24,7 +25,7 @@ from .backbones import build_backbone
 from .data import MaskedCrops, mask_locations, random_crop, to_tensor
 from .devices import pick_device
 from .grid_pairs import offset_slices, pair_offsets
-from .imageio import IGNORE
+from .imageio import IGNORE, ImageReadError, image_size
 from .logs import progress
 from .nets import STRIDE, AffinityNet, cpu_channels_last, init_from_classifier
 from .problems import ProblemReport
@@ -166,6 +167,50 @@ class CachedFeatureCrops(torch.utils.data.Dataset):
         return {"features": window.float(), "cell_label": cells, "index": index}
 
 
+def cache_bytes(records, channels: int) -> int:
+    """The feature cache's size for `records`: each image's stride-8 cells (padded to whole cells)
+    x `channels` x 2 bytes (float16), from the image headers. Unreadable images count 0 (they
+    are reported when loaded)."""
+    total = 0
+    for r in records:
+        try:
+            h, w = image_size(r.image)
+        except ImageReadError:
+            continue
+        total += -(-h // STRIDE) * -(-w // STRIDE) * channels * 2
+    return total
+
+
+def available_memory() -> int | None:
+    """Bytes this process may still take: the kernel's MemAvailable, capped by the cgroup's
+    (v2) limit where one is set, as under SLURM or a container; None where neither is known."""
+    found = []
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                found.append(int(line.split()[1]) * 1024)
+    except (OSError, ValueError, IndexError):
+        pass
+    try:
+        limit = Path("/sys/fs/cgroup/memory.max").read_text().strip()
+        if limit != "max":
+            found.append(int(limit) - int(Path("/sys/fs/cgroup/memory.current").read_text()))
+    except (OSError, ValueError):
+        pass
+    return min(found) if found else None
+
+
+def check_cache_fits(records, channels: int, available: int | None) -> None:
+    """Stop before the features are computed when the job (about twice the cache) would not fit
+    in `available` bytes: on full VOC the cache alone is about 80 GiB."""
+    size = cache_bytes(records, channels)
+    if available is not None and 2 * size > available:
+        raise MemoryError(
+            f"affinity.feature_cache: the backbone features of {len(records)} images take {size / 2 ** 30:.1f} GiB "
+            f"and the job about twice that, more than the {available / 2 ** 30:.1f} GiB of memory available: "
+            "set affinity.feature_cache: false (the backbone then runs at every step, in constant memory)")
+
+
 def run(*, manifest_path, label_paths, classes, cfg: dict, seed: int, compute: dict, code_hash: str,
         classifier_path, model_path, history_path, problems_path, checkpoint_path) -> None:
     records = mf.read_tsv(manifest_path)
@@ -188,6 +233,7 @@ def run(*, manifest_path, label_paths, classes, cfg: dict, seed: int, compute: d
 
     crops = MaskedCrops(records, where, cfg, seed, stage="affinity_labels", fill=model.backbone.normalization["mean"])
     if cfg["feature_cache"]:  # with freeze_backbone (plan.check)
+        check_cache_fits(records, sum(model.backbone.stage_channels[1:]), available_memory())
         dataset = CachedFeatureCrops(model.to(device), crops, cfg, seed, device)
         compute = {**compute, "num_workers": 0}  # the cache lives in this process
 

@@ -11,8 +11,9 @@ from pipeline.config import resolve
 from pipeline.manifest import read_tsv
 from pipeline.nets import AffinityNet, load_affinity_net
 from pipeline.grid_pairs import pair_offsets
-from pipeline.train_affinity import (EPS, CachedFeatureCrops, affinity_loss, cell_labels, pair_affinities,
-                                     pair_labels, pairs)
+from pipeline.manifest import Record
+from pipeline.train_affinity import (EPS, CachedFeatureCrops, affinity_loss, cache_bytes, cell_labels,
+                                     check_cache_fits, pair_affinities, pair_labels, pairs)
 
 
 def test_pair_offsets_are_half_of_the_disk():
@@ -172,6 +173,31 @@ def test_cached_feature_crops_are_windows_of_the_backbones_features_and_cell_lab
                         flips.add(flipped)
             assert found, (crop_size, flip, epoch)
         assert flips == ({False, True} if flip else {False})
+
+
+def test_the_cache_is_sized_before_it_is_made_and_refused_when_the_job_would_not_fit(tmp_path):
+    """cache_bytes, from the image headers, is what CachedFeatureCrops then holds; a job about
+    twice that size stops before any feature is computed, naming the option to turn off."""
+    from PIL import Image
+
+    net = _frozen_affinity_net()
+    rng = np.random.default_rng(2)
+    images, records = [], []
+    for i, (h, w) in enumerate(((37, 60), (48, 41))):
+        rgb = rng.integers(0, 256, (h, w, 3), dtype=np.uint8)
+        Image.fromarray(rgb).save(tmp_path / f"{i}.png")
+        images.append((rgb, np.zeros((h, w), np.uint8)))
+        records.append(Record(f"img{i}", str(tmp_path / f"{i}.png"), (1,)))
+    records.append(Record("gone", str(tmp_path / "gone.png"), (1,)))  # unreadable: counts nothing
+    data = CachedFeatureCrops(net, _Images(images), {"crop_size": 24, "flip": False}, seed=0, device="cpu")
+    held = sum(it["features"].numel() * it["features"].element_size() for it in data.items)
+    size = cache_bytes(records, data.channels)
+    assert size == held == (5 * 8 + 6 * 6) * data.channels * 2
+    check_cache_fits(records, data.channels, available=None)  # unknown: no check
+    check_cache_fits(records, data.channels, available=2 * size)
+    with pytest.raises(MemoryError, match=r"affinity.feature_cache: the backbone features of 3 images .* "
+                                          r"set affinity.feature_cache: false"):
+        check_cache_fits(records, data.channels, available=2 * size - 1)
 
 
 def test_a_step_on_cached_features_equals_a_step_on_the_image():
