@@ -22,7 +22,7 @@ the peak settings among its extras.
 from __future__ import annotations
 
 import logging
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 
 import numpy as np
 import torch
@@ -138,13 +138,34 @@ class _ExcitationConv(torch.autograd.Function):
         return shifted * back, None, None, None, None, None, None
 
 
+class _GradientConv(torch.autograd.Function):
+    """A convolution whose backward pass gives its input's plain gradient by conv_input_gradient's
+    routes, which autograd's own takes at batch 1 for depthwise layers only slowly. No gradient
+    for the weights: peak back-propagation wants the input's alone."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, stride, padding, dilation, groups):
+        ctx.save_for_backward(weight)
+        ctx.conv, ctx.input_shape = (stride, padding, dilation, groups), x.shape
+        return F.conv2d(x, weight, bias, stride, padding, dilation, groups)
+
+    @staticmethod
+    def backward(ctx, grad):
+        (weight,) = ctx.saved_tensors
+        return conv_input_gradient(weight, grad, ctx.input_shape, *ctx.conv), None, None, None, None, None, None
+
+
 @contextmanager
-def excitation_convolutions(model: nn.Module):
-    """Within the block every Conv2d of `model` back-propagates by the excitation rule."""
+def peak_backprop_convolutions(model: nn.Module, backprop: str = "excitation"):
+    """Within the block every Conv2d of `model` back-propagates to its input by `backprop`: the
+    excitation rule, or the plain gradient (of the input only)."""
+    if backprop not in BACKPROP:
+        raise ValueError(f"prm.backprop must be one of {BACKPROP}, got {backprop!r}")
+    rule = _ExcitationConv if backprop == "excitation" else _GradientConv
     convs = [m for m in model.modules() if isinstance(m, nn.Conv2d)]
 
     def forward(self, x):
-        return _ExcitationConv.apply(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
+        return rule.apply(x, self.weight, self.bias, self.stride, self.padding, self.dilation, self.groups)
 
     for m in convs:
         m.forward = forward.__get__(m)
@@ -196,8 +217,7 @@ def peak_response_maps(model: Classifier, rgb: np.ndarray, class_index: list[int
     # the peaks are back-propagated to the network's (normalised) input, as in the paper
     x = model.backbone.normalize(to_tensor(rgb).to(device)[None]).detach().requires_grad_(True)
     model.eval()
-    with torch.enable_grad(), (excitation_convolutions(model) if cfg["backprop"] == "excitation"
-                               else nullcontext(model)):
+    with torch.enable_grad(), peak_backprop_convolutions(model, cfg["backprop"]):
         maps = response_maps(model, x, cfg["sub_pixel_factor"], normalized=True)
         if class_index is None:
             class_index = predicted_classes(maps, cfg)

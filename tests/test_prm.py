@@ -1,5 +1,7 @@
 """PRM: peak finding and its median filter, gradients through the peaks only, peak
 back-propagation, proposals, their scores on a hand-made case, NMS and mAP^r by hand."""
+import contextlib
+
 import numpy as np
 import pytest
 import torch
@@ -55,25 +57,25 @@ def test_excitation_backprop_follows_the_rule_by_hand():
     weight = torch.tensor([[[[2.0, -1.0]]]])                       # a 1 x 2 kernel
     conv = torch.nn.Conv2d(1, 1, (1, 2), bias=False)
     conv.weight.data.copy_(weight)
-    with prm.excitation_convolutions(conv):
+    with prm.peak_backprop_convolutions(conv):
         out = conv(x)
         out[0, 0, 0, 0].backward()
     # output 0 sees x0, x1 shifted by min x = 1 (0, 2) with positive weights (2, 0): both products
     # are 0, so no input wins and nothing passes
     assert x.grad.abs().sum() == 0
     x.grad = None
-    with prm.excitation_convolutions(conv):
+    with prm.peak_backprop_convolutions(conv):
         conv(x)[0, 0, 0, 1].backward()
     # output 1 sees x1, x2 shifted (2, 1) with w+ (2, 0): x1 takes 2*2/(2*2 + 1*0) = 1, x2 takes 0
     assert x.grad.flatten().tolist() == pytest.approx([0, 1, 0])
-    with prm.excitation_convolutions(conv):
+    with prm.peak_backprop_convolutions(conv):
         assert "Excitation" in conv(x).grad_fn.name()
     assert "Excitation" not in conv(x).grad_fn.name()  # the normal forward is back after the block
     # signal is conserved through a layer of positive weights and inputs
     x2 = torch.rand(1, 2, 6, 6, requires_grad=True)
     conv2 = torch.nn.Conv2d(2, 3, 3, padding=1)
     conv2.weight.data.abs_()
-    with prm.excitation_convolutions(conv2):
+    with prm.peak_backprop_convolutions(conv2):
         conv2(x2)[0, 1, 2, 3].backward()
     assert x2.grad.min() >= 0 and x2.grad.sum().item() == pytest.approx(1.0, rel=1e-4)
 
@@ -102,6 +104,27 @@ def test_peak_response_maps_are_normalised_and_local(mode):
         assert np.hypot(cy - py, cx - px) < 0.5 * np.hypot(96, 128)
 
 
+def test_the_gradient_rule_gives_autograds_input_gradient_through_a_whole_network():
+    """backprop: gradient runs each convolution's backward by conv_input_gradient's routes; the
+    input gradient through MobileNetV2 (depthwise, strided and dilated layers) is autograd's."""
+    torch.manual_seed(0)
+    model = Classifier(2, Backbone("mobilenet_v2", 16)).eval().requires_grad_(False)
+    x = torch.randn(1, 3, 70, 90)
+    grads = []
+    for rule in (None, "gradient"):
+        xi = x.clone().requires_grad_(True)
+        with prm.peak_backprop_convolutions(model, rule) if rule else contextlib.nullcontext():
+            maps = prm.response_maps(model, xi, 1, normalized=True)
+            assert ("_GradientConv" in maps.grad_fn.name()) == (rule is not None)
+            maps[0, 1, 2, 3].backward()
+        grads.append(xi.grad)
+    assert grads[0].abs().sum() > 0
+    torch.testing.assert_close(grads[1], grads[0], rtol=1e-4, atol=1e-6)
+    with pytest.raises(ValueError, match="prm.backprop must be one of"):
+        with prm.peak_backprop_convolutions(model, "guided"):
+            pass
+
+
 def test_each_peak_of_one_forward_pass_gets_the_map_a_fresh_pass_gives_it():
     """The excitation rule's per-layer terms are computed once per forward pass and reused by
     every peak back-propagated through it: each PRM must equal that of a pass of its own."""
@@ -115,7 +138,7 @@ def test_each_peak_of_one_forward_pass_gets_the_map_a_fresh_pass_gives_it():
     for i in range(3):
         k, (py, px) = together["peak_classes"][i], together["peaks"][i]
         x.grad = None
-        with prm.excitation_convolutions(model):
+        with prm.peak_backprop_convolutions(model):
             maps = prm.response_maps(model, x, 4, normalized=True)
             mh, mw = maps.shape[-2:]
             my, mx = round(py * (mh - 1) / 63), round(px * (mw - 1) / 95)
