@@ -308,7 +308,7 @@ def draw_instances(shard_paths, records: list[mf.Record], images: dict, truths: 
     rows = []
     with ShardSet(shard_paths, stage="prm") as shards:
         instances = {r.image_id: shards.read(r.image_id, "instance_masks", "instance_classes")
-                 for r in records if r.image_id in images and r.image_id in shards}
+                     for r in records if r.image_id in images and r.image_id in shards}
     for r in records:
         if r.image_id not in images:
             continue
