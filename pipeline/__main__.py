@@ -220,6 +220,7 @@ def affinity_check(args) -> None:
 
 def _walk_inputs(results: Path, split: str, stack: contextlib.ExitStack) -> dict:
     """The run's CAMs of `split` (image id -> (CAMs, keys) or None) and its walk's settings."""
+    from .affinity_check import walk_grid
     from .artifacts import ArtifactReader, ShardSet
 
     cam_paths = sorted((results / "cam" / split).glob("*.h5"))
@@ -245,7 +246,7 @@ def _walk_inputs(results: Path, split: str, stack: contextlib.ExitStack) -> dict
         d = shards.read(image_id, "cams", "keys")
         return d["cams"], d["keys"]
 
-    return {"cfg": cfg, "cams": cams}
+    return {"cfg": cfg, "cams": cams, "grid": walk_grid(results)}
 
 
 def _print_walks(s: dict, cfg: dict) -> None:

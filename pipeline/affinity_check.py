@@ -18,7 +18,9 @@ AffinityNet could add to these CAMs.
 """
 from __future__ import annotations
 
+import json
 import logging
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -102,9 +104,16 @@ def edited_affinities(weights: torch.Tensor, same: torch.Tensor, different: torc
             "perfect": cut.masked_fill(same, 1.0)}
 
 
-def background_scores() -> np.ndarray:
-    """The evaluation's sweep of the constant background score (the schema's
-    evaluation.bg_threshold), so that a walk's best here is found as the `rw` row's sweep finds it."""
+def walk_grid(results: Path | None = None) -> np.ndarray:
+    """The background scores a walk is swept over: the run's own evaluation grid, as its `rw` row's
+    metrics record it (results/metrics/train_split/rw.json or results/metrics/rw.json), else the
+    schema's evaluation.bg_threshold; so that a walk's best here is found as that row's sweep finds it."""
+    paths = (results / "metrics" / "train_split" / "rw.json", results / "metrics" / "rw.json") if results else ()
+    for path in paths:
+        if path.is_file():
+            sweep = json.loads(path.read_text()).get("threshold_sweep")
+            if sweep:
+                return np.array([point["threshold"] for point in sweep])
     from .config import resolve
 
     return threshold_grid(resolve({})["evaluation"]["bg_threshold"])
@@ -115,10 +124,10 @@ class WalkCheck:
     truth: per walk, the confusion matrices at every background score (irn, per_class) or of the
     argmax (psa). `cfg` is the run's random_walk block (beta, logt, normalisation, alpha)."""
 
-    def __init__(self, cfg: dict, radius: int, n_classes: int):
+    def __init__(self, cfg: dict, radius: int, n_classes: int, grid=None):
         self.cfg, self.radius, self.n = cfg, radius, n_classes
         self.by_argmax = cfg["normalisation"] == "psa"
-        self.grid = None if self.by_argmax else background_scores()
+        self.grid = None if self.by_argmax else (walk_grid() if grid is None else np.asarray(grid))
         # per walk: its confusion matrix (psa) or its sweep over the background score
         self.scores = {name: np.zeros((n_classes, n_classes), np.int64) if self.by_argmax
                        else ThresholdSweep(n_classes, self.grid) for name in WALKS}
@@ -167,7 +176,7 @@ def check(model_path, records: list[mf.Record], max_images: int | None = None, d
     n_classes = len(saved["classes"]) + 1
     same, diff = np.zeros(BINS, np.int64), np.zeros(BINS, np.int64)
     used = skipped = walked = 0
-    walks = WalkCheck(walk["cfg"], saved["radius"], n_classes) if walk else None
+    walks = WalkCheck(walk["cfg"], saved["radius"], n_classes, walk.get("grid")) if walk else None
     for r in progress(records[:max_images], desc="affinity-check", unit="img"):
         try:
             gt = load_ground_truth(r, n_classes)

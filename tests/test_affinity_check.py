@@ -1,10 +1,12 @@
 """affinity-check: the separation of same-class and different-class pairs by AffinityNet's affinities."""
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from pipeline.affinity_check import (BINS, WALKS, WalkCheck, auc, background_scores, edited_affinities,
-                                     ground_truth_pairs, pair_histograms, summary)
+from pipeline.affinity_check import (BINS, WALKS, WalkCheck, auc, edited_affinities,
+                                     ground_truth_pairs, pair_histograms, summary, walk_grid)
 from pipeline.grid_pairs import neighbour_offsets
 from pipeline.imageio import IGNORE
 from pipeline.random_walk import neighbour_affinities
@@ -164,7 +166,24 @@ def test_walks_within_the_objects_fill_them_and_uninformative_affinities_do_not(
     assert result["perfect"][0] > 0.95 and result["no leaks"][0] > 0.95
     assert result["as trained"][0] < result["perfect"][0] - 0.1
     assert result["full links"][0] == pytest.approx(result["as trained"][0])  # W is 1 within already
-    assert all(score in background_scores() for _, score in result.values())  # the evaluation's sweep
+    assert all(score in walk_grid() for _, score in result.values())  # the schema's evaluation sweep
+    coarse = WalkCheck(cfg, radius=5, n_classes=3, grid=[0.2, 0.5])
+    coarse.add(torch.zeros(4, 12, 12), cell_labels(torch.from_numpy(gt.astype(np.int64))), cams, [1, 2], gt)
+    assert all(score in (0.2, 0.5) for _, score in coarse.result().values())
+
+
+def test_the_walk_grid_is_the_runs_own_rw_sweep_when_recorded(tmp_path):
+    from pipeline.config import resolve
+    from pipeline.evaluate import threshold_grid
+
+    default = threshold_grid(resolve({})["evaluation"]["bg_threshold"])
+    np.testing.assert_array_equal(walk_grid(tmp_path), default)  # no metrics: the schema's grid
+    (tmp_path / "metrics" / "train_split").mkdir(parents=True)
+    (tmp_path / "metrics" / "rw.json").write_text(json.dumps({"threshold_sweep": [{"threshold": 0.3, "miou": 0.4}]}))
+    np.testing.assert_array_equal(walk_grid(tmp_path), [0.3])
+    (tmp_path / "metrics" / "train_split" / "rw.json").write_text(
+        json.dumps({"threshold_sweep": [{"threshold": t, "miou": 0.1} for t in (0.1, 0.2)]}))
+    np.testing.assert_array_equal(walk_grid(tmp_path), [0.1, 0.2])  # the training split's, where chosen
 
 
 def test_psa_walks_are_scored_by_their_argmax():
