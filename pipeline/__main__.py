@@ -90,6 +90,9 @@ def main(argv=None) -> int:
     p.add_argument("--walk", action="store_true",
                    help="also walk the run's CAMs (<results>/cam/<split>) with its walk's settings (<results>/rw/"
                         "<split>) over the trained affinities and over them put right by the ground truth")
+    p.add_argument("--logt", type=_logt, nargs="+", metavar="LOGT",
+                   help="with --walk: walk 2^LOGT steps for each LOGT given, the network run once (default: "
+                        "the run's random_walk.logt)")
 
     p = sub.add_parser("benchmark", help="time the default workflow and the CAM stage; print the numbers")
     p.add_argument("--workdir", help="run directory (default: a new temporary folder)")
@@ -196,6 +199,8 @@ def affinity_check(args) -> None:
     from .affinity_check import check
     from .mask_folders import read_manifest
 
+    if args.logt and not args.walk:
+        raise ValueError("--logt sets the walk's lengths: it needs --walk")
     results = Path(args.results)
     model = Path(args.model) if args.model else results / "affinity" / "model.pt"
     if not model.is_file():
@@ -207,7 +212,7 @@ def affinity_check(args) -> None:
         if not torch.cuda.is_available():  # said here: pick_device's message names the config key
             raise ValueError("--device cuda, but no CUDA device is visible (--device auto or cpu runs on the CPU)")
     with contextlib.ExitStack() as stack:
-        walk = _walk_inputs(results, split, stack) if args.walk else None
+        walk = {**_walk_inputs(results, split, stack), "logts": args.logt} if args.walk else None
         s = check(model, read_manifest(results, split), args.max_images, args.device, walk)
     print(f"{model} on {s['images']} images of split {split} ({s['skipped']} without a usable mask), "
           f"radius {s['radius']}:")
@@ -253,14 +258,22 @@ def _print_walks(s: dict, cfg: dict) -> None:
     from .affinity_check import WALKS
 
     how = "argmax" if cfg["normalisation"] == "psa" else "best mIoU over the background score"
-    print(f"  the walk ({cfg['normalisation']}, beta {cfg['beta']}, {2 ** cfg['logt']} steps) of the CAMs of "
-          f"{s['walked_images']} images, {how}:")
     if not s["walks"]:
-        print("    none: no image had CAMs of its size")
+        print("  the walk of the CAMs: none, no image had CAMs of its size")
         return
-    for name, (miou, score) in s["walks"].items():
-        at = f" at {score:.2f}" if score is not None else ""
-        print(f"    {name:11s} {100 * miou:5.1f} %{at}  ({WALKS[name]})")
+    for logt, walks in s["walks"].items():
+        run = "" if logt == cfg["logt"] else f"; the run walks {2 ** cfg['logt']}"
+        print(f"  the walk ({cfg['normalisation']}, beta {cfg['beta']}, {2 ** logt} steps{run}) of the CAMs of "
+              f"{s['walked_images']} images, {how}:")
+        for name, (miou, score) in walks.items():
+            at = f" at {score:.2f}" if score is not None else ""
+            print(f"    {name:11s} {100 * miou:5.1f} %{at}  ({WALKS[name]})")
+
+
+def _logt(text: str) -> int:
+    if not text.isdigit() or int(text) > 12:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 to 12 (2^12 = 4096 steps)")
+    return int(text)
 
 
 def _positive_int(text: str) -> int:

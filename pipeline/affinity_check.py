@@ -12,9 +12,10 @@ affinities W^beta and over the same affinities put right where the ground truth 
 (WALKS): pairs across two segments set to 0 (no leaks), pairs within one segment set to 1 (full
 links), both (perfect). Each walk's best mIoU over the background score (irn / per_class; psa:
 its argmax) says which error of the affinities costs the walk most, and how much any
-AffinityNet could add to these CAMs.
+AffinityNet could add to these CAMs. `--logt` walks each of several numbers of steps (2^logt) in
+the same pass, the network run once per image: how long a walk these affinities bear.
 
-    python -m pipeline affinity-check [--results results] [--model results/affinity/model.pt] [--walk]
+    python -m pipeline affinity-check [--results results] [--model results/affinity/model.pt] [--walk [--logt 3 5 7]]
 """
 from __future__ import annotations
 
@@ -121,16 +122,18 @@ def walk_grid(results: Path | None = None) -> np.ndarray:
 
 class WalkCheck:
     """The walk of each image's CAMs over each of WALKS' affinities, scored against the ground
-    truth: per walk, the confusion matrices at every background score (irn, per_class) or of the
-    argmax (psa). `cfg` is the run's random_walk block (beta, logt, normalisation, alpha)."""
+    truth: per walk and number of steps, the confusion matrices at every background score (irn,
+    per_class) or of the argmax (psa). `cfg` is the run's random_walk block (beta, logt,
+    normalisation, alpha); `logts` the walks' lengths (2^logt steps; default: cfg's logt)."""
 
-    def __init__(self, cfg: dict, radius: int, n_classes: int, grid=None):
+    def __init__(self, cfg: dict, radius: int, n_classes: int, grid=None, logts=None):
         self.cfg, self.radius, self.n = cfg, radius, n_classes
+        self.logts = sorted(set(logts)) if logts else [cfg["logt"]]
         self.by_argmax = cfg["normalisation"] == "psa"
         self.grid = None if self.by_argmax else (walk_grid() if grid is None else np.asarray(grid))
-        # per walk: its confusion matrix (psa) or its sweep over the background score
-        self.scores = {name: np.zeros((n_classes, n_classes), np.int64) if self.by_argmax
-                       else ThresholdSweep(n_classes, self.grid) for name in WALKS}
+        # per (logt, walk): its confusion matrix (psa) or its sweep over the background score
+        self.scores = {(logt, name): np.zeros((n_classes, n_classes), np.int64) if self.by_argmax
+                       else ThresholdSweep(n_classes, self.grid) for logt in self.logts for name in WALKS}
 
     def add(self, features: torch.Tensor, cells: torch.Tensor, cams: np.ndarray, keys, gt: np.ndarray) -> None:
         """features [C, h, w] of the AffinityNet, the ground truth gt [H, W] and its cell_labels
@@ -140,23 +143,25 @@ class WalkCheck:
         maps = torch.from_numpy(cams.astype(np.float32)).to(features.device)
         values = np.concatenate([[0], np.asarray(keys, np.int64)])
         for name, w in edited_affinities(weights, *ground_truth_pairs(cells, self.radius, grid)).items():
-            scores = scores_by_walk(transition_from_affinities(w, valid, self.radius), grid, maps, self.cfg)
-            up = upsample_scores(scores.cpu(), gt.shape).numpy()
-            if self.by_argmax:
-                self.scores[name] += confusion_matrix(gt, values[up.argmax(0)], self.n)
-            else:  # the background score is the walk's one parameter: each walk gets its best
-                self.scores[name].add(gt, up[1:], keys)
+            transition = transition_from_affinities(w, valid, self.radius)
+            for logt in self.logts:
+                scores = scores_by_walk(transition, grid, maps, {**self.cfg, "logt": logt})
+                up = upsample_scores(scores.cpu(), gt.shape).numpy()
+                if self.by_argmax:
+                    self.scores[logt, name] += confusion_matrix(gt, values[up.argmax(0)], self.n)
+                else:  # the background score is the walk's one parameter: each walk gets its best
+                    self.scores[logt, name].add(gt, up[1:], keys)
 
     def result(self) -> dict:
-        """{walk: (mIoU, background score or None for psa's argmax)}."""
-        out = {}
-        for name in WALKS:
+        """{logt: {walk: (mIoU, background score or None for psa's argmax)}}."""
+        out = {logt: {} for logt in self.logts}
+        for (logt, name), found in self.scores.items():
             if self.by_argmax:
-                out[name] = (mean_iou(self.scores[name]), None)
+                out[logt][name] = (mean_iou(found), None)
                 continue
-            scores = [mean_iou(self.scores[name].confusion(k)) for k in range(len(self.grid))]
+            scores = [mean_iou(found.confusion(k)) for k in range(len(self.grid))]
             best = int(np.nanargmax(scores))
-            out[name] = (scores[best], float(self.grid[best]))
+            out[logt][name] = (scores[best], float(self.grid[best]))
         return out
 
 
@@ -166,8 +171,9 @@ def check(model_path, records: list[mf.Record], max_images: int | None = None, d
     """summary() over the records' images and ground-truth masks, the network on `device` (auto:
     a GPU where there is one, as the walk); records without a usable mask are skipped, logged and
     counted, and a split with none at all is a ValueError. With `walk` ({"cfg": the run's
-    random_walk block, "cams": image id -> (CAMs, keys) or None}) also WalkCheck's result, under
-    "walks", over the images with CAMs of their size."""
+    random_walk block, "cams": image id -> (CAMs, keys) or None, optionally "grid" and "logts"
+    as WalkCheck takes them}) also WalkCheck's result, under "walks", over the images with CAMs
+    of their size."""
     from .devices import pick_device
     from .nets import load_affinity_net
 
@@ -176,7 +182,7 @@ def check(model_path, records: list[mf.Record], max_images: int | None = None, d
     n_classes = len(saved["classes"]) + 1
     same, diff = np.zeros(BINS, np.int64), np.zeros(BINS, np.int64)
     used = skipped = walked = 0
-    walks = WalkCheck(walk["cfg"], saved["radius"], n_classes, walk.get("grid")) if walk else None
+    walks = WalkCheck(walk["cfg"], saved["radius"], n_classes, walk.get("grid"), walk.get("logts")) if walk else None
     for r in progress(records[:max_images], desc="affinity-check", unit="img"):
         try:
             gt = load_ground_truth(r, n_classes)

@@ -161,7 +161,8 @@ def test_walks_within_the_objects_fill_them_and_uninformative_affinities_do_not(
     cfg = {"normalisation": "irn", "beta": 8.0, "logt": 5, "bg_threshold": 0.25}
     walks = WalkCheck(cfg, radius=5, n_classes=3)
     walks.add(torch.zeros(4, 12, 12), cell_labels(torch.from_numpy(gt.astype(np.int64))), cams, [1, 2], gt)
-    result = walks.result()
+    assert list(walks.result()) == [5]  # the run's walk length only
+    result = walks.result()[5]
     assert list(result) == list(WALKS)
     assert result["perfect"][0] > 0.95 and result["no leaks"][0] > 0.95
     assert result["as trained"][0] < result["perfect"][0] - 0.1
@@ -169,7 +170,28 @@ def test_walks_within_the_objects_fill_them_and_uninformative_affinities_do_not(
     assert all(score in walk_grid() for _, score in result.values())  # the schema's evaluation sweep
     coarse = WalkCheck(cfg, radius=5, n_classes=3, grid=[0.2, 0.5])
     coarse.add(torch.zeros(4, 12, 12), cell_labels(torch.from_numpy(gt.astype(np.int64))), cams, [1, 2], gt)
-    assert all(score in (0.2, 0.5) for _, score in coarse.result().values())
+    assert all(score in (0.2, 0.5) for _, score in coarse.result()[5].values())
+
+
+def test_several_walk_lengths_in_one_pass_score_as_each_walked_alone():
+    """logts walks each length over the same transition: each as a check of that length alone,
+    and a longer walk over W = 1 everywhere spreads the CAMs further (no better best mIoU)."""
+    gt, cams = two_objects()
+    cells = cell_labels(torch.from_numpy(gt.astype(np.int64)))
+    features = torch.randn(4, 12, 12, generator=torch.Generator().manual_seed(0))
+    cfg = {"normalisation": "irn", "beta": 8.0, "logt": 5, "bg_threshold": 0.25}
+    both = WalkCheck(cfg, radius=5, n_classes=3, logts=[5, 1])
+    both.add(features, cells, cams, [1, 2], gt)
+    result = both.result()
+    assert sorted(result) == [1, 5]
+    for logt in (1, 5):
+        alone = WalkCheck({**cfg, "logt": logt}, radius=5, n_classes=3)
+        alone.add(features, cells, cams, [1, 2], gt)
+        assert alone.result()[logt] == result[logt]
+    assert result[1] != result[5]  # the lengths are walked, not one copied
+    flat = WalkCheck(cfg, radius=5, n_classes=3, logts=[1, 7])
+    flat.add(torch.zeros(4, 12, 12), cells, cams, [1, 2], gt)
+    assert flat.result()[7]["as trained"][0] <= flat.result()[1]["as trained"][0]
 
 
 def test_the_walk_grid_is_the_runs_own_rw_sweep_when_recorded(tmp_path):
@@ -192,7 +214,7 @@ def test_psa_walks_are_scored_by_their_argmax():
     cams = np.stack([gt == 1, gt == 2]).astype(np.float32)  # PSA's background (1 - CAM)^alpha is 0 on them
     walks = WalkCheck({"normalisation": "psa", "beta": 8.0, "logt": 5, "alpha": 16}, radius=5, n_classes=3)
     walks.add(torch.zeros(4, 12, 12), cell_labels(torch.from_numpy(gt.astype(np.int64))), cams, [1, 2], gt)
-    result = walks.result()
+    result = walks.result()[5]
     assert all(score is None for _, score in result.values())
     assert result["perfect"][0] > 0.95 and result["perfect"][0] >= result["as trained"][0]
 

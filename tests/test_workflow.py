@@ -416,6 +416,14 @@ def test_affinity_check_scores_the_run_affinity_net_on_its_training_masks(tiny_r
     walks = re.findall(r"^ {4}(as trained|no leaks|full links|perfect) +(\d+\.\d) % at (\d\.\d\d)", out, re.M)
     assert [w[0] for w in walks] == ["as trained", "no leaks", "full links", "perfect"]
     assert all(0 < float(miou) <= 100 for _, miou, _ in walks)
+    # --logt: several walk lengths in one pass, each with its four walks
+    assert main(["affinity-check", "--results", str(work / "results"), "--max-images", "3", "--walk",
+                 "--logt", "1", "3"]) == 0
+    out = capsys.readouterr().out
+    assert re.findall(r"beta \S+, (\d+) steps; the run walks \d+\)", out) == ["2", "8"]
+    assert len(re.findall(r"^ {4}as trained +\d+\.\d %", out, re.M)) == 2
+    assert main(["affinity-check", "--results", str(work / "results"), "--logt", "3"]) == 1
+    assert "--logt sets the walk's lengths: it needs --walk" in capsys.readouterr().err
     bare = tmp_path / "bare"  # an AffinityNet without the run's CAMs: the error names the folder
     (bare / "affinity").mkdir(parents=True)
     (bare / "affinity_labels" / "train").mkdir(parents=True)
