@@ -265,8 +265,9 @@ def _print_walks(s: dict, cfg: dict) -> None:
         run = "" if logt == cfg["logt"] else f"; the run walks {2 ** cfg['logt']}"
         print(f"  the walk ({cfg['normalisation']}, beta {cfg['beta']}, {2 ** logt} steps{run}) of the CAMs of "
               f"{s['walked_images']} images, {how}:")
-        for name, (miou, score) in walks.items():
-            at = f" at {score:.2f}" if score is not None else ""
+        for name, (miou, score, at_run) in walks.items():
+            at = "" if score is None else (f" at {score:.2f}, {100 * at_run:5.1f} % at the run's "
+                                           f"{cfg['bg_threshold']:.2f}")
             print(f"    {name:11s} {100 * miou:5.1f} %{at}  ({WALKS[name]})")
 
 

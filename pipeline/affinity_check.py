@@ -10,10 +10,11 @@ binned (BINS bins on [0, 1]), so the AUC costs no memory per pair; ties within a
 With `--walk` it also walks the run's CAMs with the run's walk settings over the trained
 affinities W^beta and over the same affinities put right where the ground truth knows both cells
 (WALKS): pairs across two segments set to 0 (no leaks), pairs within one segment set to 1 (full
-links), both (perfect). Each walk's best mIoU over the background score (irn / per_class; psa:
-its argmax) says which error of the affinities costs the walk most, and how much any
-AffinityNet could add to these CAMs. `--logt` walks each of several numbers of steps (2^logt) in
-the same pass, the network run once per image: how long a walk these affinities bear.
+links), both (perfect). Each walk's best mIoU over the background score (irn / per_class, with
+the mIoU at the run's own bg_threshold beside it; psa: its argmax) says which error of the
+affinities costs the walk most, and how much any AffinityNet could add to these CAMs. `--logt`
+walks each of several numbers of steps (2^logt) in the same pass, the network run once per
+image: how long a walk these affinities bear.
 
     python -m pipeline affinity-check [--results results] [--model results/affinity/model.pt] [--walk [--logt 3 5 7]]
 """
@@ -153,15 +154,17 @@ class WalkCheck:
                     self.scores[logt, name].add(gt, up[1:], keys)
 
     def result(self) -> dict:
-        """{logt: {walk: (mIoU, background score or None for psa's argmax)}}."""
+        """{logt: {walk: (best mIoU, its background score, mIoU at the run's bg_threshold)}};
+        psa's argmax: (mIoU, None, None)."""
         out = {logt: {} for logt in self.logts}
+        run = None if self.by_argmax else int(np.argmin(np.abs(self.grid - float(self.cfg["bg_threshold"]))))
         for (logt, name), found in self.scores.items():
             if self.by_argmax:
-                out[logt][name] = (mean_iou(found), None)
+                out[logt][name] = (mean_iou(found), None, None)
                 continue
             scores = [mean_iou(found.confusion(k)) for k in range(len(self.grid))]
             best = int(np.nanargmax(scores))
-            out[logt][name] = (scores[best], float(self.grid[best]))
+            out[logt][name] = (scores[best], float(self.grid[best]), scores[run])
         return out
 
 

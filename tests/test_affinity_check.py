@@ -167,10 +167,17 @@ def test_walks_within_the_objects_fill_them_and_uninformative_affinities_do_not(
     assert result["perfect"][0] > 0.95 and result["no leaks"][0] > 0.95
     assert result["as trained"][0] < result["perfect"][0] - 0.1
     assert result["full links"][0] == pytest.approx(result["as trained"][0])  # W is 1 within already
-    assert all(score in walk_grid() for _, score in result.values())  # the schema's evaluation sweep
+    assert all(score in walk_grid() for _, score, _ in result.values())  # the schema's evaluation sweep
     coarse = WalkCheck(cfg, radius=5, n_classes=3, grid=[0.2, 0.5])
     coarse.add(torch.zeros(4, 12, 12), cell_labels(torch.from_numpy(gt.astype(np.int64))), cams, [1, 2], gt)
-    assert all(score in (0.2, 0.5) for _, score in coarse.result()[5].values())
+    assert all(score in (0.2, 0.5) for _, score, _ in coarse.result()[5].values())
+    # beside each best, the mIoU at the run's own background score (what its rw masks take)
+    three = WalkCheck(cfg, radius=5, n_classes=3, grid=[0.1, 0.25, 0.9])
+    alone = WalkCheck(cfg, radius=5, n_classes=3, grid=[0.25])
+    for check in (three, alone):
+        check.add(torch.zeros(4, 12, 12), cell_labels(torch.from_numpy(gt.astype(np.int64))), cams, [1, 2], gt)
+    for name, (miou, _, at_run) in three.result()[5].items():
+        assert at_run == alone.result()[5][name][0] == alone.result()[5][name][2] and at_run <= miou
 
 
 def test_several_walk_lengths_in_one_pass_score_as_each_walked_alone():
@@ -215,7 +222,7 @@ def test_psa_walks_are_scored_by_their_argmax():
     walks = WalkCheck({"normalisation": "psa", "beta": 8.0, "logt": 5, "alpha": 16}, radius=5, n_classes=3)
     walks.add(torch.zeros(4, 12, 12), cell_labels(torch.from_numpy(gt.astype(np.int64))), cams, [1, 2], gt)
     result = walks.result()[5]
-    assert all(score is None for _, score in result.values())
+    assert all(score is None and at_run is None for _, score, at_run in result.values())
     assert result["perfect"][0] > 0.95 and result["perfect"][0] >= result["as trained"][0]
 
 

@@ -413,7 +413,8 @@ def test_affinity_check_scores_the_run_affinity_net_on_its_training_masks(tiny_r
     assert main(["affinity-check", "--results", str(work / "results"), "--max-images", "6", "--walk"]) == 0
     out = capsys.readouterr().out
     assert "of the CAMs of 6 images, best mIoU over the background score" in out
-    walks = re.findall(r"^ {4}(as trained|no leaks|full links|perfect) +(\d+\.\d) % at (\d\.\d\d)", out, re.M)
+    walks = re.findall(r"^ {4}(as trained|no leaks|full links|perfect) +(\d+\.\d) % at (\d\.\d\d), +\d+\.\d % "
+                       r"at the run's \d\.\d\d", out, re.M)
     assert [w[0] for w in walks] == ["as trained", "no leaks", "full links", "perfect"]
     assert all(0 < float(miou) <= 100 for _, miou, _ in walks)
     # --logt: several walk lengths in one pass, each with its four walks
