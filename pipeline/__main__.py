@@ -238,7 +238,7 @@ def _walk_inputs(results: Path, split: str, stack: contextlib.ExitStack) -> dict
                                 "(a run that walks this split's CAMs makes it; or drop --walk)")
     with ArtifactReader(walk_paths[0], stage="rw") as first:
         cfg = first.params()
-    needed = ["normalisation", "beta", "logt"] + (["alpha"] if cfg.get("normalisation") == "psa" else [])
+    needed = ["normalisation", "beta", "logt"] + (["alpha"] if cfg.get("normalisation") == "psa" else ["bg_threshold"])
     missing = [k for k in needed if k not in cfg]
     if missing:
         raise ValueError(f"{walk_paths[0]}: the walk's settings lack {', '.join(missing)} (made by an older "

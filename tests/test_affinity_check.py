@@ -242,4 +242,5 @@ def test_walk_settings_of_an_older_run_are_an_error_naming_the_file(tmp_path, ca
     argv = ["affinity-check", "--results", str(results), "--split", "train", "--walk", "--device", "cpu"]
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert f"{results / 'rw' / 'train' / 'shard00.h5'}: the walk's settings lack normalisation, logt" in err
+    shard = results / "rw" / "train" / "shard00.h5"
+    assert f"{shard}: the walk's settings lack normalisation, logt, bg_threshold " in err
