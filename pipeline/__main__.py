@@ -267,7 +267,7 @@ def _print_walks(s: dict, cfg: dict) -> None:
               f"{s['walked_images']} images, {how}:")
         for name, (miou, score, at_run) in walks.items():
             at = "" if score is None else (f" at {score:.2f}, {100 * at_run:5.1f} % at the run's "
-                                           f"{cfg['bg_threshold']:.2f}")
+                                           f"{s['walk_run_score']:.2f}")
             print(f"    {name:11s} {100 * miou:5.1f} %{at}  ({WALKS[name]})")
 
 

@@ -29,7 +29,7 @@ import torch
 
 from . import manifest as mf
 from .data import to_tensor, upsample_scores
-from .evaluate import ThresholdSweep, confusion_matrix, load_ground_truth, mean_iou, threshold_grid
+from .evaluate import ThresholdSweep, confusion_matrix, grid_index, load_ground_truth, mean_iou, threshold_grid
 from .grid_pairs import neighbour_offsets, offset_slices, pair_offsets
 from .imageio import IGNORE, ImageReadError, read_image
 from .logs import progress
@@ -132,6 +132,9 @@ class WalkCheck:
         self.logts = sorted(set(logts)) if logts else [cfg["logt"]]
         self.by_argmax = cfg["normalisation"] == "psa"
         self.grid = None if self.by_argmax else (walk_grid() if grid is None else np.asarray(grid))
+        # the grid's score nearest the run's bg_threshold: what its rw masks take (psa: none)
+        self.run_index = None if self.by_argmax else grid_index(self.grid, float(cfg["bg_threshold"]))
+        self.run_score = None if self.by_argmax else float(self.grid[self.run_index])
         # per (logt, walk): its confusion matrix (psa) or its sweep over the background score
         self.scores = {(logt, name): np.zeros((n_classes, n_classes), np.int64) if self.by_argmax
                        else ThresholdSweep(n_classes, self.grid) for logt in self.logts for name in WALKS}
@@ -154,17 +157,16 @@ class WalkCheck:
                     self.scores[logt, name].add(gt, up[1:], keys)
 
     def result(self) -> dict:
-        """{logt: {walk: (best mIoU, its background score, mIoU at the run's bg_threshold)}};
-        psa's argmax: (mIoU, None, None)."""
+        """{logt: {walk: (best mIoU, its background score, mIoU at run_score)}}; psa's argmax:
+        (mIoU, None, None)."""
         out = {logt: {} for logt in self.logts}
-        run = None if self.by_argmax else int(np.argmin(np.abs(self.grid - float(self.cfg["bg_threshold"]))))
         for (logt, name), found in self.scores.items():
             if self.by_argmax:
                 out[logt][name] = (mean_iou(found), None, None)
                 continue
             scores = [mean_iou(found.confusion(k)) for k in range(len(self.grid))]
             best = int(np.nanargmax(scores))
-            out[logt][name] = (scores[best], float(self.grid[best]), scores[run])
+            out[logt][name] = (scores[best], float(self.grid[best]), scores[self.run_index])
         return out
 
 
@@ -176,7 +178,7 @@ def check(model_path, records: list[mf.Record], max_images: int | None = None, d
     counted, and a split with none at all is a ValueError. With `walk` ({"cfg": the run's
     random_walk block, "cams": image id -> (CAMs, keys) or None, optionally "grid" and "logts"
     as WalkCheck takes them}) also WalkCheck's result, under "walks", over the images with CAMs
-    of their size."""
+    of their size, and its run_score (the grid's score nearest the run's) under "walk_run_score"."""
     from .devices import pick_device
     from .nets import load_affinity_net
 
@@ -215,5 +217,5 @@ def check(model_path, records: list[mf.Record], max_images: int | None = None, d
                          f"({skipped} skipped): affinity-check needs a split with masks")
     out = {**summary(same, diff), "images": used, "skipped": skipped, "radius": saved["radius"]}
     if walk:
-        out.update(walks=walks.result() if walked else None, walked_images=walked)
+        out.update(walks=walks.result() if walked else None, walked_images=walked, walk_run_score=walks.run_score)
     return out

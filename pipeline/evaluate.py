@@ -107,7 +107,8 @@ def chosen_threshold(metrics_path) -> tuple[float, str]:
     return float(threshold), m["split"]
 
 
-def _grid_index(grid: np.ndarray, threshold: float) -> int:
+def grid_index(grid: np.ndarray, threshold: float) -> int:
+    """The index of the grid's threshold nearest `threshold`."""
     return int(np.argmin(np.abs(grid - threshold)))
 
 
@@ -222,7 +223,7 @@ def evaluate_cams(*, manifest_paths, cam_paths, classes, thresholds: dict, split
     used, threshold_from = best, split
     if chosen_on:
         threshold, threshold_from = chosen_threshold(chosen_on)
-        used = _grid_index(grid, threshold)
+        used = grid_index(grid, threshold)
     metrics = metrics_dict(stage, split, classes, sweep.confusion(used), n_images, len(problems),
                            best_threshold=float(grid[used]), threshold_from=threshold_from,
                            split_best_threshold=float(grid[best]), split_best_miou=curve[best], **(extra or {}),
@@ -278,7 +279,7 @@ def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: st
                  "threshold_sweep": [{"threshold": float(t), "miou": m} for t, m in zip(grid, curve)]}
         if chosen_on:
             threshold, threshold_from = chosen_threshold(chosen_on)
-            used = _grid_index(grid, threshold)
+            used = grid_index(grid, threshold)
             extra.update(chosen_threshold=float(grid[used]), chosen_threshold_miou=curve[used],
                          chosen_threshold_from=threshold_from)
     metrics = scores.metrics(stage, split, classes, len(problems), **extra)

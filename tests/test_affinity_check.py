@@ -171,6 +171,7 @@ def test_walks_within_the_objects_fill_them_and_uninformative_affinities_do_not(
     coarse = WalkCheck(cfg, radius=5, n_classes=3, grid=[0.2, 0.5])
     coarse.add(torch.zeros(4, 12, 12), cell_labels(torch.from_numpy(gt.astype(np.int64))), cams, [1, 2], gt)
     assert all(score in (0.2, 0.5) for _, score, _ in coarse.result()[5].values())
+    assert coarse.run_score == 0.2  # the run's 0.25 is not on this grid: its nearest score, named as used
     # beside each best, the mIoU at the run's own background score (what its rw masks take)
     three = WalkCheck(cfg, radius=5, n_classes=3, grid=[0.1, 0.25, 0.9])
     alone = WalkCheck(cfg, radius=5, n_classes=3, grid=[0.25])
