@@ -93,6 +93,9 @@ def main(argv=None) -> int:
     p.add_argument("--logt", type=_logt, nargs="+", metavar="LOGT",
                    help="with --walk: walk 2^LOGT steps for each LOGT given, the network run once (default: "
                         "the run's random_walk.logt)")
+    p.add_argument("--beta", type=_beta, nargs="+", metavar="BETA",
+                   help="with --walk: walk over W^BETA for each BETA given, each with every --logt (default: the "
+                        "run's random_walk.beta)")
 
     p = sub.add_parser("benchmark", help="time the default workflow and the CAM stage; print the numbers")
     p.add_argument("--workdir", help="run directory (default: a new temporary folder)")
@@ -201,6 +204,8 @@ def affinity_check(args) -> None:
 
     if args.logt and not args.walk:
         raise ValueError("--logt sets the walk's lengths: it needs --walk")
+    if args.beta and not args.walk:
+        raise ValueError("--beta sets the walk's powers of the affinities: it needs --walk")
     results = Path(args.results)
     model = Path(args.model) if args.model else results / "affinity" / "model.pt"
     if not model.is_file():
@@ -212,7 +217,7 @@ def affinity_check(args) -> None:
         if not torch.cuda.is_available():  # said here: pick_device's message names the config key
             raise ValueError("--device cuda, but no CUDA device is visible (--device auto or cpu runs on the CPU)")
     with contextlib.ExitStack() as stack:
-        walk = {**_walk_inputs(results, split, stack), "logts": args.logt} if args.walk else None
+        walk = {**_walk_inputs(results, split, stack), "logts": args.logt, "betas": args.beta} if args.walk else None
         s = check(model, read_manifest(results, split), args.max_images, args.device, walk)
     print(f"{model} on {s['images']} images of split {split} ({s['skipped']} without a usable mask), "
           f"radius {s['radius']}:")
@@ -261,9 +266,11 @@ def _print_walks(s: dict, cfg: dict) -> None:
     if not s["walks"]:
         print("  the walk of the CAMs: none, no image had CAMs of its size")
         return
-    for logt, walks in s["walks"].items():
-        run = "" if logt == cfg["logt"] else f"; the run walks {2 ** cfg['logt']}"
-        print(f"  the walk ({cfg['normalisation']}, beta {cfg['beta']}, {2 ** logt} steps{run}) of the CAMs of "
+    for (beta, logt), walks in s["walks"].items():
+        run = [f"beta {cfg['beta']:g}"] if beta != cfg["beta"] else []
+        run += [f"{2 ** cfg['logt']} steps"] if logt != cfg["logt"] else []
+        run = f"; the run's: {', '.join(run)}" if run else ""
+        print(f"  the walk ({cfg['normalisation']}, beta {beta:g}, {2 ** logt} steps{run}) of the CAMs of "
               f"{s['walked_images']} images, {how}:")
         for name, (miou, score, at_run) in walks.items():
             at = "" if score is None else (f" at {score:.2f}, {100 * at_run:5.1f} % at the run's "
@@ -275,6 +282,16 @@ def _logt(text: str) -> int:
     if not text.isdigit() or int(text) > 12:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of 0 to 12 (2^12 = 4096 steps)")
     return int(text)
+
+
+def _beta(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive number (the power of the affinities)")
+    return value
 
 
 def _positive_int(text: str) -> int:

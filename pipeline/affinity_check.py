@@ -13,10 +13,12 @@ affinities W^beta and over the same affinities put right where the ground truth 
 links), both (perfect). Each walk's best mIoU over the background score (irn / per_class, with
 the mIoU at the run's own bg_threshold beside it; psa: its argmax) says which error of the
 affinities costs the walk most, and how much any AffinityNet could add to these CAMs. `--logt`
-walks each of several numbers of steps (2^logt) in the same pass, the network run once per
-image: how long a walk these affinities bear.
+walks each of several numbers of steps (2^logt) and `--beta` each of several powers of the
+affinities in the same pass, the network run once per image: how long a walk these affinities
+bear, and how sharply the walk should follow them.
 
-    python -m pipeline affinity-check [--results results] [--model results/affinity/model.pt] [--walk [--logt 3 5 7]]
+    python -m pipeline affinity-check [--results results] [--model results/affinity/model.pt] \
+        [--walk [--logt 3 5 7] [--beta 4 8 12]]
 """
 from __future__ import annotations
 
@@ -123,50 +125,55 @@ def walk_grid(results: Path | None = None) -> np.ndarray:
 
 class WalkCheck:
     """The walk of each image's CAMs over each of WALKS' affinities, scored against the ground
-    truth: per walk and number of steps, the confusion matrices at every background score (irn,
-    per_class) or of the argmax (psa). `cfg` is the run's random_walk block (beta, logt,
-    normalisation, alpha); `logts` the walks' lengths (2^logt steps; default: cfg's logt)."""
+    truth: per walk, power and number of steps, the confusion matrices at every background score
+    (irn, per_class) or of the argmax (psa). `cfg` is the run's random_walk block (beta, logt,
+    normalisation, alpha); `logts` the walks' lengths (2^logt steps; default: cfg's logt),
+    `betas` the powers of the affinities (default: cfg's beta)."""
 
-    def __init__(self, cfg: dict, radius: int, n_classes: int, grid=None, logts=None):
+    def __init__(self, cfg: dict, radius: int, n_classes: int, grid=None, logts=None, betas=None):
         self.cfg, self.radius, self.n = cfg, radius, n_classes
         self.logts = sorted(set(logts)) if logts else [cfg["logt"]]
+        self.betas = sorted(set(betas)) if betas else [cfg["beta"]]
+        self.settings = [(beta, logt) for beta in self.betas for logt in self.logts]
         self.by_argmax = cfg["normalisation"] == "psa"
         self.grid = None if self.by_argmax else (walk_grid() if grid is None else np.asarray(grid))
         # the grid's score nearest the run's bg_threshold: what its rw masks take (psa: none)
         self.run_index = None if self.by_argmax else grid_index(self.grid, float(cfg["bg_threshold"]))
         self.run_score = None if self.by_argmax else float(self.grid[self.run_index])
-        # per (logt, walk): its confusion matrix (psa) or its sweep over the background score
-        self.scores = {(logt, name): np.zeros((n_classes, n_classes), np.int64) if self.by_argmax
-                       else ThresholdSweep(n_classes, self.grid) for logt in self.logts for name in WALKS}
+        # per (beta, logt, walk): its confusion matrix (psa) or its sweep over the background score
+        self.scores = {(*setting, name): np.zeros((n_classes, n_classes), np.int64) if self.by_argmax
+                       else ThresholdSweep(n_classes, self.grid) for setting in self.settings for name in WALKS}
 
     def add(self, features: torch.Tensor, cells: torch.Tensor, cams: np.ndarray, keys, gt: np.ndarray) -> None:
         """features [C, h, w] of the AffinityNet, the ground truth gt [H, W] and its cell_labels
         (on the features' device), CAMs [K, H, W] (max 1 each) with their class values `keys`."""
         grid = features.shape[1:]
-        weights, valid = neighbour_affinities(features, self.radius, self.cfg["beta"])
         maps = torch.from_numpy(cams.astype(np.float32)).to(features.device)
         values = np.concatenate([[0], np.asarray(keys, np.int64)])
-        for name, w in edited_affinities(weights, *ground_truth_pairs(cells, self.radius, grid)).items():
-            transition = transition_from_affinities(w, valid, self.radius)
-            for logt in self.logts:
-                scores = scores_by_walk(transition, grid, maps, {**self.cfg, "logt": logt})
-                up = upsample_scores(scores.cpu(), gt.shape).numpy()
-                if self.by_argmax:
-                    self.scores[logt, name] += confusion_matrix(gt, values[up.argmax(0)], self.n)
-                else:  # the background score is the walk's one parameter: each walk gets its best
-                    self.scores[logt, name].add(gt, up[1:], keys)
+        same, different = ground_truth_pairs(cells, self.radius, grid)
+        for beta in self.betas:
+            weights, valid = neighbour_affinities(features, self.radius, beta)
+            for name, w in edited_affinities(weights, same, different).items():
+                transition = transition_from_affinities(w, valid, self.radius)
+                for logt in self.logts:
+                    scores = scores_by_walk(transition, grid, maps, {**self.cfg, "logt": logt})
+                    up = upsample_scores(scores.cpu(), gt.shape).numpy()
+                    if self.by_argmax:
+                        self.scores[beta, logt, name] += confusion_matrix(gt, values[up.argmax(0)], self.n)
+                    else:  # the background score is the walk's one parameter: each walk gets its best
+                        self.scores[beta, logt, name].add(gt, up[1:], keys)
 
     def result(self) -> dict:
-        """{logt: {walk: (best mIoU, its background score, mIoU at run_score)}}; psa's argmax:
-        (mIoU, None, None)."""
-        out = {logt: {} for logt in self.logts}
-        for (logt, name), found in self.scores.items():
+        """{(beta, logt): {walk: (best mIoU, its background score, mIoU at run_score)}}; psa's
+        argmax: (mIoU, None, None)."""
+        out = {setting: {} for setting in self.settings}
+        for (beta, logt, name), found in self.scores.items():
             if self.by_argmax:
-                out[logt][name] = (mean_iou(found), None, None)
+                out[beta, logt][name] = (mean_iou(found), None, None)
                 continue
             scores = [mean_iou(found.confusion(k)) for k in range(len(self.grid))]
             best = int(np.nanargmax(scores))
-            out[logt][name] = (scores[best], float(self.grid[best]), scores[self.run_index])
+            out[beta, logt][name] = (scores[best], float(self.grid[best]), scores[self.run_index])
         return out
 
 
@@ -176,8 +183,8 @@ def check(model_path, records: list[mf.Record], max_images: int | None = None, d
     """summary() over the records' images and ground-truth masks, the network on `device` (auto:
     a GPU where there is one, as the walk); records without a usable mask are skipped, logged and
     counted, and a split with none at all is a ValueError. With `walk` ({"cfg": the run's
-    random_walk block, "cams": image id -> (CAMs, keys) or None, optionally "grid" and "logts"
-    as WalkCheck takes them}) also WalkCheck's result, under "walks", over the images with CAMs
+    random_walk block, "cams": image id -> (CAMs, keys) or None, optionally "grid", "logts" and
+    "betas" as WalkCheck takes them}) also WalkCheck's result, under "walks", over the images with CAMs
     of their size, and its run_score (the grid's score nearest the run's) under "walk_run_score"."""
     from .devices import pick_device
     from .nets import load_affinity_net
@@ -187,7 +194,8 @@ def check(model_path, records: list[mf.Record], max_images: int | None = None, d
     n_classes = len(saved["classes"]) + 1
     same, diff = np.zeros(BINS, np.int64), np.zeros(BINS, np.int64)
     used = skipped = walked = 0
-    walks = WalkCheck(walk["cfg"], saved["radius"], n_classes, walk.get("grid"), walk.get("logts")) if walk else None
+    walks = WalkCheck(walk["cfg"], saved["radius"], n_classes, walk.get("grid"), walk.get("logts"),
+                      walk.get("betas")) if walk else None
     for r in progress(records[:max_images], desc="affinity-check", unit="img"):
         try:
             gt = load_ground_truth(r, n_classes)

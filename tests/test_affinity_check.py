@@ -161,8 +161,8 @@ def test_walks_within_the_objects_fill_them_and_uninformative_affinities_do_not(
     cfg = {"normalisation": "irn", "beta": 8.0, "logt": 5, "bg_threshold": 0.25}
     walks = WalkCheck(cfg, radius=5, n_classes=3)
     walks.add(torch.zeros(4, 12, 12), cell_labels(torch.from_numpy(gt.astype(np.int64))), cams, [1, 2], gt)
-    assert list(walks.result()) == [5]  # the run's walk length only
-    result = walks.result()[5]
+    assert list(walks.result()) == [(8.0, 5)]  # the run's power and walk length only
+    result = walks.result()[8.0, 5]
     assert list(result) == list(WALKS)
     assert result["perfect"][0] > 0.95 and result["no leaks"][0] > 0.95
     assert result["as trained"][0] < result["perfect"][0] - 0.1
@@ -170,15 +170,15 @@ def test_walks_within_the_objects_fill_them_and_uninformative_affinities_do_not(
     assert all(score in walk_grid() for _, score, _ in result.values())  # the schema's evaluation sweep
     coarse = WalkCheck(cfg, radius=5, n_classes=3, grid=[0.2, 0.5])
     coarse.add(torch.zeros(4, 12, 12), cell_labels(torch.from_numpy(gt.astype(np.int64))), cams, [1, 2], gt)
-    assert all(score in (0.2, 0.5) for _, score, _ in coarse.result()[5].values())
+    assert all(score in (0.2, 0.5) for _, score, _ in coarse.result()[8.0, 5].values())
     assert coarse.run_score == 0.2  # the run's 0.25 is not on this grid: its nearest score, named as used
     # beside each best, the mIoU at the run's own background score (what its rw masks take)
     three = WalkCheck(cfg, radius=5, n_classes=3, grid=[0.1, 0.25, 0.9])
     alone = WalkCheck(cfg, radius=5, n_classes=3, grid=[0.25])
     for check in (three, alone):
         check.add(torch.zeros(4, 12, 12), cell_labels(torch.from_numpy(gt.astype(np.int64))), cams, [1, 2], gt)
-    for name, (miou, _, at_run) in three.result()[5].items():
-        assert at_run == alone.result()[5][name][0] == alone.result()[5][name][2] and at_run <= miou
+    for name, (miou, _, at_run) in three.result()[8.0, 5].items():
+        assert at_run == alone.result()[8.0, 5][name][0] == alone.result()[8.0, 5][name][2] and at_run <= miou
 
 
 def test_several_walk_lengths_in_one_pass_score_as_each_walked_alone():
@@ -191,15 +191,33 @@ def test_several_walk_lengths_in_one_pass_score_as_each_walked_alone():
     both = WalkCheck(cfg, radius=5, n_classes=3, logts=[5, 1])
     both.add(features, cells, cams, [1, 2], gt)
     result = both.result()
-    assert sorted(result) == [1, 5]
+    assert sorted(result) == [(8.0, 1), (8.0, 5)]
     for logt in (1, 5):
         alone = WalkCheck({**cfg, "logt": logt}, radius=5, n_classes=3)
         alone.add(features, cells, cams, [1, 2], gt)
-        assert alone.result()[logt] == result[logt]
-    assert result[1] != result[5]  # the lengths are walked, not one copied
+        assert alone.result()[8.0, logt] == result[8.0, logt]
+    assert result[8.0, 1] != result[8.0, 5]  # the lengths are walked, not one copied
     flat = WalkCheck(cfg, radius=5, n_classes=3, logts=[1, 7])
     flat.add(torch.zeros(4, 12, 12), cells, cams, [1, 2], gt)
-    assert flat.result()[7]["as trained"][0] <= flat.result()[1]["as trained"][0]
+    assert flat.result()[8.0, 7]["as trained"][0] <= flat.result()[8.0, 1]["as trained"][0]
+
+
+def test_several_powers_in_one_pass_score_as_each_walked_alone():
+    """betas walks W^beta for each beta, each with every length: each as a check with that beta alone."""
+    gt, cams = two_objects()
+    cells = cell_labels(torch.from_numpy(gt.astype(np.int64)))
+    features = torch.randn(4, 12, 12, generator=torch.Generator().manual_seed(0))
+    cfg = {"normalisation": "irn", "beta": 8.0, "logt": 5, "bg_threshold": 0.25}
+    several = WalkCheck(cfg, radius=5, n_classes=3, logts=[2, 5], betas=[16.0, 1.0])
+    several.add(features, cells, cams, [1, 2], gt)
+    result = several.result()
+    assert sorted(result) == [(1.0, 2), (1.0, 5), (16.0, 2), (16.0, 5)]
+    for beta in (1.0, 16.0):
+        alone = WalkCheck({**cfg, "beta": beta}, radius=5, n_classes=3, logts=[2, 5])
+        alone.add(features, cells, cams, [1, 2], gt)
+        assert alone.result() == {k: v for k, v in result.items() if k[0] == beta}
+    assert result[1.0, 5]["as trained"] != result[16.0, 5]["as trained"]  # the powers are walked, not one copied
+    assert result[1.0, 5]["full links"] != result[16.0, 5]["full links"]  # W^beta below 1 outside the objects
 
 
 def test_the_walk_grid_is_the_runs_own_rw_sweep_when_recorded(tmp_path):
@@ -222,7 +240,7 @@ def test_psa_walks_are_scored_by_their_argmax():
     cams = np.stack([gt == 1, gt == 2]).astype(np.float32)  # PSA's background (1 - CAM)^alpha is 0 on them
     walks = WalkCheck({"normalisation": "psa", "beta": 8.0, "logt": 5, "alpha": 16}, radius=5, n_classes=3)
     walks.add(torch.zeros(4, 12, 12), cell_labels(torch.from_numpy(gt.astype(np.int64))), cams, [1, 2], gt)
-    result = walks.result()[5]
+    result = walks.result()[8.0, 5]
     assert all(score is None and at_run is None for _, score, at_run in result.values())
     assert result["perfect"][0] > 0.95 and result["perfect"][0] >= result["as trained"][0]
 

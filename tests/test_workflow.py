@@ -421,10 +421,21 @@ def test_affinity_check_scores_the_run_affinity_net_on_its_training_masks(tiny_r
     assert main(["affinity-check", "--results", str(work / "results"), "--max-images", "3", "--walk",
                  "--logt", "1", "3"]) == 0
     out = capsys.readouterr().out
-    assert re.findall(r"beta \S+, (\d+) steps; the run walks \d+\)", out) == ["2", "8"]
+    assert re.findall(r"beta \S+, (\d+) steps; the run's: \d+ steps\)", out) == ["2", "8"]
     assert len(re.findall(r"^ {4}as trained +\d+\.\d %", out, re.M)) == 2
     assert main(["affinity-check", "--results", str(work / "results"), "--logt", "3"]) == 1
     assert "--logt sets the walk's lengths: it needs --walk" in capsys.readouterr().err
+    # --beta: several powers of the affinities, each with every length
+    assert main(["affinity-check", "--results", str(work / "results"), "--max-images", "3", "--walk",
+                 "--logt", "1", "3", "--beta", "2.5", "4"]) == 0
+    out = capsys.readouterr().out
+    assert re.findall(r"beta (\S+), (\d+) steps; the run's: beta \S+, \d+ steps\)", out) == [
+        ("2.5", "2"), ("2.5", "8"), ("4", "2"), ("4", "8")]
+    assert main(["affinity-check", "--results", str(work / "results"), "--beta", "4"]) == 1
+    assert "--beta sets the walk's powers of the affinities: it needs --walk" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["affinity-check", "--results", str(work / "results"), "--walk", "--beta", "0"])
+    assert "'0' is not a positive number" in capsys.readouterr().err
     bare = tmp_path / "bare"  # an AffinityNet without the run's CAMs: the error names the folder
     (bare / "affinity").mkdir(parents=True)
     (bare / "affinity_labels" / "train").mkdir(parents=True)
