@@ -7,7 +7,8 @@ appears once): label 1 if both have the same label, 0 if different, no label if 
 ignored. The loss on the predicted affinities a_ij = exp(-mean_c |f_i - f_j|) is
     bg/4 + fg/4 + neg/2,  bg = mean of -log a over background-background pairs,
     fg = the same over same-object pairs, neg = mean of -log(1 - a) over different pairs,
-so the three kinds of pairs weigh the same whatever their counts.
+so the three kinds of pairs weigh the same whatever their counts (`neg_weight` moves the
+negative term's share, the other two splitting the rest).
 
 With the backbone frozen (`freeze_backbone`, IRN's way) its features never change, and
 `feature_cache` computes them once per image instead of once per step (`CachedFeatureCrops`).
@@ -95,8 +96,10 @@ def pair_labels(labels: torch.Tensor, offsets) -> dict[str, torch.Tensor]:
     return {"bg": same & (a == 0), "fg": same & (a != 0), "neg": valid & (a != b)}
 
 
-def affinity_loss(aff: torch.Tensor, labels: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict]:
-    """bg/4 + fg/4 + neg/2 (each term the mean over its pairs; 0 when there are none)."""
+def affinity_loss(aff: torch.Tensor, labels: dict[str, torch.Tensor], neg_weight: float = 0.5
+                  ) -> tuple[torch.Tensor, dict]:
+    """(bg + fg) (1 - neg_weight) / 2 + neg neg_weight, PSA's bg/4 + fg/4 + neg/2 at 0.5 (each
+    term the mean over its pairs; 0 when there are none)."""
     def mean(values, mask):
         mask = mask.float()
         return (values * mask).sum() / (mask.sum() + EPS)
@@ -104,7 +107,8 @@ def affinity_loss(aff: torch.Tensor, labels: dict[str, torch.Tensor]) -> tuple[t
     bg = mean(-torch.log(aff + EPS), labels["bg"])
     fg = mean(-torch.log(aff + EPS), labels["fg"])
     neg = mean(-torch.log(1.0 + EPS - aff), labels["neg"])
-    return bg / 4 + fg / 4 + neg / 2, {"bg": bg.item(), "fg": fg.item(), "neg": neg.item()}
+    total = (bg + fg) * (1 - neg_weight) / 2 + neg * neg_weight
+    return total, {"bg": bg.item(), "fg": fg.item(), "neg": neg.item()}
 
 
 def cell_labels(label: torch.Tensor) -> torch.Tensor:
@@ -240,13 +244,13 @@ def run(*, manifest_path, label_paths, classes, cfg: dict, seed: int, compute: d
         def step_loss(model, batch):
             stages = torch.split(batch["features"], model.backbone.stage_channels[1:], dim=1)
             return affinity_loss(pair_affinities(model.embed(stages), offsets),
-                                 pair_labels(batch["cell_label"], offsets))
+                                 pair_labels(batch["cell_label"], offsets), cfg["neg_weight"])
     else:
         dataset = crops
 
         def step_loss(model, batch):
             aff = pair_affinities(model(batch["image"]), offsets)
-            return affinity_loss(aff, pair_labels(cell_labels(batch["label"]), offsets))
+            return affinity_loss(aff, pair_labels(cell_labels(batch["label"]), offsets), cfg["neg_weight"])
 
     train_model(model, dataset, step_loss, cfg=cfg,
                 seed=seed, compute=compute, run_hash=run_hash, problems=problems, model_path=model_path,

@@ -55,6 +55,8 @@ def test_loss_on_a_hand_made_example():
     loss, parts = affinity_loss(aff, labels)
     assert loss.item() == pytest.approx(bg / 4 + fg / 4 + neg / 2, rel=1e-4)
     assert parts == pytest.approx({"bg": bg, "fg": fg, "neg": neg}, rel=1e-4)
+    heavier, _ = affinity_loss(aff, labels, neg_weight=0.8)  # the positives split the other 0.2
+    assert heavier.item() == pytest.approx(bg / 10 + fg / 10 + 0.8 * neg, rel=1e-4)
     # no pairs of a kind: that term is 0, not NaN
     empty = {k: torch.zeros_like(v) for k, v in labels.items()}
     assert affinity_loss(aff, empty)[0].item() == 0
