@@ -96,10 +96,10 @@ def pair_labels(labels: torch.Tensor, offsets) -> dict[str, torch.Tensor]:
     return {"bg": same & (a == 0), "fg": same & (a != 0), "neg": valid & (a != b)}
 
 
-def affinity_loss(aff: torch.Tensor, labels: dict[str, torch.Tensor], neg_weight: float = 0.5
+def affinity_loss(aff: torch.Tensor, labels: dict[str, torch.Tensor], neg_weight: float
                   ) -> tuple[torch.Tensor, dict]:
-    """(bg + fg) (1 - neg_weight) / 2 + neg neg_weight, PSA's bg/4 + fg/4 + neg/2 at 0.5 (each
-    term the mean over its pairs; 0 when there are none)."""
+    """(bg + fg) (1 - neg_weight) / 2 + neg neg_weight, PSA's bg/4 + fg/4 + neg/2 at the schema's
+    affinity.neg_weight 0.5 (each term the mean over its pairs; 0 when there are none)."""
     def mean(values, mask):
         mask = mask.float()
         return (values * mask).sum() / (mask.sum() + EPS)

@@ -52,14 +52,14 @@ def test_loss_on_a_hand_made_example():
     bg = -(np.log(0.9 + EPS) + np.log(0.5 + EPS)) / 2
     fg = -np.log(0.6 + EPS)
     neg = -(np.log(1 + EPS - 0.2) + np.log(1 + EPS - 0.1)) / 2
-    loss, parts = affinity_loss(aff, labels)
+    loss, parts = affinity_loss(aff, labels, neg_weight=0.5)  # PSA's
     assert loss.item() == pytest.approx(bg / 4 + fg / 4 + neg / 2, rel=1e-4)
     assert parts == pytest.approx({"bg": bg, "fg": fg, "neg": neg}, rel=1e-4)
     heavier, _ = affinity_loss(aff, labels, neg_weight=0.8)  # the positives split the other 0.2
     assert heavier.item() == pytest.approx(bg / 10 + fg / 10 + 0.8 * neg, rel=1e-4)
     # no pairs of a kind: that term is 0, not NaN
     empty = {k: torch.zeros_like(v) for k, v in labels.items()}
-    assert affinity_loss(aff, empty)[0].item() == 0
+    assert affinity_loss(aff, empty, 0.5)[0].item() == 0
 
 
 def test_affinity_is_exp_of_minus_mean_l1_distance():
@@ -222,10 +222,10 @@ def test_a_step_on_cached_features_equals_a_step_on_the_image():
     assert torch.equal(item["cell_label"], cell_labels(full_label))
     with torch.no_grad():
         direct, _ = affinity_loss(pair_affinities(net(image[None]), offsets),
-                                  pair_labels(cell_labels(full_label)[None], offsets))
+                                  pair_labels(cell_labels(full_label)[None], offsets), 0.5)
         stages = torch.split(item["features"][None], net.backbone.stage_channels[1:], dim=1)
-        cached, _ = affinity_loss(pair_affinities(net.embed(stages), offsets), pair_labels(item["cell_label"][None],
-                                                                                          offsets))
+        cached, _ = affinity_loss(pair_affinities(net.embed(stages), offsets),
+                                  pair_labels(item["cell_label"][None], offsets), 0.5)
     assert cached.item() == pytest.approx(direct.item(), rel=2e-3)
 
 
