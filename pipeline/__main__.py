@@ -1,5 +1,6 @@
 """Command line: python -m pipeline {status,inspect,show,export-masks,evaluate-masks,export-instances,config,
-labels-csv,seeds,claims,affinity-check,benchmark,stage-times,benchmark-rw,benchmark-dag,benchmark-backbones} ..."""
+labels-csv,seeds,claims,affinity-check,affinity-curve,benchmark,
+stage-times,benchmark-rw,benchmark-dag,benchmark-backbones} ..."""
 from __future__ import annotations
 
 import argparse
@@ -97,6 +98,20 @@ def main(argv=None) -> int:
                    help="with --walk: walk over W^BETA for each BETA given, each with every --logt (default: the "
                         "run's random_walk.beta)")
 
+    p = sub.add_parser("affinity-curve", help="AffinityNet trained on more and more of one half of the run's "
+                       "training images, each checked on the other half: how much the walk gains from more photos")
+    p.add_argument("--results", default="results", help="the run's results folder (its CAMs, affinity labels, walk)")
+    p.add_argument("--configfile", nargs="+", required=True,
+                   help="the run's config file(s), as given to snakemake: the AffinityNet recipe")
+    p.add_argument("--sizes", type=_positive_int, nargs="+", required=True,
+                   help="training images of each network: up to half the split (or the whole split)")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the networks' seeds (default: 0 1 2)")
+    p.add_argument("--logt", type=_logt, nargs="+", metavar="LOGT",
+                   help="walk 2^LOGT steps for each LOGT given (default: the run's random_walk.logt)")
+    p.add_argument("--out", help="where the networks and curve.tsv go (default: <results>/affinity_curve)")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
+                   help="where the networks train and run (default: auto, a GPU where there is one)")
+
     p = sub.add_parser("benchmark", help="time the default workflow and the CAM stage; print the numbers")
     p.add_argument("--workdir", help="run directory (default: a new temporary folder)")
     p.add_argument("--cores", type=int, default=2)
@@ -171,6 +186,8 @@ def main(argv=None) -> int:
             print(spread_table(spread_rows(runs)) + "\n\n" + claims_table(judge(runs)))
         elif args.command == "affinity-check":
             affinity_check(args)
+        elif args.command == "affinity-curve":
+            affinity_curve(args)
         elif args.command == "benchmark":
             from .benchmark import main as benchmark
 
@@ -199,7 +216,7 @@ def main(argv=None) -> int:
 
 
 def affinity_check(args) -> None:
-    from .affinity_check import check
+    from .affinity_check import check, walk_inputs
     from .mask_folders import read_manifest
 
     if args.logt and not args.walk:
@@ -217,7 +234,7 @@ def affinity_check(args) -> None:
         if not torch.cuda.is_available():  # said here: pick_device's message names the config key
             raise ValueError("--device cuda, but no CUDA device is visible (--device auto or cpu runs on the CPU)")
     with contextlib.ExitStack() as stack:
-        walk = {**_walk_inputs(results, split, stack), "logts": args.logt, "betas": args.beta} if args.walk else None
+        walk = {**walk_inputs(results, split, stack), "logts": args.logt, "betas": args.beta} if args.walk else None
         s = check(model, read_manifest(results, split), args.max_images, args.device, walk)
     print(f"{model} on {s['images']} images of split {split} ({s['skipped']} without a usable mask), "
           f"radius {s['radius']}:")
@@ -228,35 +245,23 @@ def affinity_check(args) -> None:
         _print_walks(s, walk["cfg"])
 
 
-def _walk_inputs(results: Path, split: str, stack: contextlib.ExitStack) -> dict:
-    """The run's CAMs of `split` (image id -> (CAMs, keys) or None) and its walk's settings."""
-    from .affinity_check import walk_grid
-    from .artifacts import ArtifactReader, ShardSet
+def affinity_curve(args) -> None:
+    import logging
 
-    cam_paths = sorted((results / "cam" / split).glob("*.h5"))
-    walk_paths = sorted((results / "rw" / split).glob("*.h5"))
-    if not cam_paths:
-        raise FileNotFoundError(f"{results / 'cam' / split}: no CAMs to walk (`snakemake` makes them in a run "
-                                "with the random walk)")
-    if not walk_paths:
-        raise FileNotFoundError(f"{results / 'rw' / split}: no walk of this split to take its settings from "
-                                "(a run that walks this split's CAMs makes it; or drop --walk)")
-    with ArtifactReader(walk_paths[0], stage="rw") as first:
-        cfg = first.params()
-    needed = ["normalisation", "beta", "logt"] + (["alpha"] if cfg.get("normalisation") == "psa" else ["bg_threshold"])
-    missing = [k for k in needed if k not in cfg]
-    if missing:
-        raise ValueError(f"{walk_paths[0]}: the walk's settings lack {', '.join(missing)} (made by an older "
-                         "version of the pipeline: `snakemake` remakes it)")
-    shards = stack.enter_context(ShardSet(cam_paths, stage="cam"))
+    from .affinity_curve import run, table
+    from .config import layered
+    from .datasets import class_names
 
-    def cams(image_id: str):
-        if image_id not in shards:
-            return None
-        d = shards.read(image_id, "cams", "keys")
-        return d["cams"], d["keys"]
-
-    return {"cfg": cfg, "cams": cams, "grid": walk_grid(results)}
+    logging.basicConfig(level=logging.INFO, format="%(message)s")  # a line per network trained and checked
+    cfg, _ = layered(args.configfile)
+    results = Path(args.results)
+    out = Path(args.out) if args.out else results / "affinity_curve"
+    rows = run(results=results, cfg=cfg, classes=list(class_names(cfg["dataset"])), sizes=args.sizes,
+               seeds=args.seeds, logts=args.logt, out=out, device=args.device)
+    print(f"AffinityNets trained on images of half A, checked on half B ({out / 'curve.tsv'}; mIoU in %, "
+          f"best over the background score; in brackets the gain over the CAMs' best on B, "
+          f"{100 * rows[0]['cam_b']:.1f} %):")
+    print(table(rows))
 
 
 def _print_walks(s: dict, cfg: dict) -> None:

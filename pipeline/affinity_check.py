@@ -22,6 +22,7 @@ bear, and how sharply the walk should follow them.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from pathlib import Path
@@ -227,3 +228,33 @@ def check(model_path, records: list[mf.Record], max_images: int | None = None, d
     if walk:
         out.update(walks=walks.result() if walked else None, walked_images=walked, walk_run_score=walks.run_score)
     return out
+
+
+def walk_inputs(results: Path, split: str, stack: contextlib.ExitStack) -> dict:
+    """The run's CAMs of `split` (image id -> (CAMs, keys) or None) and its walk's settings."""
+    from .artifacts import ArtifactReader, ShardSet
+
+    cam_paths = sorted((results / "cam" / split).glob("*.h5"))
+    walk_paths = sorted((results / "rw" / split).glob("*.h5"))
+    if not cam_paths:
+        raise FileNotFoundError(f"{results / 'cam' / split}: no CAMs to walk (`snakemake` makes them in a run "
+                                "with the random walk)")
+    if not walk_paths:
+        raise FileNotFoundError(f"{results / 'rw' / split}: no walk of this split to take its settings from "
+                                "(a run that walks this split's CAMs makes it; or drop --walk)")
+    with ArtifactReader(walk_paths[0], stage="rw") as first:
+        cfg = first.params()
+    needed = ["normalisation", "beta", "logt"] + (["alpha"] if cfg.get("normalisation") == "psa" else ["bg_threshold"])
+    missing = [k for k in needed if k not in cfg]
+    if missing:
+        raise ValueError(f"{walk_paths[0]}: the walk's settings lack {', '.join(missing)} (made by an older "
+                         "version of the pipeline: `snakemake` remakes it)")
+    shards = stack.enter_context(ShardSet(cam_paths, stage="cam"))
+
+    def cams(image_id: str):
+        if image_id not in shards:
+            return None
+        d = shards.read(image_id, "cams", "keys")
+        return d["cams"], d["keys"]
+
+    return {"cfg": cfg, "cams": cams, "grid": walk_grid(results)}

@@ -444,6 +444,32 @@ def test_affinity_check_scores_the_run_affinity_net_on_its_training_masks(tiny_r
     assert f"{bare / 'cam' / 'train'}: no CAMs to walk" in capsys.readouterr().err
 
 
+def test_affinity_curve_trains_on_half_a_and_checks_on_half_b(tiny_run, capsys, tmp_path):
+    from pipeline.__main__ import main
+
+    work, config, _ = tiny_run
+    argv = ["affinity-curve", "--results", str(work / "results"), "--configfile", str(config), "--sizes", "3", "6",
+            "--seeds", "0", "--logt", "1", "2", "--out", str(tmp_path / "curve"), "--device", "cpu"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "checked on half B" in out
+    sizes = re.findall(r"^(\d+) +1 +(\d+) +\d\.\d{3} +(\d+\.\d) \(([-+]\d+\.\d)\) +(\d+\.\d)", out, re.M)
+    assert [(s[0], s[1]) for s in sizes] == [("3", "8"), ("6", "4")]  # 1 epoch of 24 images: 24 / n epochs
+    rows = list(csv.DictReader((tmp_path / "curve" / "curve.tsv").open(), delimiter="\t"))
+    assert [(r["size"], r["seed"]) for r in rows] == [("3", "0"), ("6", "0")]
+    assert all(0 < float(r["walk_2"]) <= 1 and 0 < float(r["walk_4"]) <= 1 and 0 <= float(r["auc"]) <= 1
+               for r in rows)
+    # each network trained on its subset of half A alone
+    manifest = (tmp_path / "curve" / "n3_s0" / "manifest.tsv").read_text().splitlines()
+    assert len(manifest) == 1 + 3
+    model = tmp_path / "curve" / "n6_s0" / "model.pt"
+    stamp = model.stat().st_mtime_ns
+    assert main(argv[:5] + ["--sizes", "6"] + argv[8:]) == 0  # a rerun checks the trained network again
+    assert model.stat().st_mtime_ns == stamp
+    assert main(argv[:5] + ["--sizes", "13"] + argv[8:]) == 1
+    assert "size 13: a curve trains on 1 to 12 images of half A, or on all 24" in capsys.readouterr().err
+
+
 def test_status_says_what_is_complete_stale_or_missing_and_cleans_leftovers(tiny_run, capsys):
     from pipeline.__main__ import main
 

@@ -1,0 +1,50 @@
+"""affinity-curve: AffinityNets on nested subsets of one half of the training images, checked on the other."""
+import pytest
+
+from pipeline.affinity_curve import equal_step_epochs, halves, table, training_images
+from pipeline.manifest import Record
+
+
+def records(n):
+    return [Record(image_id=f"im{i:03d}", image=f"im{i:03d}.jpg", mask=f"im{i:03d}.png", labels=(1,))
+            for i in range(n)]
+
+
+def test_halves_split_the_images_once_and_for_all():
+    recs = records(41)
+    a, b = halves(recs)
+    assert len(b) == 20 and len(a) == 21
+    assert {r.image_id for r in a}.isdisjoint({r.image_id for r in b})
+    assert {r.image_id for r in a} | {r.image_id for r in b} == {r.image_id for r in recs}
+    assert halves(recs) == (a, b)  # the same halves whatever the networks' seeds
+    assert [r.image_id for r in a] != sorted(r.image_id for r in a)  # so that A's first n are a random subset
+
+
+def test_training_images_are_nested_subsets_of_a_or_the_whole_split():
+    recs = records(30)
+    a, b = halves(recs)
+    assert training_images(recs, 5) == a[:5] and training_images(recs, 10)[:5] == a[:5]
+    assert training_images(recs, 15) == a and not set(map(id, a)) & set(map(id, b))
+    assert training_images(recs, 30) == recs  # both halves: B seen in training
+    with pytest.raises(ValueError, match="size 16: a curve trains on 1 to 15 images of half A, or on all 30"):
+        training_images(recs, 16)
+    with pytest.raises(ValueError, match="size 0"):
+        training_images(recs, 0)
+
+
+def test_each_network_takes_about_the_run_s_number_of_steps():
+    assert [equal_step_epochs(3, 330, n) for n in (41, 82, 165, 330)] == [24, 12, 6, 3]
+    assert equal_step_epochs(3, 330, 1000) == 1  # never none
+
+
+def test_table_gives_each_size_s_mean_and_spread_and_the_gain_over_the_cams():
+    def row(size, seed, auc, walk, b_seen=False):
+        return {"size": size, "seed": seed, "epochs": 990 // size, "b_seen": b_seen, "auc": auc,
+                "mean_w_same": 0.7, "mean_w_different": 0.5, "cam_b": 0.30, "walk_32": walk, "full_links_32": 0.4}
+
+    text = table([row(82, 0, 0.70, 0.31), row(82, 1, 0.74, 0.35), row(41, 0, 0.64, 0.27),
+                  row(330, 0, 0.82, 0.34, b_seen=True)]).splitlines()
+    assert text[0].split() == ["images", "seeds", "epochs", "AUC", "walk", "32", "steps", "(over", "cam)"]
+    assert text[1].split() == ["41", "1", "24", "0.640", "27.0", "(-3.0)"]
+    assert text[2].split() == ["82", "2", "12", "0.720", "+-", "0.028", "33.0", "+-", "2.8", "(+3.0", "+-", "2.8)"]
+    assert text[3].split() == ["330", "(B", "seen)", "1", "3", "0.820", "34.0", "(+4.0)"]
