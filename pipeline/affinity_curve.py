@@ -11,10 +11,11 @@ A size equal to the whole split trains on A and B together (B seen in training, 
 network, for comparison).
 
     python -m pipeline affinity-curve --results results --configfile <the run's config> \
-        [--sizes 41 82 165] [--seeds 0 1 2] [--logt 4 5 6] [--out <results>/affinity_curve]
+        --sizes 41 82 165 [--seeds 0 1 2] [--logt 4 5 6] [--out <results>/affinity_curve]
 
 Writes <out>/n<size>_s<seed>/ (the network, its history) and <out>/curve.tsv (0..1); prints the
-table and each size's mean +- sd over the seeds.
+table and each size's mean +- sd over the seeds. A network already in <out> is checked again, not
+retrained: a new recipe wants a new <out>.
 """
 from __future__ import annotations
 
