@@ -241,7 +241,7 @@ def walk_inputs(results: Path, split: str, stack: contextlib.ExitStack) -> dict:
                                 "with the random walk)")
     if not walk_paths:
         raise FileNotFoundError(f"{results / 'rw' / split}: no walk of this split to take its settings from "
-                                "(a run that walks this split's CAMs makes it; or drop --walk)")
+                                "(a run that walks this split's CAMs makes it)")
     with ArtifactReader(walk_paths[0], stage="rw") as first:
         cfg = first.params()
     needed = ["normalisation", "beta", "logt"] + (["alpha"] if cfg.get("normalisation") == "psa" else ["bg_threshold"])

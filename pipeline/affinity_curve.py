@@ -58,15 +58,19 @@ def equal_step_epochs(epochs: int, total: int, size: int) -> int:
     return max(1, round(epochs * total / size))
 
 
-def cams_best(records: list[mf.Record], shards, n_classes: int, grid) -> tuple[float, float]:
-    """(best mIoU, its background score) of the CAMs in `shards` (a ShardSet of the run's cam
-    stage) on the records' ground truth, over the background scores of `grid`."""
+def cams_best(records: list[mf.Record], cams, n_classes: int, grid) -> tuple[float, float]:
+    """(best mIoU, its background score) of the run's CAMs (`cams`: image id -> (CAMs, keys), as
+    affinity_check.walk_inputs reads them) on the records' ground truth, over the background
+    scores of `grid`."""
     from .evaluate import ThresholdSweep, load_ground_truth, mean_iou
 
     sweep = ThresholdSweep(n_classes, grid)
     for r in records:
-        d = shards.read(r.image_id, "cams", "keys")
-        sweep.add(load_ground_truth(r, n_classes), d["cams"], d["keys"])
+        found = cams(r.image_id)
+        if found is None:  # an image the CAM stage skipped (see its problems file): walked by no network either
+            log.warning("no CAMs for %s: left out of the CAMs' score on B", r.image_id)
+            continue
+        sweep.add(load_ground_truth(r, n_classes), *found)
     scores = [mean_iou(sweep.confusion(k)) for k in range(len(grid))]
     best = int(np.nanargmax(scores))
     return scores[best], float(grid[best])
@@ -77,7 +81,6 @@ def run(*, results: Path, cfg: dict, classes, sizes, seeds, logts, out: Path, de
     curve; returns its rows (size, seed, epochs, auc, mean W, the walks' best mIoU per length)."""
     from . import train_affinity
     from .affinity_check import check, walk_inputs
-    from .artifacts import ShardSet
     from .mask_folders import read_manifest
 
     split = cfg["dataset"]["train_split"]
@@ -92,8 +95,7 @@ def run(*, results: Path, cfg: dict, classes, sizes, seeds, logts, out: Path, de
     rows = []
     with contextlib.ExitStack() as stack:
         walk = {**walk_inputs(results, split, stack), "logts": logts}  # the run's CAMs and walk, checked first
-        with ShardSet(sorted((results / "cam" / split).glob("*.h5")), stage="cam") as shards:
-            cam_miou, cam_score = cams_best(held_out, shards, len(classes) + 1, walk["grid"])
+        cam_miou, cam_score = cams_best(held_out, walk["cams"], len(classes) + 1, walk["grid"])
         log.info("the CAMs on half B (%d images): best %.1f %% at %.2f", len(held_out), 100 * cam_miou, cam_score)
         for seed in seeds:
             for size in sizes:
