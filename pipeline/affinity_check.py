@@ -172,8 +172,7 @@ class WalkCheck:
             if self.by_argmax:
                 out[beta, logt][name] = (mean_iou(found), None, None)
                 continue
-            scores = [mean_iou(found.confusion(k)) for k in range(len(self.grid))]
-            best = int(np.nanargmax(scores))
+            scores, best = found.curve()
             out[beta, logt][name] = (scores[best], float(self.grid[best]), scores[self.run_index])
         return out
 

@@ -62,7 +62,7 @@ def cams_best(records: list[mf.Record], cams, n_classes: int, grid) -> tuple[flo
     """(best mIoU, its background score) of the run's CAMs (`cams`: image id -> (CAMs, keys), as
     affinity_check.walk_inputs reads them) on the records' ground truth, over the background
     scores of `grid`."""
-    from .evaluate import ThresholdSweep, load_ground_truth, mean_iou
+    from .evaluate import ThresholdSweep, load_ground_truth
 
     sweep = ThresholdSweep(n_classes, grid)
     for r in records:
@@ -71,8 +71,7 @@ def cams_best(records: list[mf.Record], cams, n_classes: int, grid) -> tuple[flo
             log.warning("no CAMs for %s: left out of the CAMs' score on B", r.image_id)
             continue
         sweep.add(load_ground_truth(r, n_classes), *found)
-    scores = [mean_iou(sweep.confusion(k)) for k in range(len(grid))]
-    best = int(np.nanargmax(scores))
+    scores, best = sweep.curve()
     return scores[best], float(grid[best])
 
 

@@ -89,6 +89,18 @@ class ThresholdSweep:
         conf[:, 0] += bg
         return conf
 
+    def curve(self) -> tuple[list[float], int]:
+        """(mIoU at each threshold, in the grid's order; the index of the best): the one place a
+        threshold is chosen on a sweep. ValueError when no labelled pixel was added."""
+        miou = [mean_iou(self.confusion(k)) for k in range(len(self.thresholds))]
+        if np.all(np.isnan(miou)):
+            raise ValueError("no labelled ground-truth pixel to score (every one 255, or no image added)")
+        return miou, int(np.nanargmax(miou))
+
+    def table(self, miou: list[float]) -> list[dict]:
+        """The sweep as the metrics JSON keeps it: [{threshold, miou}, ...]."""
+        return [{"threshold": float(t), "miou": m} for t, m in zip(self.thresholds, miou)]
+
 
 def threshold_grid(spec: dict) -> np.ndarray:
     """min, min + step, ... up to max (included when it falls on the grid)."""
@@ -216,10 +228,10 @@ def evaluate_cams(*, manifest_paths, cam_paths, classes, thresholds: dict, split
     if n_images == 0:
         raise ValueError(f"evaluate {stage}: no image of split {split!r} could be evaluated "
                          f"(see {problems_path})")
-    curve = [mean_iou(sweep.confusion(k)) for k in range(len(grid))]
-    if np.all(np.isnan(curve)):
-        raise ValueError(f"evaluate {stage}: every ground-truth pixel of split {split!r} is ignored (255)")
-    best = int(np.nanargmax(curve))
+    try:
+        curve, best = sweep.curve()
+    except ValueError as e:
+        raise ValueError(f"evaluate {stage} on split {split!r}: {e}") from None
     used, threshold_from = best, split
     if chosen_on:
         threshold, threshold_from = chosen_threshold(chosen_on)
@@ -227,7 +239,7 @@ def evaluate_cams(*, manifest_paths, cam_paths, classes, thresholds: dict, split
     metrics = metrics_dict(stage, split, classes, sweep.confusion(used), n_images, len(problems),
                            best_threshold=float(grid[used]), threshold_from=threshold_from,
                            split_best_threshold=float(grid[best]), split_best_miou=curve[best], **(extra or {}),
-                           threshold_sweep=[{"threshold": float(t), "miou": m} for t, m in zip(grid, curve)])
+                           threshold_sweep=sweep.table(curve))
     return _finish(metrics, stage, split, out_path, problems)
 
 
@@ -273,10 +285,9 @@ def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: st
         raise ValueError(f"evaluate {stage}: no image of split {split!r} could be evaluated (see {problems_path})")
     extra = {}
     if sweep:
-        curve = [mean_iou(scores_sweep.confusion(k)) for k in range(len(grid))]
-        best = int(np.nanargmax(curve))
+        curve, best = scores_sweep.curve()
         extra = {"sweep_best_threshold": float(grid[best]), "sweep_best_miou": curve[best],
-                 "threshold_sweep": [{"threshold": float(t), "miou": m} for t, m in zip(grid, curve)]}
+                 "threshold_sweep": scores_sweep.table(curve)}
         if chosen_on:
             threshold, threshold_from = chosen_threshold(chosen_on)
             used = grid_index(grid, threshold)

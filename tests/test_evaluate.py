@@ -64,6 +64,17 @@ def test_threshold_sweep_equals_brute_force():
             brute[k] += confusion_matrix(gt, cam_labels(cams.astype(np.float32), keys, t), n)
     for k in range(len(grid)):
         np.testing.assert_array_equal(sweep.confusion(k), brute[k])
+    miou, best = sweep.curve()
+    assert miou == [mean_iou(b) for b in brute]
+    assert best == int(np.nanargmax(miou)) and miou[best] == max(miou)
+    assert [row["threshold"] for row in sweep.table(miou)] == grid.tolist()
+
+
+def test_threshold_sweep_curve_names_a_sweep_with_nothing_to_score():
+    sweep = ThresholdSweep(3, [0.1, 0.2])
+    sweep.add(np.full((2, 2), 255, np.uint8), np.ones((1, 2, 2), np.float32), np.array([1]))
+    with pytest.raises(ValueError, match="no labelled ground-truth pixel"):
+        sweep.curve()
 
 
 def test_threshold_grid():
