@@ -98,8 +98,8 @@ def main(argv=None) -> int:
                    help="with --walk: walk over W^BETA for each BETA given, each with every --logt (default: the "
                         "run's random_walk.beta)")
 
-    p = sub.add_parser("affinity-curve", help="AffinityNet trained on more and more of one half of the run's "
-                       "training images, each checked on the other half: how much the walk gains from more photos")
+    p = sub.add_parser("affinity-curve", help="AffinityNet trained on more and more of one part of the run's "
+                       "training images, each checked on the other: how much the walk gains from more photos")
     p.add_argument("--results", default="results", help="the run's results folder (its CAMs, affinity labels, walk)")
     p.add_argument("--configfile", nargs="+", required=True,
                    help="the run's config file(s), as given to snakemake: the AffinityNet recipe")
@@ -108,6 +108,9 @@ def main(argv=None) -> int:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="the networks' seeds (default: 0 1 2)")
     p.add_argument("--logt", type=_logt, nargs="+", metavar="LOGT",
                    help="walk 2^LOGT steps for each LOGT given (default: the run's random_walk.logt)")
+    p.add_argument("--held-out", type=_positive_int, metavar="N",
+                   help="check on N images (default: half the split), train on up to the other split - N, "
+                        "the sizes up to half on the same images whatever N is")
     p.add_argument("--out", help="where the networks and curve.tsv go (default: <results>/affinity_curve)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the networks train and run (default: auto, a GPU where there is one)")
@@ -257,9 +260,9 @@ def affinity_curve(args) -> None:
     results = Path(args.results)
     out = Path(args.out) if args.out else results / "affinity_curve"
     rows = run(results=results, cfg=cfg, classes=list(class_names(cfg["dataset"])), sizes=args.sizes,
-               seeds=args.seeds, logts=args.logt, out=out, device=args.device)
-    print(f"AffinityNets trained on images of half A, checked on half B ({out / 'curve.tsv'}; mIoU in %, "
-          f"best over the background score; in brackets the gain over the CAMs' best on B, "
+               seeds=args.seeds, logts=args.logt, out=out, device=args.device, held_out=args.held_out)
+    print(f"AffinityNets trained on images of A, checked on the {rows[0]['b_images']} of B ({out / 'curve.tsv'}; "
+          f"mIoU in %, best over the background score; in brackets the gain over the CAMs' best on B, "
           f"{100 * rows[0]['cam_b']:.1f} %):")
     print(table(rows))
 

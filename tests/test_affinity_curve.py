@@ -1,7 +1,7 @@
 """affinity-curve: AffinityNets on nested subsets of one half of the training images, checked on the other."""
 import pytest
 
-from pipeline.affinity_curve import equal_step_epochs, halves, table, training_images
+from pipeline.affinity_curve import a_and_b, check_recipe, equal_step_epochs, table, training_images
 from pipeline.manifest import Record
 
 
@@ -12,24 +12,37 @@ def records(n):
 
 def test_halves_split_the_images_once_and_for_all():
     recs = records(41)
-    a, b = halves(recs)
+    a, b = a_and_b(recs)
     assert len(b) == 20 and len(a) == 21
     assert {r.image_id for r in a}.isdisjoint({r.image_id for r in b})
     assert {r.image_id for r in a} | {r.image_id for r in b} == {r.image_id for r in recs}
-    assert halves(recs) == (a, b)  # the same halves whatever the networks' seeds
+    assert a_and_b(recs) == (a, b)  # the same halves whatever the networks' seeds
     assert [r.image_id for r in a] != sorted(r.image_id for r in a)  # so that A's first n are a random subset
 
 
 def test_training_images_are_nested_subsets_of_a_or_the_whole_split():
     recs = records(30)
-    a, b = halves(recs)
+    a, b = a_and_b(recs)
     assert training_images(recs, 5) == a[:5] and training_images(recs, 10)[:5] == a[:5]
     assert training_images(recs, 15) == a and not set(map(id, a)) & set(map(id, b))
     assert training_images(recs, 30) == recs  # both halves: B seen in training
-    with pytest.raises(ValueError, match="size 16: a curve trains on 1 to 15 images of half A, or on all 30"):
+    with pytest.raises(ValueError, match="size 16: a curve trains on 1 to 15 images of A, or on all 30"):
         training_images(recs, 16)
     with pytest.raises(ValueError, match="size 0"):
         training_images(recs, 0)
+
+
+def test_a_smaller_b_keeps_the_default_a_first_and_gives_a_the_rest():
+    recs = records(30)
+    a, b = a_and_b(recs)
+    a8, b8 = a_and_b(recs, held_out=8)
+    assert b8 == b[:8] and a8 == a + b[8:]  # the default A first: its sizes train on the same images
+    assert training_images(recs, 10, held_out=8) == training_images(recs, 10)
+    assert training_images(recs, 22, held_out=8) == a8 and not {r.image_id for r in a8} & {r.image_id for r in b8}
+    with pytest.raises(ValueError, match="held out 16: the curve checks on 1 to 15 images of the split's 30"):
+        a_and_b(recs, held_out=16)
+    with pytest.raises(ValueError, match="size 23: a curve trains on 1 to 22 images of A"):
+        training_images(recs, 23, held_out=8)
 
 
 def test_each_network_takes_about_the_run_s_number_of_steps():
@@ -48,3 +61,18 @@ def test_table_gives_each_size_s_mean_and_spread_and_the_gain_over_the_cams():
     assert text[1].split() == ["41", "1", "24", "0.640", "27.0", "(-3.0)"]
     assert text[2].split() == ["82", "2", "12", "0.720", "+-", "0.028", "33.0", "+-", "2.8", "(+3.0", "+-", "2.8)"]
     assert text[3].split() == ["330", "(B", "seen)", "1", "3", "0.820", "34.0", "(+4.0)"]
+
+
+def test_a_kept_network_s_recipe_is_checked_before_reuse(tmp_path, caplog):
+    wanted = {"images": 41, "seed": 0, "affinity.lr": 0.1}
+    check_recipe(tmp_path, wanted)  # nothing kept: nothing to check
+    (tmp_path / "model.pt").write_bytes(b"")
+    check_recipe(tmp_path, wanted)
+    assert "without recipe.json, reused unchecked" in caplog.text
+    (tmp_path / "recipe.json").write_text('{"images": 41, "seed": 0, "affinity.lr": 0.1}')
+    check_recipe(tmp_path, wanted)
+    with pytest.raises(ValueError, match=r"another recipe \(affinity.lr, seed differ\)"):
+        check_recipe(tmp_path, {**wanted, "seed": 1, "affinity.lr": 0.01})
+    (tmp_path / "recipe.json").write_text('{"images": 4')
+    with pytest.raises(ValueError, match="recipe.json: not JSON"):
+        check_recipe(tmp_path, wanted)

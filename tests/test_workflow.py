@@ -452,7 +452,7 @@ def test_affinity_curve_trains_on_half_a_and_checks_on_half_b(tiny_run, capsys, 
             "--seeds", "0", "--logt", "1", "2", "--out", str(tmp_path / "curve"), "--device", "cpu"]
     assert main(argv) == 0
     out = capsys.readouterr().out
-    assert "checked on half B" in out
+    assert "checked on the 12 of B" in out
     sizes = re.findall(r"^(\d+) +1 +(\d+) +\d\.\d{3} +(\d+\.\d) \(([-+]\d+\.\d)\) +(\d+\.\d)", out, re.M)
     assert [(s[0], s[1]) for s in sizes] == [("3", "8"), ("6", "4")]  # 1 epoch of 24 images: 24 / n epochs
     rows = list(csv.DictReader((tmp_path / "curve" / "curve.tsv").open(), delimiter="\t"))
@@ -466,8 +466,17 @@ def test_affinity_curve_trains_on_half_a_and_checks_on_half_b(tiny_run, capsys, 
     stamp = model.stat().st_mtime_ns
     assert main(argv[:5] + ["--sizes", "6"] + argv[8:]) == 0  # a rerun checks the trained network again
     assert model.stat().st_mtime_ns == stamp
+    assert main(argv[:5] + ["--sizes", "6", "--held-out", "6"] + argv[8:]) == 0  # a smaller B: A's first 6 the same
+    assert "checked on the 6 of B" in capsys.readouterr().out and model.stat().st_mtime_ns == stamp
     assert main(argv[:5] + ["--sizes", "13"] + argv[8:]) == 1
-    assert "size 13: a curve trains on 1 to 12 images of half A, or on all 24" in capsys.readouterr().err
+    assert "size 13: a curve trains on 1 to 12 images of A, or on all 24" in capsys.readouterr().err
+    # a network kept under --out is reused only for the recipe it was trained with
+    other = write_config(tmp_path / "other_lr.yaml", {"affinity": {"lr": 0.0123}},
+                         base=yaml.safe_load(config.read_text()))
+    assert main(argv[:4] + [str(other), "--sizes", "6"] + argv[8:]) == 1
+    err = capsys.readouterr().err
+    assert "n6_s0: its network was trained with another recipe (affinity.lr differ)" in err
+    assert model.stat().st_mtime_ns == stamp
 
 
 def test_status_says_what_is_complete_stale_or_missing_and_cleans_leftovers(tiny_run, capsys):
