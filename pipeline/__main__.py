@@ -109,8 +109,8 @@ def main(argv=None) -> int:
     p.add_argument("--logt", type=_logt, nargs="+", metavar="LOGT",
                    help="walk 2^LOGT steps for each LOGT given (default: the run's random_walk.logt)")
     p.add_argument("--held-out", type=_positive_int, metavar="N",
-                   help="check on N images (default: half the split), train on up to the other split - N, "
-                        "the sizes up to half on the same images whatever N is")
+                   help="check on N images of the split (default: half); A, the rest, allows sizes up to the "
+                        "split's size - N, and sizes up to half train on the same images whatever N is")
     p.add_argument("--out", help="where the networks and curve.tsv go (default: <results>/affinity_curve)")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto",
                    help="where the networks train and run (default: auto, a GPU where there is one)")
