@@ -121,10 +121,11 @@ def run(*, results: Path, cfg: dict, classes, sizes, seeds, logts, out: Path, de
     records = read_manifest(results, split)
     images = {size: training_images(records, size, held_out) for size in sizes}  # each size checked first
     _, b = a_and_b(records, held_out)
-    plan = {(size, seed): equal_step_epochs(cfg["affinity"]["epochs"], len(records), size)
+    plan = {(size, seed): recipe(cfg, results, images[size], seed,
+                                 equal_step_epochs(cfg["affinity"]["epochs"], len(records), size))
             for seed in seeds for size in sizes}
-    for (size, seed), epochs in plan.items():  # every network kept under `out` checked before the first trains
-        check_recipe(out / f"n{size}_s{seed}", recipe(cfg, results, images[size], seed, epochs))
+    for (size, seed), wanted in plan.items():  # every network kept under `out` checked before the first trains
+        check_recipe(out / f"n{size}_s{seed}", wanted)
     labels = sorted((results / "affinity_labels" / split).glob("*.h5"))
     if not labels:
         raise FileNotFoundError(f"{results / 'affinity_labels' / split}: no affinity labels to train on "
@@ -139,9 +140,9 @@ def run(*, results: Path, cfg: dict, classes, sizes, seeds, logts, out: Path, de
                 folder = out / f"n{size}_s{seed}"
                 folder.mkdir(parents=True, exist_ok=True)
                 model = folder / "model.pt"
-                epochs = plan[size, seed]
+                epochs = plan[size, seed]["affinity.epochs"]
                 if not model.is_file():
-                    write_text(folder / "recipe.json", json.dumps(recipe(cfg, results, images[size], seed, epochs)))
+                    write_text(folder / "recipe.json", json.dumps(plan[size, seed]))
                     mf.write_tsv(images[size], folder / "manifest.tsv")
                     train_affinity.run(
                         manifest_path=folder / "manifest.tsv", label_paths=labels, classes=classes,
