@@ -215,9 +215,9 @@ def save_model(model: nn.Module, path, extra: dict | None = None) -> None:
 
 def cpu_channels_last(model: nn.Module, device) -> nn.Module:
     """`model` with its weights in channels-last layout when `device` is a CPU (unchanged
-    otherwise), for networks whose convolutions only run forward: in that layout PyTorch gives a
-    CPU convolution its fast kernels, where the default layout sends a one-image 1x1 convolution
-    at one thread to a slow generic route. Outputs are the same to float rounding."""
+    otherwise): in that layout PyTorch gives a CPU convolution its fast kernels, where the default
+    layout sends a one-image 1x1 convolution at one thread to a slow generic route. Outputs and
+    gradients are the same to float rounding; every trainer and every forward-only load uses it."""
     return model.to(memory_format=torch.channels_last) if torch.device(device).type == "cpu" else model
 
 

@@ -19,7 +19,7 @@ from .atomic import write_text
 from .data import collate, epoch_batches
 from .devices import pick_device
 from .logs import progress
-from .nets import atomic_torch_save, save_model
+from .nets import atomic_torch_save, cpu_channels_last, save_model
 
 log = logging.getLogger(__name__)
 
@@ -173,13 +173,14 @@ def train_model(model, dataset, step_loss, *, cfg: dict, seed: int, compute: dic
     x cfg["head_lr_mult"]), then the model saved with `extra`, the history, the problem report,
     and the checkpoint removed once the outputs are safe."""
     device = pick_device(compute["device"])
-    model.to(device)
+    # channels-last on a CPU: a training step 1.1-1.25x faster (`benchmark-backbones`)
+    cpu_channels_last(model.to(device), device)
     optimizer = sgd(model.param_groups(), lr=cfg["lr"], mults={"head": cfg["head_lr_mult"]},
                     momentum=cfg["momentum"], weight_decay=cfg["weight_decay"])
     history = fit(model=model, optimizer=optimizer, dataset=dataset, step_loss=step_loss, cfg=cfg, seed=seed,
                   compute=compute, run_hash=run_hash, checkpoint_path=checkpoint_path, problems=problems,
                   device=device, desc=desc, lr_config=lr_config)
-    save_model(model.cpu(), model_path, extra)
+    save_model(model.cpu().to(memory_format=torch.contiguous_format), model_path, extra)
     write_text(history_path, json.dumps({"epochs": history}, indent=1))
     problems.write()
     Path(checkpoint_path).unlink(missing_ok=True)

@@ -4,6 +4,8 @@ import torch
 
 from pipeline.config import resolve
 from pipeline.data import augment, epoch_batches, random_crop
+from pipeline.backbones import Backbone
+from pipeline.nets import Classifier, cpu_channels_last
 from pipeline.training import poly_lr, set_lr, sgd
 
 
@@ -25,6 +27,36 @@ def test_sgd_really_uses_momentum_and_head_multiplier():
         opt.step()
     assert w_body.item() == pytest.approx(1 - 0.1 - 0.1 * 1.9)
     assert w_head.item() == pytest.approx(1 - 1.0 - 1.0 * 1.9)
+
+
+@pytest.mark.parametrize("freeze_bn", [True, False])
+def test_channels_last_training_has_the_gradients_of_the_default_layout(freeze_bn):
+    """Every trainer runs in channels-last on a CPU (faster kernels): its gradients are float64's
+    up to float32's rounding, as the default layout's are."""
+    torch.manual_seed(0)
+    reference, default, last = (Classifier(3, Backbone("mobilenet_v2", 16, frozen_stages=2, freeze_bn=freeze_bn))
+                                for _ in range(3))
+    default.load_state_dict(reference.state_dict())
+    last.load_state_dict(reference.state_dict())
+    cpu_channels_last(last, "cpu")
+    assert last.head.weight.is_contiguous(memory_format=torch.channels_last)
+    reference.double()
+    x, target = torch.rand(4, 3, 96, 96), torch.tensor([[1.0, 0, 1], [0, 1, 0], [1, 1, 0], [0, 0, 1]])
+    grads = []
+    for model in (reference, default, last):
+        model.train()
+        dtype = next(model.parameters()).dtype
+        torch.nn.functional.multilabel_soft_margin_loss(model(x.to(dtype)), target.to(dtype)).backward()
+        grads.append({n: p.grad.double() for n, p in model.named_parameters() if p.grad is not None})
+    ref, default_grads, last_grads = grads
+    assert len(ref) > 100  # the unfrozen stages' and the head's
+    scale = max(g.abs().max().item() for g in ref.values())
+    error = {key: max((gs[n] - ref[n]).abs().max().item() for n in ref)
+             for key, gs in (("default", default_grads), ("channels_last", last_grads))}
+    # float32's rounding (1e-6 of the largest gradient with batch norm fixed, 2e-3 with batch
+    # statistics, in either layout); a layout mistake would be of the order of the gradients
+    assert error["channels_last"] <= 5 * error["default"] + 1e-7 * scale, error
+    assert error["channels_last"] < 1e-2 * scale, error
 
 
 def test_epoch_batches_are_seeded_full_and_cover_once():
