@@ -68,10 +68,21 @@ def equal_step_epochs(epochs: int, total: int, size: int) -> int:
     return max(1, round(epochs * total / size))
 
 
-def recipe(cfg: dict, results: Path, images: list[mf.Record], seed: int, epochs: int) -> dict:
-    """What a network of the curve is trained with, flat (so that a difference names its key)."""
-    return {"results": str(results.resolve()), "images": [r.image_id for r in images], "seed": seed,
+def recipe(cfg: dict, inputs: dict, images: list[mf.Record], seed: int, epochs: int) -> dict:
+    """What a network of the curve is trained with, flat (so that a difference names its key);
+    `inputs`: the files it learns from and its code, by content (training_inputs), so that a
+    moved results folder keeps its networks and a rewritten one does not."""
+    return {**inputs, "images": [r.image_id for r in images], "seed": seed,
             **{f"affinity.{k}": v for k, v in {**cfg["affinity"], "epochs": epochs}.items()}}
+
+
+def training_inputs(classifier: Path, labels: list[Path]) -> dict:
+    """The run's classifier (AffinityNet's start where it starts from it) and affinity labels by
+    size and time, and the hash of the training code."""
+    from .provenance import code_hash, file_id
+
+    return {"classifier": file_id(classifier) if classifier.is_file() else None,
+            "affinity_labels": [file_id(p) for p in labels], "code": code_hash("pipeline.train_affinity")}
 
 
 def check_recipe(folder: Path, wanted: dict) -> None:
@@ -91,10 +102,10 @@ def check_recipe(folder: Path, wanted: dict) -> None:
         log.warning("%s: a network without recipe.json, reused unchecked", folder)
 
 
-def cams_best(records: list[mf.Record], cams, n_classes: int, grid) -> tuple[float, float]:
+def cams_best(records: list[mf.Record], cams, n_classes: int, grid, source) -> tuple[float, float]:
     """(best mIoU, its background score) of the run's CAMs (`cams`: image id -> (CAMs, keys), as
-    affinity_check.walk_inputs reads them) on the records' ground truth, over the background
-    scores of `grid`."""
+    affinity_check.walk_inputs reads them from the folder `source`) on the records' ground truth,
+    over the background scores of `grid`."""
     from .evaluate import ThresholdSweep, load_ground_truth
 
     sweep = ThresholdSweep(n_classes, grid)
@@ -104,7 +115,10 @@ def cams_best(records: list[mf.Record], cams, n_classes: int, grid) -> tuple[flo
             log.warning("no CAMs for %s: left out of the CAMs' score on B", r.image_id)
             continue
         sweep.add(load_ground_truth(r, n_classes), *found)
-    scores, best = sweep.curve()
+    try:
+        scores, best = sweep.curve()
+    except ValueError as e:  # nothing to score: say where the CAMs were looked for
+        raise ValueError(f"{source}: no CAMs of the {len(records)} images of B to score ({e})") from None
     return scores[best], float(grid[best])
 
 
@@ -121,19 +135,21 @@ def run(*, results: Path, cfg: dict, classes, sizes, seeds, logts, out: Path, de
     records = read_manifest(results, split)
     images = {size: training_images(records, size, held_out) for size in sizes}  # each size checked first
     _, b = a_and_b(records, held_out)
-    plan = {(size, seed): recipe(cfg, results, images[size], seed,
-                                 equal_step_epochs(cfg["affinity"]["epochs"], len(records), size))
-            for seed in seeds for size in sizes}
-    for (size, seed), wanted in plan.items():  # every network kept under `out` checked before the first trains
-        check_recipe(out / f"n{size}_s{seed}", wanted)
     labels = sorted((results / "affinity_labels" / split).glob("*.h5"))
     if not labels:
         raise FileNotFoundError(f"{results / 'affinity_labels' / split}: no affinity labels to train on "
                                 "(`snakemake` makes them in a run with the random walk)")
+    classifier = results / "classifier" / "model.pt"
+    inputs = training_inputs(classifier, labels)
+    plan = {(size, seed): recipe(cfg, inputs, images[size], seed,
+                                 equal_step_epochs(cfg["affinity"]["epochs"], len(records), size))
+            for seed in seeds for size in sizes}
+    for (size, seed), wanted in plan.items():  # every network kept under `out` checked before the first trains
+        check_recipe(out / f"n{size}_s{seed}", wanted)
     rows = []
     with contextlib.ExitStack() as stack:
         walk = {**walk_inputs(results, split, stack), "logts": logts}  # the run's CAMs and walk, checked first
-        cam_miou, cam_score = cams_best(b, walk["cams"], len(classes) + 1, walk["grid"])
+        cam_miou, cam_score = cams_best(b, walk["cams"], len(classes) + 1, walk["grid"], results / "cam" / split)
         log.info("the CAMs on B (%d images): best %.1f %% at %.2f", len(b), 100 * cam_miou, cam_score)
         for seed in seeds:
             for size in sizes:
@@ -147,8 +163,8 @@ def run(*, results: Path, cfg: dict, classes, sizes, seeds, logts, out: Path, de
                     train_affinity.run(
                         manifest_path=folder / "manifest.tsv", label_paths=labels, classes=classes,
                         cfg={**cfg["affinity"], "epochs": epochs}, seed=seed,
-                        compute={**cfg["compute"], "device": device}, code_hash="affinity-curve",
-                        classifier_path=results / "classifier" / "model.pt", model_path=model,
+                        compute={**cfg["compute"], "device": device}, code_hash=inputs["code"],
+                        classifier_path=classifier, model_path=model,
                         history_path=folder / "history.json", problems_path=folder / "problems.tsv",
                         checkpoint_path=folder / "checkpoint.pt")
                 s = check(model, b, None, device, walk)

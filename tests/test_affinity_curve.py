@@ -1,7 +1,10 @@
 """affinity-curve: AffinityNets on nested subsets of one half of the training images, checked on the other."""
+import json
+
 import pytest
 
-from pipeline.affinity_curve import a_and_b, check_recipe, equal_step_epochs, table, training_images
+from pipeline.affinity_curve import (a_and_b, cams_best, check_recipe, equal_step_epochs, recipe, table,
+                                     training_images, training_inputs)
 from pipeline.manifest import Record
 
 
@@ -76,3 +79,34 @@ def test_a_kept_network_s_recipe_is_checked_before_reuse(tmp_path, caplog):
     (tmp_path / "recipe.json").write_text('{"images": 4')
     with pytest.raises(ValueError, match="recipe.json: not JSON"):
         check_recipe(tmp_path, wanted)
+
+
+def test_the_cams_score_on_b_names_the_cam_folder_when_no_image_has_cams(tmp_path, caplog):
+    with pytest.raises(ValueError, match=r"results/cam/train: no CAMs of the 3 images of B to score"):
+        cams_best(records(3), lambda image_id: None, 2, [0.1, 0.2], tmp_path / "results" / "cam" / "train")
+    assert caplog.text.count("left out of the CAMs' score on B") == 3
+
+
+def test_a_recipe_holds_its_inputs_by_content_so_a_moved_run_keeps_its_networks(tmp_path):
+    run = tmp_path / "results"
+    (run / "classifier").mkdir(parents=True)
+    (run / "classifier" / "model.pt").write_bytes(b"weights")
+    (run / "labels").mkdir()
+    for name in ("shard00.h5", "shard01.h5"):
+        (run / "labels" / name).write_bytes(b"labels")
+    cfg = {"affinity": {"lr": 0.1, "epochs": 3}}
+
+    def wanted(results):
+        inputs = training_inputs(results / "classifier" / "model.pt", sorted((results / "labels").glob("*.h5")))
+        assert len(inputs["code"]) == 16
+        return recipe(cfg, inputs, records(4), 0, 3)
+
+    kept = tmp_path / "curve" / "n4_s0"
+    kept.mkdir(parents=True)
+    (kept / "recipe.json").write_text(json.dumps(wanted(run)))
+    moved = tmp_path / "moved"
+    run.rename(moved)
+    check_recipe(kept, wanted(moved))  # the same files elsewhere: the same recipe
+    (moved / "labels" / "shard01.h5").write_bytes(b"labels of another run")
+    with pytest.raises(ValueError, match=r"another recipe \(affinity_labels differ\)"):
+        check_recipe(kept, wanted(moved))
