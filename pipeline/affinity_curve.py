@@ -76,12 +76,12 @@ def recipe(cfg: dict, inputs: dict, images: list[mf.Record], seed: int, epochs: 
             **{f"affinity.{k}": v for k, v in {**cfg["affinity"], "epochs": epochs}.items()}}
 
 
-def training_inputs(classifier: Path, labels: list[Path]) -> dict:
-    """The run's classifier (AffinityNet's start where it starts from it) and affinity labels by
-    size and time, and the hash of the training code."""
+def training_inputs(classifier: Path | None, labels: list[Path]) -> dict:
+    """The run's classifier (None where AffinityNet does not start from it, as its own run_hash
+    has it) and affinity labels by size and time, and the hash of the training code."""
     from .provenance import code_hash, file_id
 
-    return {"classifier": file_id(classifier) if classifier.is_file() else None,
+    return {"classifier": file_id(classifier) if classifier else None,
             "affinity_labels": [file_id(p) for p in labels], "code": code_hash("pipeline.train_affinity")}
 
 
@@ -140,7 +140,7 @@ def run(*, results: Path, cfg: dict, classes, sizes, seeds, logts, out: Path, de
         raise FileNotFoundError(f"{results / 'affinity_labels' / split}: no affinity labels to train on "
                                 "(`snakemake` makes them in a run with the random walk)")
     classifier = results / "classifier" / "model.pt"
-    inputs = training_inputs(classifier, labels)
+    inputs = training_inputs(classifier if cfg["affinity"]["init_from_classifier"] else None, labels)
     plan = {(size, seed): recipe(cfg, inputs, images[size], seed,
                                  equal_step_epochs(cfg["affinity"]["epochs"], len(records), size))
             for seed in seeds for size in sizes}

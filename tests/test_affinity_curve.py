@@ -110,3 +110,12 @@ def test_a_recipe_holds_its_inputs_by_content_so_a_moved_run_keeps_its_networks(
     (moved / "labels" / "shard01.h5").write_bytes(b"labels of another run")
     with pytest.raises(ValueError, match=r"another recipe \(affinity_labels differ\)"):
         check_recipe(kept, wanted(moved))
+    # the classifier counts only where the network starts from it
+    labels = sorted((moved / "labels").glob("*.h5"))
+    without = recipe(cfg, training_inputs(None, labels), records(4), 0, 3)
+    (moved / "classifier" / "model.pt").write_bytes(b"other weights")
+    assert without == recipe(cfg, training_inputs(None, labels), records(4), 0, 3)
+    (kept / "recipe.json").write_text(json.dumps(wanted(moved)))
+    (moved / "classifier" / "model.pt").write_bytes(b"weights of a third run")
+    with pytest.raises(ValueError, match=r"another recipe \(classifier differ\)"):
+        check_recipe(kept, wanted(moved))

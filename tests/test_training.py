@@ -2,9 +2,9 @@ import numpy as np
 import pytest
 import torch
 
+from pipeline.backbones import Backbone
 from pipeline.config import resolve
 from pipeline.data import augment, epoch_batches, random_crop
-from pipeline.backbones import Backbone
 from pipeline.nets import Classifier, cpu_channels_last
 from pipeline.training import poly_lr, set_lr, sgd
 
