@@ -199,23 +199,35 @@ def _images(records: list[mf.Record]) -> tuple[dict, dict]:
     return images, truths
 
 
-def results_table_html(metric_paths, class_names) -> str:
-    """Every stage's mIoU and IoU per class (%), the best of each column in bold on green."""
+def results_table_html(metric_paths, class_names, image_labels: dict | None = None) -> str:
+    """Every stage's mIoU and IoU per class (%), the best of each column in bold on green.
+    `image_labels` (row -> whether it uses the ground-truth image labels at inference, from the
+    plan) adds that column and highlights the best among the rows that use them and, apart,
+    among those that do not, so that like is compared with like."""
     rows = [whole_image(json.loads(Path(p).read_text())) for p in metric_paths]
     columns = ["miou", "background", *class_names]
     values = [[r["miou"] if c == "miou" else r.get("per_class_iou", {}).get(c) for c in columns] for r in rows]
-    best = [max((v[i] for v in values if v[i] is not None), default=None) for i in range(len(columns))]
-    head = "".join(f"<th>{html.escape(c if c != 'miou' else 'mIoU')}</th>" for c in ["stage", "split", *columns])
+    groups = [(image_labels or {}).get(r["stage"]) for r in rows]
+    best = {g: [max((v[i] for v, h in zip(values, groups) if h == g and v[i] is not None), default=None)
+                for i in range(len(columns))] for g in set(groups)}
+    head = "".join(f"<th>{html.escape(c if c != 'miou' else 'mIoU')}</th>"
+                   for c in ["stage", "split", *(["image labels"] if image_labels else []), *columns])
     body = []
-    for r, vals in zip(rows, values):
+    for r, vals, group in zip(rows, values, groups):
         cells = [f"<td>{html.escape(r['stage'])}</td>", f"<td>{html.escape(r['split'])}</td>"]
-        for v, b in zip(vals, best):
+        if image_labels:
+            cells.append(f"<td>{'' if group is None else 'yes' if group else 'no'}</td>")
+        for v, b in zip(vals, best[group]):
             text = "" if v is None else f"{100 * v:.1f}"
             style = ' class="best"' if v is not None and v == b else ""
             cells.append(f"<td{style}>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return _html_page("Results", "IoU in % on each stage's split; the best value of each column is highlighted "
-                                 "(rows of the training split's pseudo masks included).", head, body)
+    note = ("IoU in % on each stage's split; the best value of each column is highlighted (rows of the training "
+            "split's pseudo masks included)")
+    if image_labels:
+        note += (", among the rows that use the ground-truth image labels at inference (image labels: yes: CAMs, "
+                 "walks, PRM) and, apart, among those that predict without them (no: segmenters)")
+    return _html_page("Results", note + ".", head, body)
 
 
 def _html_page(title: str, note: str, head: str, body: list[str]) -> str:
@@ -337,16 +349,17 @@ def versions_text() -> str:
 
 def run(*, records: dict[str, list[mf.Record]], montage_ids_by_split: dict[str, list[str]], stages: dict,
         metric_paths: dict[str, str], saliency_metric_paths: list[str], histories: dict[str, str], prm: dict | None,
-        class_names, config: dict, outputs: dict) -> dict:
+        class_names, config: dict, outputs: dict, image_labels: dict | None = None) -> dict:
     """`stages`: row -> {"kind": cam | mask, "split", "shards", "stage" (the artifacts' stage
     attribute)}; `saliency_metric_paths`: the saliency rows' metrics (may be empty); `prm`:
     {"split", "shards"} of PRM's instances or None; `outputs`: table, saliency_table and
     saliency_curves (when there are saliency rows), montages {row: png}, overviews {split:
-    png}, curves {model: png}, instances (png, when prm), config, versions. Returns row ->
+    png}, curves {model: png}, instances (png, when prm), config, versions; `image_labels`: row
+    -> whether it uses the image labels at inference (the table's groups). Returns row ->
     panels drawn in its montage."""
     import yaml
 
-    write_text(outputs["table"], results_table_html([metric_paths[row] for row in stages], class_names))
+    write_text(outputs["table"], results_table_html([metric_paths[row] for row in stages], class_names, image_labels))
     if saliency_metric_paths:
         write_text(outputs["saliency_table"], saliency_table_html(saliency_metric_paths))
         plot_saliency_curves(saliency_metric_paths, outputs["saliency_curves"])

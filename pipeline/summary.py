@@ -89,7 +89,8 @@ def write_rows(rows: list[dict], columns, out_path) -> None:
                                                             for r in rows))
 
 
-TABLE_COLUMNS = ("stage", "split", "miou", "miou_decided", "best_threshold", "coverage", "n_images", "n_skipped")
+TABLE_COLUMNS = ("stage", "split", "miou", "miou_decided", "best_threshold", "coverage", "image_labels", "n_images",
+                 "n_skipped")
 
 
 def format_table(tsv_path, columns=TABLE_COLUMNS) -> str:
@@ -112,6 +113,9 @@ def format_table(tsv_path, columns=TABLE_COLUMNS) -> str:
             chosen.setdefault(r["threshold_from"], []).append(r["stage"])
     for split, stages in chosen.items():
         table += f"\n(best_threshold of {', '.join(stages)}: chosen on the {split} split, applied here)"
+    if "image_labels" in columns and any(r.get("image_labels") for r in rows):
+        table += ("\n(image_labels yes: the row uses the ground-truth image labels at inference (CAMs, walks, PRM); "
+                  "no: it predicts without them (segmenters): compare yes with yes, no with no)")
     if any(r["stage"] == UPPER_BOUND for r in rows):
         table += f"\n({UPPER_BOUND}: trained on the ground-truth masks, an upper bound, not weakly supervised)"
     return table

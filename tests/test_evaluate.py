@@ -122,6 +122,9 @@ def test_mask_evaluation_counts_decided_pixels_only_and_reports_precision_and_co
     assert float(row["iou_background"]) == pytest.approx(0.75) and row["image_labels"] == "yes"
     table = format_table(tmp_path / "summary.tsv")
     assert "undecided pixels count as background in miou" in table and " 52.8 " in table and " 66.7 " in table
+    header, line = table.splitlines()[:2]
+    assert line.split()[header.split().index("image_labels") - 1] == "yes"  # one left of it: best_threshold is empty
+    assert "compare yes with yes" in table
 
 
 def test_cam_rows_apply_the_threshold_chosen_on_the_training_split(tmp_path):

@@ -75,6 +75,27 @@ def test_results_table_highlights_the_best_value_of_each_column(tmp_path):
     assert cam.count('class="best">80.0') == 1 and rw.count('class="best">80.0') == 1  # a tie: both
 
 
+def test_results_table_compares_rows_with_image_labels_apart_from_segmenters(tmp_path):
+    """With the plan's image_labels, the best of a column is highlighted among the rows that use
+    the ground-truth image labels and, apart, among those that predict without them."""
+    paths = []
+    for stage, miou in (("cam", 0.4), ("rw", 0.6), ("deeplab_aspp", 0.5), ("fully_supervised", 0.7)):
+        p = tmp_path / f"{stage}.json"
+        p.write_text(json.dumps({"stage": stage, "split": "val", "miou": miou,
+                                 "per_class_iou": {"background": miou, "cat": miou}}))
+        paths.append(p)
+    labels = {"cam": True, "rw": True, "deeplab_aspp": False, "fully_supervised": False}
+    html = report.results_table_html(paths, ["cat"], labels)
+    assert "<th>image labels</th>" in html and "predict without them" in html
+    cam, rw, deeplab, upper = html.split("<tr>")[2:]
+    assert "<td>yes</td>" in rw and "<td>no</td>" in deeplab
+    assert rw.count('class="best"') == 3 and upper.count('class="best"') == 3  # each group's best
+    assert 'class="best"' not in cam and 'class="best"' not in deeplab
+    # without the plan's groups: one best per column over all rows, no column
+    plain = report.results_table_html(paths, ["cat"])
+    assert "image labels" not in plain and plain.count('class="best"') == 3
+
+
 def test_saliency_table_puts_the_sources_side_by_side_best_f_highest_and_mae_lowest(tmp_path):
     paths = []
     for stage, source, max_f, adaptive_f, mae in (("saliency", "u2netp", 0.78, 0.71, 0.125),

@@ -93,6 +93,7 @@ rule report_figures:
             for row, s in PLAN.report_stages.items()
         },
         histories=PLAN.histories,
+        image_labels=PLAN.image_labels,
         prm=lambda w: (
             {"split": EVAL_SPLIT, "shards": shard_files(PLAN.prm_rows["prm"], EVAL_SPLIT)} if PLAN.prm_rows else None
         ),

@@ -12,7 +12,7 @@ with stage_logging(snakemake.log[0]):
     report.run(records=records, montage_ids_by_split=p.ids, stages=p.stages,
                metric_paths=dict(zip(p.stages, snakemake.input.metrics)),
                saliency_metric_paths=list(snakemake.input.saliency), histories=p.histories,
-               prm=p.prm, class_names=p.classes, config=snakemake.config,
+               prm=p.prm, class_names=p.classes, config=snakemake.config, image_labels=p.image_labels,
                outputs={"table": out.table, "saliency_table": out.saliency_table,
                         "saliency_curves": out.saliency_curves,
                         "montages": dict(zip(p.stages, out.montages)),
