@@ -31,7 +31,7 @@ from .evaluate import cam_labels
 from .figures import pyplot, save_figure
 from .imageio import ImageReadError, colorize, read_image, read_label_map, write_image
 from .inspection import heat_overlay, instance_overlay
-from .summary import whole_image
+from .summary import IMAGE_LABELS_NOTE, whole_image
 
 log = logging.getLogger(__name__)
 
@@ -225,8 +225,7 @@ def results_table_html(metric_paths, class_names, image_labels: dict | None = No
     note = ("IoU in % on each stage's split; the best value of each column is highlighted (rows of the training "
             "split's pseudo masks included)")
     if image_labels:
-        note += (", among the rows that use the ground-truth image labels at inference (image labels: yes: CAMs, "
-                 "walks, PRM) and, apart, among those that predict without them (no: segmenters)")
+        note += f" within each value of image labels ({IMAGE_LABELS_NOTE})"
     return _html_page("Results", note + ".", head, body)
 
 

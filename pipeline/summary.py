@@ -25,6 +25,9 @@ from pathlib import Path
 from .atomic import write_text
 
 UPPER_BOUND = "fully_supervised"  # the row trained on ground truth
+# what column image_labels (and the report's two groups of rows) means
+IMAGE_LABELS_NOTE = ("yes: the row uses the ground-truth image labels at inference (CAMs, walks, PRM); "
+                     "no: it predicts without them (segmenters)")
 FIXED = ("stage", "split", "miou", "miou_decided", "n_images", "n_skipped", "best_threshold", "threshold_from",
          "precision", "coverage", "image_labels")
 
@@ -114,8 +117,7 @@ def format_table(tsv_path, columns=TABLE_COLUMNS) -> str:
     for split, stages in chosen.items():
         table += f"\n(best_threshold of {', '.join(stages)}: chosen on the {split} split, applied here)"
     if "image_labels" in columns and any(r.get("image_labels") for r in rows):
-        table += ("\n(image_labels yes: the row uses the ground-truth image labels at inference (CAMs, walks, PRM); "
-                  "no: it predicts without them (segmenters): compare yes with yes, no with no)")
+        table += f"\n(image_labels {IMAGE_LABELS_NOTE}: compare yes with yes, no with no)"
     if any(r["stage"] == UPPER_BOUND for r in rows):
         table += f"\n({UPPER_BOUND}: trained on the ground-truth masks, an upper bound, not weakly supervised)"
     return table

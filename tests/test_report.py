@@ -86,7 +86,7 @@ def test_results_table_compares_rows_with_image_labels_apart_from_segmenters(tmp
         paths.append(p)
     labels = {"cam": True, "rw": True, "deeplab_aspp": False, "fully_supervised": False}
     html = report.results_table_html(paths, ["cat"], labels)
-    assert "<th>image labels</th>" in html and "predict without them" in html
+    assert "<th>image labels</th>" in html and "predicts without them" in html
     cam, rw, deeplab, upper = html.split("<tr>")[2:]
     assert "<td>yes</td>" in rw and "<td>no</td>" in deeplab
     assert rw.count('class="best"') == 3 and upper.count('class="best"') == 3  # each group's best
