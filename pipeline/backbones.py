@@ -4,8 +4,9 @@ AffinityNet, DeepLab, MCOF's features) takes its feature extractor from here.
 A Backbone takes RGB images in 0..1 and normalises them itself, with the normalisation its
 weights were trained with (saved in the model's `arch`, so every later stage feeds a network
 as it was trained). Its layers are a stem, a flat list of blocks and a head (identity for
-ResNets). `stages(x)` gives the features at the ends of the stride-4, 8, 16 and 32 stages
-(AffinityNet's inputs); `forward(x)` the last of them. Output strides 16 and 8 are reached
+ResNets, and where `features: last_block` ends the network at its last block). `stages(x)`
+gives the features at the ends of the stride-4, 8, 16 and 32 stages (AffinityNet's inputs);
+`forward(x)` the last of them. Output strides 16 and 8 are reached
 by dilation: a strided block beyond the output stride gets stride 1 and keeps the previous
 dilation, the blocks after it get twice that (as DeepLab and torchvision do for ResNets).
 
@@ -31,6 +32,7 @@ from .weights import PACKAGED, WeightFileError, backbone_weights_file
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OUTPUT_STRIDES = (8, 16, 32)
+FEATURES = ("head", "last_block")  # backbone.features: the layer the features come from
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,8 @@ class Backbone(nn.Module):
     """Normalisation, stem, blocks and head of an ImageNet network at an output stride."""
 
     def __init__(self, name: str, output_stride: int = 16, weights: str = "none",
-                 normalization: dict | None = None, freeze_bn: bool = False, frozen_stages: int = 0):
+                 normalization: dict | None = None, freeze_bn: bool = False, frozen_stages: int = 0,
+                 features: str = "head"):
         super().__init__()
         if name not in BACKBONES:
             raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
@@ -169,12 +172,16 @@ class Backbone(nn.Module):
         if path is not None:
             load_imagenet_state(net, name, path)
         self.stem, stem_stride, blocks, self.head, self.out_channels = _layers(net, spec.family)
+        if features not in FEATURES:
+            raise ValueError(f"backbone features must be one of {FEATURES}, got {features!r}")
+        if features == "last_block":  # the ImageNet network's last layer goes (a ResNet has none)
+            self.head, self.out_channels = nn.Identity(), self._channels(blocks[-1])
         self.blocks = nn.ModuleList(blocks)
         nominal = dilate(blocks, stem_stride, output_stride)
         # the last block of each stride-4, 8 and 16 stage; the fourth stage ends with the head
         self.stage_ends = [max(i for i, s in enumerate(nominal) if s == stride) for stride in (4, 8, 16)]
         self.stage_channels = [self._channels(blocks[i]) for i in self.stage_ends] + [self.out_channels]
-        self.name, self.output_stride = name, output_stride
+        self.name, self.output_stride, self.feature_layer = name, output_stride, features
         norm = normalization or {"mean": list(spec.mean), "std": list(spec.std)}
         self.normalization = {"mean": [float(v) for v in norm["mean"]], "std": [float(v) for v in norm["std"]]}
         self.register_buffer("mean", torch.tensor(self.normalization["mean"]).view(1, 3, 1, 1), persistent=False)
@@ -211,7 +218,8 @@ class Backbone(nn.Module):
     @property
     def arch(self) -> dict:
         """What rebuilds this backbone (its weights come from the saved state dict)."""
-        return {"name": self.name, "output_stride": self.output_stride, "normalization": self.normalization}
+        arch = {"name": self.name, "output_stride": self.output_stride, "normalization": self.normalization}
+        return arch | ({"features": self.feature_layer} if self.feature_layer != "head" else {})
 
     def fold_batch_norms(self) -> "Backbone":
         """For inference (eval mode) only: every convolution followed by a batch norm takes the
@@ -270,9 +278,10 @@ def build_backbone(cfg: dict, output_stride: int, load_weights: bool = True) -> 
     # auto follows the configured weights, also where a trained classifier's replace them
     freeze = cfg["freeze_bn"] if cfg["freeze_bn"] != "auto" else cfg["weights"] != "none"
     return Backbone(cfg["name"], output_stride, cfg["weights"] if load_weights else "none", freeze_bn=freeze,
-                    frozen_stages=cfg["frozen_stages"])
+                    frozen_stages=cfg["frozen_stages"], features=cfg.get("features", "head"))
 
 
 def from_arch(arch: dict) -> Backbone:
     """The backbone (random weights) described by a saved model's arch['backbone']."""
-    return Backbone(arch["name"], arch["output_stride"], "none", arch["normalization"])
+    return Backbone(arch["name"], arch["output_stride"], "none", arch["normalization"],
+                    features=arch.get("features", "head"))

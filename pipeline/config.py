@@ -107,6 +107,16 @@ def _check_consistency(cfg: dict) -> list[str]:
         problems.append("classifier.rescale: the first value must not exceed the second")
     if cfg["predict"]["images"] and cfg["predict"]["split"]:
         problems.append("predict: set images or split, not both")
+    if cfg["classifier"]["fit"] == "lbfgs":
+        # an lbfgs classifier keeps ImageNet's backbone unchanged and ends at its last block: nothing to start from
+        starts = [f"{n}.init_from_classifier" for n in ("affinity", "segmenter", "eps", "prm")
+                  if cfg[n]["init_from_classifier"]]
+        starts += ["sccam.init_from_previous"] if cfg["sccam"]["enabled"] and cfg["sccam"]["init_from_previous"] else []
+        problems += [f"{key}: true, but classifier.fit: lbfgs keeps the ImageNet backbone unchanged; set it to "
+                     "false (the network then starts from backbone.weights)" for key in starts]
+        if {**cfg["backbone"], **cfg["classifier"]["backbone"]}["weights"] == "none":
+            problems.append("classifier.fit: lbfgs fits a head on the fixed backbone's features, which with "
+                            "backbone.weights: none are random; use weights: imagenet (or a file) or fit: sgd")
     bt = cfg["evaluation"]["bg_threshold"]
     if bt["min"] > bt["max"]:
         problems.append("evaluation.bg_threshold: min is larger than max")

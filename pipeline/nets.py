@@ -250,6 +250,10 @@ def init_from_classifier(model: nn.Module, classifier_path, config_key: str) -> 
     if theirs != ours:
         raise ValueError(f"{config_key}.init_from_classifier: the classifier's backbone is {theirs}, "
                          f"{config_key}.backbone.name is {ours}")
+    if classifier.backbone.feature_layer != model.backbone.feature_layer:
+        raise ValueError(f"{config_key}.init_from_classifier: the classifier's features end at its "
+                         f"{classifier.backbone.feature_layer} (classifier.fit: lbfgs, whose backbone is ImageNet's "
+                         f"unchanged): start {config_key} from backbone.weights instead")
     model.backbone.load_state_dict(classifier.backbone.state_dict())
     return classifier
 

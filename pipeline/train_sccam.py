@@ -56,6 +56,9 @@ def run(*, manifest_path, clusters_path, previous_model, classes, cfg: dict, scc
         theirs, ours = previous.arch["backbone"]["name"], cfg["backbone"]["name"]
         if theirs != ours:
             raise ValueError(f"{previous_model}: a {theirs} classifier, classifier.backbone.name is {ours}")
+        if previous.backbone.feature_layer != model.backbone.feature_layer:
+            raise ValueError(f"{previous_model}: a classifier fitted by classifier.fit: lbfgs (its backbone ImageNet's "
+                             "unchanged, ending at its last block); set sccam.init_from_previous: false")
         model.backbone.load_state_dict(previous.backbone.state_dict())
         model.head.load_state_dict(previous.head.state_dict())
         log.info("round %d starts from %s", round_, previous_model)

@@ -76,6 +76,16 @@ def test_inconsistent_values_are_errors():
         resolve({"dataset": {"name": "folder", "folder": {"images": "x", "labels_csv": "y.csv"}}})
     with pytest.raises(ConfigError, match="min_size is larger"):
         resolve({"dataset": {"synthetic": {"min_size": 100, "max_size": 60}}})
+    # an lbfgs classifier is ImageNet's backbone unchanged: no network can start from it, and random
+    # features are no fit
+    with pytest.raises(ConfigError) as e:
+        resolve({"classifier": {"fit": "lbfgs"}, "affinity": {"init_from_classifier": True},
+                 "sccam": {"enabled": True, "init_from_previous": True}})
+    assert "affinity.init_from_classifier: true, but classifier.fit: lbfgs" in str(e.value)
+    assert "sccam.init_from_previous" in str(e.value) and "segmenter.init_from_classifier" not in str(e.value)
+    with pytest.raises(ConfigError, match="backbone.weights: none are random"):
+        resolve({"classifier": {"fit": "lbfgs", "backbone": {"weights": "none"}}})
+    assert resolve({"classifier": {"fit": "lbfgs"}})["classifier"]["fit"] == "lbfgs"
 
 
 def test_load_file_errors_name_the_file(tmp_path):

@@ -179,6 +179,9 @@ def test_networks_on_other_backbones_start_from_the_classifier(tmp_path):
     with pytest.raises(ValueError,
                        match="the classifier's backbone is mobilenet_v2, segmenter.backbone.name is resnet18"):
         init_from_classifier(DeepLab(3, "aspp", Backbone("resnet18", 8)), tmp_path / "c.pt", "segmenter")
+    with pytest.raises(ValueError, match="classifier's features end at its head"):
+        init_from_classifier(AffinityNet(Backbone("mobilenet_v2", 8, features="last_block")), tmp_path / "c.pt",
+                             "affinity")
     with pytest.raises(ValueError, match="output stride 8 or 16"):
         DeepLab(3, "aspp", Backbone("resnet18", 32))
 
@@ -205,3 +208,26 @@ def test_forward_only_loads_give_the_saved_networks_outputs(tmp_path):
         with torch.no_grad():
             a, b = run(plain), run(fast)
         assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item()), name
+
+
+@pytest.mark.parametrize("name,channels", [("mobilenet_v2", 320), ("efficientnet_lite0", 320), ("resnet18", 512)])
+def test_last_block_features_end_before_the_imagenet_head_and_rebuild_from_arch(name, channels, tmp_path):
+    torch.manual_seed(0)
+    head, last = Backbone(name, 16).eval(), Backbone(name, 16, features="last_block").eval()
+    last.load_state_dict({k: v for k, v in head.state_dict().items() if not k.startswith("head.")})
+    x = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        f = last(x)
+        # the same blocks: the head's 1x1 convolution applied to these features gives the head's
+        assert torch.allclose(head.head(f), head(x), atol=1e-5)
+    assert f.shape[1] == last.out_channels == last.stage_channels[-1] == channels
+    assert last.arch["features"] == "last_block"
+    assert "features" not in head.arch  # models saved before the option rebuild as they were
+    model = Classifier(20, last)
+    save_model(model, tmp_path / "m.pt")
+    loaded, _ = load_classifier(tmp_path / "m.pt")
+    assert loaded.backbone.out_channels == channels and loaded.backbone.feature_layer == "last_block"
+    with torch.no_grad():
+        assert torch.allclose(loaded.backbone(x), f, atol=1e-5)
+    with pytest.raises(ValueError, match="features"):
+        Backbone(name, 16, features="stem")

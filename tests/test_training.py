@@ -1,11 +1,19 @@
+import json
+
 import numpy as np
 import pytest
 import torch
 
-from pipeline.backbones import Backbone
+from sklearn.linear_model import LogisticRegression
+
+from pipeline import manifest as mf
+from pipeline.backbones import Backbone, build_backbone
 from pipeline.config import resolve
-from pipeline.data import augment, epoch_batches, random_crop
-from pipeline.nets import Classifier, cpu_channels_last
+from pipeline.data import augment, epoch_batches, random_crop, to_tensor
+from pipeline.datasets.synthetic import CLASSES
+from pipeline.imageio import read_image
+from pipeline.nets import Classifier, cpu_channels_last, load_classifier
+from pipeline.train_classifier import fit_head_weights, run
 from pipeline.training import poly_lr, set_lr, sgd
 
 
@@ -84,3 +92,40 @@ def test_random_crop_pads_small_images_with_zeros():
     out = random_crop(x, 16, np.random.default_rng(0))
     assert out.shape == (3, 16, 16)
     assert out.sum().item() == 3 * 10 * 16  # all of the 10 rows, 16 of the 20 columns
+
+
+def test_the_lbfgs_head_is_the_logistic_regression_of_the_pooled_features():
+    """fit: lbfgs minimises the mean soft-margin loss + weight_decay / 2 |W|^2, which per class is
+    scikit-learn's L2 logistic regression without intercept at C = 1 / (weight_decay x N x C)."""
+    rng = np.random.default_rng(0)
+    features = torch.from_numpy(rng.normal(size=(60, 8))).float()
+    targets = (features[:, :3] + 0.5 * torch.from_numpy(rng.normal(size=(60, 3))).float() > 0).float()
+    weight_decay = 0.01
+    weights, loss, iterations = fit_head_weights(features, targets, weight_decay)
+    assert iterations > 1 and 0 < loss < np.log(2)
+    for c in range(3):
+        ref = LogisticRegression(C=1 / (weight_decay * 60 * 3), fit_intercept=False, tol=1e-10, max_iter=10000)
+        ref.fit(features.numpy(), targets[:, c].numpy())
+        assert np.allclose(weights[c].numpy(), ref.coef_[0], atol=1e-4)
+
+
+def test_an_lbfgs_classifier_keeps_its_imagenet_backbone_and_learns_its_head(tmp_path, tiny_dataset):
+    cfg = resolve({"backbone": {"name": "mobilenet_v2"}, "classifier": {"fit": "lbfgs"}})["classifier"]
+    run(manifest_path=tiny_dataset["train"], classes=list(CLASSES), cfg=cfg, seed=0,
+        compute={"device": "cpu", "num_workers": 0, "checkpoint_minutes": 10}, code_hash="c",
+        model_path=tmp_path / "m.pt", history_path=tmp_path / "h.json", problems_path=tmp_path / "p.tsv",
+        checkpoint_path=tmp_path / "ck.pt")
+    model, saved = load_classifier(tmp_path / "m.pt")
+    imagenet = build_backbone({**cfg["backbone"], "features": "last_block"}, 16).state_dict()
+    assert all(torch.equal(v, imagenet[k]) for k, v in model.backbone.state_dict().items())
+    assert model.backbone.out_channels == 320 and saved["classes"] == list(CLASSES)
+    history = json.loads((tmp_path / "h.json").read_text())["epochs"]
+    assert history[0]["images"] == 48 and history[0]["loss"] < 0.5  # 24 images and their mirrors
+    # the head separates the training images' labels it was fitted to
+    records = mf.read_tsv(tiny_dataset["train"])
+    with torch.no_grad():
+        scores = torch.cat([model(to_tensor(read_image(r.image))[None]) for r in records])
+    targets = torch.zeros_like(scores)
+    for i, r in enumerate(records):
+        targets[i, [v - 1 for v in r.labels]] = 1
+    assert ((scores > 0) == (targets > 0)).float().mean() > 0.9

@@ -65,6 +65,10 @@ if DS["name"] != "synthetic":
             )
 
 
+# the classifier's SGD recipe, by which SC-CAM, EPS and PRM train (`classifier.fit` is the CAM
+# classifier's alone: changing it reruns none of them)
+SGD_RECIPE = {k: v for k, v in CFG["classifier"].items() if k != "fit"}
+
 # GPUs a network's job asks for: SLURM's --gpus; locally `--resources gpu=N` caps how many run
 # at once. compute.device: cpu asks for none (CPU-only clusters and machines).
 GPU = 0 if CFG["compute"]["device"] == "cpu" else 1

@@ -31,7 +31,7 @@ rule train_eps:
         mem_mb=16000,
         runtime=480,
     params:
-        cfg={**CFG["classifier"], "epochs": EPS["epochs"] or CFG["classifier"]["epochs"]},
+        cfg={**SGD_RECIPE, "epochs": EPS["epochs"] or CFG["classifier"]["epochs"]},
         eps=lambda w: {"tau": float(w.tau), "lam": EPS["lam"], "init_from_classifier": EPS["init_from_classifier"]},
         seed=CFG["seed"],
         classes=CLASSES,

@@ -35,7 +35,7 @@ rule train_prm:
         mem_mb=16000,
         runtime=480,
     params:
-        cfg={**CFG["classifier"], "epochs": PRM["epochs"] or CFG["classifier"]["epochs"]},
+        cfg={**SGD_RECIPE, "epochs": PRM["epochs"] or CFG["classifier"]["epochs"]},
         prm={k: PRM[k] for k in ("window", "median_filter", "sub_pixel_factor")},
         seed=CFG["seed"],
         classes=CLASSES,

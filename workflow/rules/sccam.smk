@@ -100,7 +100,7 @@ rule train_sccam:
         runtime=480,
     params:
         cfg={
-            **CFG["classifier"],
+            **SGD_RECIPE,
             "epochs": SCCAM["epochs"] or CFG["classifier"]["epochs"],
             "lr": plan.sccam_lr(SCCAM, CFG["classifier"]),
         },
