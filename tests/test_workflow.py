@@ -953,7 +953,11 @@ def test_voc_sample_config_end_to_end(tmp_path, voc_root):
         assert 0 < float(row["miou"]) <= 1, row
     metrics = json.loads((tmp_path / "results/metrics/cam.json").read_text())
     assert len(metrics["per_class_iou"]) == 21 and metrics["per_class_iou"]["background"] > 0
-    assert torch_load_arch(tmp_path / "results/classifier/model.pt")["name"] == "mobilenet_v2"
+    classifier = torch_load_arch(tmp_path / "results/classifier/model.pt")
+    # the config's CAM classifier is the lbfgs fit on the fixed backbone's last block; EPS trains by SGD
+    assert classifier["name"] == "mobilenet_v2" and classifier["features"] == "last_block"
+    assert "lbfgs_iterations" in json.loads((tmp_path / "results/classifier/history.json").read_text())["epochs"][0]
+    assert "features" not in torch_load_arch(next((tmp_path / "results/eps").glob("**/model.pt")))
     with ArtifactReader(next((tmp_path / "results/cam/mini_train").glob("*.h5")), stage="cam") as r:
         iid = r.image_ids()[0]
         cams = r.read(iid, "cams")["cams"]
