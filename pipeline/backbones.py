@@ -4,7 +4,7 @@ AffinityNet, DeepLab, MCOF's features) takes its feature extractor from here.
 A Backbone takes RGB images in 0..1 and normalises them itself, with the normalisation its
 weights were trained with (saved in the model's `arch`, so every later stage feeds a network
 as it was trained). Its layers are a stem, a flat list of blocks and a head (identity for
-ResNets, and where `features: last_block` ends the network at its last block). `stages(x)`
+ResNets, and where features="last_block" ends the network at its last block). `stages(x)`
 gives the features at the ends of the stride-4, 8, 16 and 32 stages (AffinityNet's inputs);
 `forward(x)` the last of them. Output strides 16 and 8 are reached
 by dilation: a strided block beyond the output stride gets stride 1 and keeps the previous
@@ -32,7 +32,7 @@ from .weights import PACKAGED, WeightFileError, backbone_weights_file
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 OUTPUT_STRIDES = (8, 16, 32)
-FEATURES = ("head", "last_block")  # backbone.features: the layer the features come from
+FEATURES = ("head", "last_block")  # the layer a Backbone's features come from (lbfgs classifiers: last_block)
 
 
 @dataclass(frozen=True)
