@@ -38,7 +38,6 @@ def run(*, manifest_path, classes, cfg: dict, seed: int, compute: dict, code_has
     """Train on the manifest's images; `compute` (device, num_workers, checkpoint_minutes) says
     how to run and is not part of the run's identity: a checkpoint resumes on another device."""
     records = mf.read_tsv(manifest_path)
-    torch.manual_seed(seed)
     if cfg["fit"] == "lbfgs":  # no checkpoint: the features and the fit take seconds to minutes
         fixed = {**cfg["backbone"], "frozen_stages": 4, "features": "last_block"}
         model = Classifier(len(classes), build_backbone(fixed, cfg["output_stride"]))
@@ -48,6 +47,7 @@ def run(*, manifest_path, classes, cfg: dict, seed: int, compute: dict, code_has
         write_text(history_path, json.dumps({"epochs": [fitted]}, indent=1))
         problems.write()
         return
+    torch.manual_seed(seed)
     run_hash = params_hash({"cfg": cfg, "seed": seed, "code": code_hash, "classes": list(classes),
                             "data": mf.digest(records)})
     model = Classifier(len(classes), build_backbone(cfg["backbone"], cfg["output_stride"]))
@@ -105,20 +105,21 @@ def fit_head_weights(features: torch.Tensor, targets: torch.Tensor, weight_decay
 
 def fit_linear_head(model: Classifier, records, cfg: dict, device, problems: ProblemReport) -> dict:
     """`fit: lbfgs`: the head of `model` (whose backbone is fixed) fitted to the pooled features
-    of the training images; returns the history entry (one pass over the images)."""
+    of the training images; returns the history entry (one pass over the images; `views` counts
+    the mirror images too)."""
     start = time.perf_counter()
     cpu_channels_last(model.to(device), device)
     features, targets = pooled_training_features(model, records, model.head.out_channels, cfg["flip"], device,
                                                  problems)
-    weights, data_loss, iterations = fit_head_weights(features, targets, cfg["weight_decay"], LBFGS_MAX_ITER)
+    weights, data_loss, iterations = fit_head_weights(features, targets, cfg["weight_decay"])
     if iterations >= LBFGS_MAX_ITER:
         log.warning("train_classifier: L-BFGS stopped at its %d iterations before converging; the head may sit "
                     "short of its fit (a larger classifier.weight_decay makes the problem better conditioned)",
                     LBFGS_MAX_ITER)
     model.head.weight.data.copy_(weights[:, :, None, None])
     seconds = time.perf_counter() - start
+    images = len(features) // (2 if cfg["flip"] else 1)
     log.info("train_classifier: head fitted by L-BFGS on %d views of %d images (%d features): loss %.4f after %d "
-             "iterations, %.1f s", len(features), len(features) // (2 if cfg["flip"] else 1), features.shape[1],
-             data_loss, iterations, seconds)
-    return {"epoch": 1, "loss": data_loss, "lbfgs_iterations": iterations, "images": len(features),
-            "seconds": round(seconds, 1), "images_per_s": len(features) / max(seconds, 1e-9)}
+             "iterations, %.1f s", len(features), images, features.shape[1], data_loss, iterations, seconds)
+    return {"epoch": 1, "loss": data_loss, "lbfgs_iterations": iterations, "images": images, "views": len(features),
+            "seconds": round(seconds, 1), "images_per_s": images / max(seconds, 1e-9)}

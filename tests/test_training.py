@@ -120,7 +120,7 @@ def test_an_lbfgs_classifier_keeps_its_imagenet_backbone_and_learns_its_head(tmp
     assert all(torch.equal(v, imagenet[k]) for k, v in model.backbone.state_dict().items())
     assert model.backbone.out_channels == 320 and saved["classes"] == list(CLASSES)
     history = json.loads((tmp_path / "h.json").read_text())["epochs"]
-    assert history[0]["images"] == 48 and history[0]["loss"] < 0.5  # 24 images and their mirrors
+    assert (history[0]["images"], history[0]["views"]) == (24, 48) and history[0]["loss"] < 0.5  # and mirrors
     # the head separates the training images' labels it was fitted to
     records = mf.read_tsv(tiny_dataset["train"])
     with torch.no_grad():
