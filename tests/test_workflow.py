@@ -924,11 +924,12 @@ def test_folder_without_masks_makes_pseudo_masks_of_the_training_images(tmp_path
 
 
 def test_voc_sample_config_end_to_end(tmp_path, voc_root):
-    """config/voc_sample.yaml itself (ImageNet MobileNetV2, the real VOCdevkit layout: labels from
-    the masks, palette masks with 255 borders) through every stage of the default run, on a
-    slice of the sample with shorter schedules to stay quick; the rows, not only that it ends.
-    PRM stays out: its training and peaks (~1.4 s per photo on two cores) would add a minute or
-    two to the suite; its stages are tested on the synthetic data, on photos in docs/results.md."""
+    """config/voc_sample.yaml itself (ImageNet MobileNetV2, EfficientNet-Lite2 for AffinityNet, the
+    real VOCdevkit layout: labels from the masks, palette masks with 255 borders) through every
+    stage of the default run, on a slice of the sample with shorter schedules to stay quick; the
+    rows, not only that it ends. PRM stays out: its training and peaks (~1.4 s per photo on two
+    cores) would add a minute or two to the suite; its stages are tested on the synthetic data, on
+    photos in docs/results.md."""
     ids = (voc_root / "ImageSets/Segmentation/train.txt").read_text().split()
     (tmp_path / "mini_train.txt").write_text("\n".join(ids[:16]) + "\n")
     config = tmp_path / "voc_sample_slice.yaml"
@@ -966,6 +967,8 @@ def test_voc_sample_config_end_to_end(tmp_path, voc_root):
     saliency = json.loads((tmp_path / "results/metrics/saliency.json").read_text())  # real photographs
     assert saliency["source"] == "u2netp" and saliency["n_images"] == 16 and 0 < saliency["max_f"] <= 1
     assert (tmp_path / "results/eps_affinity/model.pt").is_file()  # EPS walks over its own AffinityNet
+    for affinity in ("affinity", "eps_affinity"):  # both on the config's EfficientNet-Lite2
+        assert torch_load_arch(tmp_path / f"results/{affinity}/model.pt")["name"] == "efficientnet_lite2"
 
 
 def torch_load_arch(path) -> dict:
