@@ -19,6 +19,7 @@ from PIL import Image
 
 from conftest import REPO, SNAKEMAKE, TINY, deep_update, planned_job_details, planned_jobs, snakemake, write_config
 from pipeline.artifacts import ArtifactReader
+from pipeline.backbones import build_backbone
 from pipeline.datasets import synthetic
 from pipeline.imageio import write_label_png
 from pipeline.nets import load_classifier
@@ -924,12 +925,14 @@ def test_folder_without_masks_makes_pseudo_masks_of_the_training_images(tmp_path
 
 
 def test_voc_sample_config_end_to_end(tmp_path, voc_root):
-    """config/voc_sample.yaml itself (ImageNet MobileNetV2, EfficientNet-Lite2 for AffinityNet, the
-    real VOCdevkit layout: labels from the masks, palette masks with 255 borders) through every
-    stage of the default run, on a slice of the sample with shorter schedules to stay quick; the
-    rows, not only that it ends. PRM stays out: its training and peaks (~1.4 s per photo on two
-    cores) would add a minute or two to the suite; its stages are tested on the synthetic data, on
-    photos in docs/results.md."""
+    """config/voc_sample.yaml itself (ImageNet MobileNetV2, fixed under the segmenters,
+    EfficientNet-Lite2 for AffinityNet, the real VOCdevkit layout: labels from the masks, palette
+    masks with 255 borders) through every stage of the default run, on a slice of the sample with
+    shorter schedules to stay quick; the rows, not only that it ends. PRM stays out: its training
+    and peaks (~1.4 s per photo on two cores) would add a minute or two to the suite; its stages
+    are tested on the synthetic data, on photos in docs/results.md."""
+    import torch
+
     ids = (voc_root / "ImageSets/Segmentation/train.txt").read_text().split()
     (tmp_path / "mini_train.txt").write_text("\n".join(ids[:16]) + "\n")
     config = tmp_path / "voc_sample_slice.yaml"
@@ -969,6 +972,14 @@ def test_voc_sample_config_end_to_end(tmp_path, voc_root):
     assert (tmp_path / "results/eps_affinity/model.pt").is_file()  # EPS walks over its own AffinityNet
     for affinity in ("affinity", "eps_affinity"):  # both on the config's EfficientNet-Lite2
         assert torch_load_arch(tmp_path / f"results/{affinity}/model.pt")["name"] == "efficientnet_lite2"
+    # the config's segmenters learn on the fixed ImageNet MobileNetV2: their backbones end as they were loaded
+    imagenet = build_backbone({"name": "mobilenet_v2", "weights": "imagenet", "freeze_bn": "auto", "frozen_stages": 4},
+                              16).state_dict()
+    for segmenter in ("deeplab_aspp", "fully_supervised", "mcof_pixelnet_r1"):
+        state = torch.load(tmp_path / f"results/segmenter/{segmenter}/model.pt", map_location="cpu",
+                           weights_only=False)["state_dict"]
+        backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
+        assert backbone.keys() == imagenet.keys() and all(torch.equal(backbone[k], imagenet[k]) for k in imagenet)
 
 
 def torch_load_arch(path) -> dict:
