@@ -20,6 +20,7 @@ from PIL import Image
 from conftest import REPO, SNAKEMAKE, TINY, deep_update, planned_job_details, planned_jobs, snakemake, write_config
 from pipeline.artifacts import ArtifactReader
 from pipeline.backbones import build_backbone
+from pipeline.config import load_layers, resolve
 from pipeline.datasets import synthetic
 from pipeline.imageio import write_label_png
 from pipeline.nets import load_classifier
@@ -972,20 +973,25 @@ def test_voc_sample_config_end_to_end(tmp_path, voc_root):
     assert (tmp_path / "results/eps_affinity/model.pt").is_file()  # EPS walks over its own AffinityNet
     for affinity in ("affinity", "eps_affinity"):  # both on the config's EfficientNet-Lite2
         assert torch_load_arch(tmp_path / f"results/{affinity}/model.pt")["name"] == "efficientnet_lite2"
-    # the config's segmenters learn on the fixed ImageNet MobileNetV2: their backbones end as they were loaded
-    imagenet = build_backbone({"name": "mobilenet_v2", "weights": "imagenet", "freeze_bn": "auto", "frozen_stages": 4},
-                              16).state_dict()
+    # the config's segmenters learn on its fixed backbone (ImageNet MobileNetV2): they end as it was loaded
+    segmenter_cfg = resolve(load_layers(config)[0])["segmenter"]
+    assert segmenter_cfg["backbone"]["name"] == "mobilenet_v2" and segmenter_cfg["backbone"]["frozen_stages"] == 4
+    imagenet = build_backbone(segmenter_cfg["backbone"], segmenter_cfg["output_stride"]).state_dict()
     for segmenter in ("deeplab_aspp", "fully_supervised", "mcof_pixelnet_r1"):
-        state = torch.load(tmp_path / f"results/segmenter/{segmenter}/model.pt", map_location="cpu",
-                           weights_only=False)["state_dict"]
+        state = torch_checkpoint(tmp_path / f"results/segmenter/{segmenter}/model.pt")["state_dict"]
         backbone = {k.removeprefix("backbone."): v for k, v in state.items() if k.startswith("backbone.")}
         assert backbone.keys() == imagenet.keys() and all(torch.equal(backbone[k], imagenet[k]) for k in imagenet)
 
 
+def torch_checkpoint(path) -> dict:
+    """A trained model's saved file: its weights and the description of its network."""
+    import torch
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
 def torch_load_arch(path) -> dict:
     """The backbone description a trained model was saved with."""
-    import torch
-    return torch.load(path, map_location="cpu", weights_only=False)["arch"]["backbone"]
+    return torch_checkpoint(path)["arch"]["backbone"]
 
 
 def test_photos_trained_from_scratch_get_a_warning(tmp_path, voc_root):
