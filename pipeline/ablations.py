@@ -88,23 +88,32 @@ def eps_table(row_paths, runs: dict[str, tuple[str, float]], cam_path, saliency_
     return aligned(cells)
 
 
-def segmenter_table(row_paths, runs: dict[str, float], out_path, train_paths=()) -> str:
+def segmenter_table(row_paths, runs: dict[str, float], out_path, train_paths=(), agreement_paths=()) -> str:
     """The segmenter over learning rates: `runs` maps each row to its rate; `train_paths` the
     same rows' metrics on the training split, where the rate is chosen (`chosen` marks the best
-    there), so that the rate a config uses is not chosen on the split shown."""
+    there), so that the rate a config uses is not chosen on the split shown. `agreement_paths`:
+    the rows' agreement with the pseudo masks they learned from (rule evaluate_agreement), a
+    choice without ground truth (`chosen_by_agreement`), for when the training split is the one
+    reported."""
     on_train = {m["stage"]: m["miou"] for m in map(_load, train_paths)}
+    agreement = {m["stage"]: m["miou"] for m in map(_load, agreement_paths)}
     rows = []
     for path in row_paths:
         m = _load(path)
         rows.append({"row": m["stage"], "lr": runs[m["stage"]], "miou": m["miou"],
-                     "miou_train": on_train.get(m["stage"]), "chosen": ""})
+                     "miou_train": on_train.get(m["stage"]), "chosen": "",
+                     "agreement": agreement.get(m["stage"]), "chosen_by_agreement": ""})
     rows.sort(key=lambda r: r["lr"])
     _mark_chosen(rows)
+    fitted = [r for r in rows if r["agreement"] is not None]
+    if fitted:
+        max(fitted, key=lambda r: r["agreement"])["chosen_by_agreement"] = "yes"
     for r in rows:
         r["lr"] = f"{r['lr']:g}"  # as given, not rounded to 4 decimals
-    write_rows(rows, ["row", "lr", "miou", "miou_train", "chosen"], out_path)
-    return aligned([["row", "lr", "mIoU", "mIoU train split", "chosen"]]
-                   + [[r["row"], r["lr"], percent(r["miou"]), percent(r["miou_train"]), r["chosen"]] for r in rows])
+    write_rows(rows, ["row", "lr", "miou", "miou_train", "chosen", "agreement", "chosen_by_agreement"], out_path)
+    return aligned([["row", "lr", "mIoU", "mIoU train split", "chosen", "agreement with its masks", "chosen by it"]]
+                   + [[r["row"], r["lr"], percent(r["miou"]), percent(r["miou_train"]), r["chosen"],
+                       percent(r["agreement"]), r["chosen_by_agreement"]] for r in rows])
 
 
 def metric_rows_table(metric_paths, out_path, columns=("stage", "split", "miou", "miou_full", "coverage",

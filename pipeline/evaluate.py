@@ -296,3 +296,36 @@ def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: st
     metrics = scores.metrics(stage, split, classes, len(problems), **extra)
     return _finish(metrics, stage, split, out_path, problems)
 
+
+
+def evaluate_agreement(*, manifest_paths, mask_paths, source_paths, classes, split: str, stage: str,
+                       source_stage: str, out_path, problems_path) -> dict:
+    """How closely a segmenter's label maps on its training split reproduce the pseudo masks it
+    learned from (`source_stage`), scored as mIoU with those masks in place of the ground truth
+    (their undecided pixels, 255, left out). No ground truth is read: a segmenter's setting
+    (head rate, steps, frozen stages) can be chosen by it on photos where the split with ground
+    truth is the one reported."""
+    n = len(classes) + 1
+    scores = MaskScores(n)
+    problems = ProblemReport(problems_path)
+    records = [r for p in manifest_paths for r in mf.read_tsv(p)]
+    with ShardSet(mask_paths, stage=stage) as rows, ShardSet(source_paths, stage=source_stage) as sources:
+        for r in progress(records, desc=f"agreement {stage} {split}", unit="img"):
+            missing = [name for name, shards in ((stage, rows), (source_stage, sources)) if r.image_id not in shards]
+            if missing:
+                problems.add(r.image_id, r.image, f"no {' or '.join(missing)} mask: the image was skipped upstream")
+                continue
+            mask, reference = rows.read(r.image_id, "mask")["mask"], sources.read(r.image_id, "mask")["mask"]
+            if mask.shape != reference.shape:
+                problems.add(r.image_id, r.image, f"{stage} mask {mask.shape} and {source_stage} mask "
+                                                  f"{reference.shape} differ in size")
+                continue
+            for name, m, shards in ((stage, mask, rows), (source_stage, reference, sources)):
+                bad = np.unique(m[(m >= n) & (m != IGNORE)]).tolist()
+                if bad:
+                    shards.reader(r.image_id).fail(r.image_id, f"{name} mask values {bad[:5]} outside 0..{n - 1}, 255")
+            scores.add(reference, mask)
+    if scores.n_images == 0:
+        raise ValueError(f"agreement {stage}: no image of split {split!r} has both masks (see {problems_path})")
+    metrics = scores.metrics(stage, split, classes, len(problems), reference=source_stage)
+    return _finish(metrics, stage, split, out_path, problems)

@@ -155,6 +155,9 @@ class Plan:
     segmenter_runs: dict[str, tuple[dict, str]]
     # the learning-rate ablation (target segmenter_ablation): row -> its learning rate
     segmenter_ablation_runs: dict[str, float]
+    # segmenter -> the stage whose pseudo masks it learns from (rule evaluate_agreement: how
+    # closely its masks on the training split reproduce them); none for ground truth or a folder
+    agreement_sources: dict[str, str]
     # stage refined by the dense CRF -> its CRF profile name
     crf_sources: dict[str, str]
     prm_rows: dict[str, str]
@@ -368,6 +371,7 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
     segmenter_ablation_runs = {segmenter_lr_row(seg["heads"][0], lr): lr for lr in seg["ablation_lr"]}
     segmenter_runs.update({row: ({**seg_training, "head": seg["heads"][0], "lr": lr}, seg_source)
                            for row, lr in segmenter_ablation_runs.items()})
+    agreement_sources = {name: src for name, (_, src) in segmenter_runs.items() if src in mask_sources}
 
     crf_sources = {"rw": cfg["random_walk"]["crf_profile"], **dict.fromkeys(segmenters, seg["crf_profile"])}
 
@@ -469,6 +473,7 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
         segmenters=segmenters,
         segmenter_runs=segmenter_runs,
         segmenter_ablation_runs=segmenter_ablation_runs,
+        agreement_sources=agreement_sources,
         crf_sources=crf_sources,
         prm_rows=prm_rows,
         prm_instance_metrics=prm_instance_metrics,

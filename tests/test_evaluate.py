@@ -127,6 +127,40 @@ def test_mask_evaluation_counts_decided_pixels_only_and_reports_precision_and_co
     assert "compare yes with yes" in table
 
 
+def test_agreement_scores_a_segmenter_against_its_pseudo_masks_not_the_ground_truth(tmp_path):
+    from pipeline.artifacts import ArtifactError, ArtifactWriter
+    from pipeline.evaluate import evaluate_agreement
+    from pipeline.manifest import Record, write_tsv
+
+    # no ground-truth file exists: the pseudo masks stand in for it, their undecided pixels left out
+    write_tsv([Record(i, str(tmp_path / f"{i}.jpg"), (1,), mask=str(tmp_path / "absent.png")) for i in "abc"],
+              tmp_path / "m.tsv")
+    source = np.array([[0, 0, 1, 255], [0, 2, 2, 2]], np.uint8)
+    pred = np.array([[0, 1, 1, 2], [0, 2, 2, 0]], np.uint8)
+
+    def write(path, stage, masks):
+        with ArtifactWriter(path, stage=stage, split="train", shard="s0", classes=["x", "y"], params={},
+                            code_hash="h") as w:
+            for image_id, mask in masks.items():
+                w.add(image_id, mask=mask)
+
+    write(tmp_path / "seg.h5", "deeplab_aspp", {"a": pred, "c": np.zeros((3, 3), np.uint8)})
+    write(tmp_path / "rw.h5", "rw", {"a": source, "b": source, "c": source})
+    kwargs = dict(manifest_paths=[tmp_path / "m.tsv"], mask_paths=[tmp_path / "seg.h5"],
+                  source_paths=[tmp_path / "rw.h5"], classes=["x", "y"], split="train", stage="deeplab_aspp",
+                  source_stage="rw", out_path=tmp_path / "out.json", problems_path=tmp_path / "p.tsv")
+    m = evaluate_agreement(**kwargs)
+    # 7 decided pixels of the pseudo mask: 0 -> 0 0 1 (twice 0), 1 -> 1, 2 -> 2 2 0
+    np.testing.assert_array_equal(m["confusion"], [[2, 1, 0], [0, 1, 0], [1, 0, 2]])
+    assert m["miou"] == pytest.approx((2 / 4 + 1 / 2 + 2 / 3) / 3) and m["reference"] == "rw"
+    assert m["n_images"] == 1 and m["n_skipped"] == 2  # b has no prediction, c's sizes differ: reported
+    problems = (tmp_path / "p.tsv").read_text()
+    assert "no deeplab_aspp mask" in problems and "differ in size" in problems
+    write(tmp_path / "seg.h5", "deeplab_aspp", {"a": np.full((2, 4), 7, np.uint8)})
+    with pytest.raises(ArtifactError, match=r"seg.h5: image a: deeplab_aspp mask values \[7\]"):
+        evaluate_agreement(**kwargs)
+
+
 def test_cam_rows_apply_the_threshold_chosen_on_the_training_split(tmp_path):
     """The papers' protocol: the background threshold best on the training split's CAMs is the
     one reported on the evaluation split; that split's own best stays beside it, for reference."""

@@ -287,6 +287,16 @@ def test_segmenter_ablation_trains_the_first_head_at_each_rate_scored_on_the_tra
     assert build(masks=False).train_metrics("deeplab_aspp_lr0.001") == []
 
 
+def test_agreement_pairs_each_segmenter_with_the_pseudo_masks_it_learns_from():
+    p = build({"segmenter": {"ablation_lr": [0.001]}, "mcof": {"rounds": 2}})
+    assert p.agreement_sources == {"deeplab_aspp": "rw", "deeplab_aspp_lr0.001": "rw",
+                                   "mcof_pixelnet_r1": "mcof_saliency", "mcof_pixelnet_r2": "mcof_regionnet_r2",
+                                   "selftrain_r2": "mcof_pixelnet_r1"}
+    assert "fully_supervised" in p.segmenters  # learns from the ground truth: nothing to agree with
+    folder = build({"segmenter": {"source": {"folder": "/masks"}}, "mcof": {"enabled": False}})
+    assert folder.agreement_sources == {}  # masks made elsewhere: no artifact to read
+
+
 def test_segmenter_ablation_target_plans_a_training_per_rate_and_both_splits(tmp_path):
     config = tmp_path / "tiny.yaml"
     config.write_text(yaml.safe_dump(deep_update(TINY, {"segmenter": {"ablation_lr": [0.001, 0.01]}})))
@@ -297,9 +307,9 @@ def test_segmenter_ablation_target_plans_a_training_per_rate_and_both_splits(tmp
     jobs = dict(re.findall(r"^(\w+)\s+(\d+)$", proc.stdout.split("Job stats:", 1)[1], flags=re.M))
     # two rates, each trained once and predicted on both splits (one shard each), scored on both
     assert {k: int(jobs[k]) for k in ("train_segmenter", "segment", "evaluate_masks", "evaluate_masks_on_train",
-                                      "segmenter_ablation")} == {
+                                      "evaluate_agreement", "segmenter_ablation")} == {
         "train_segmenter": 2, "segment": 4, "evaluate_masks": 2, "evaluate_masks_on_train": 2,
-        "segmenter_ablation": 1}
+        "evaluate_agreement": 2, "segmenter_ablation": 1}
 
 
 def test_sccam_control_is_the_same_rounds_without_the_sub_category_loss():

@@ -187,11 +187,14 @@ def test_ablation_table_marks_the_rate_best_on_the_training_split(tmp_path):
     # the lower rate fits the training split better, although the other scores higher where shown
     train = [metrics(tmp_path / "train_split", "deeplab_aspp_lr0.001", 0.60),
              metrics(tmp_path / "train_split", "deeplab_aspp_lr0.00025", 0.62)]
-    table = segmenter_table(shown, runs, tmp_path / "a.tsv", train)
+    # without ground truth, the higher rate reproduces its pseudo masks more closely
+    agreement = [metrics(tmp_path / "agreement", "deeplab_aspp_lr0.001", 0.58),
+                 metrics(tmp_path / "agreement", "deeplab_aspp_lr0.00025", 0.51)]
+    table = segmenter_table(shown, runs, tmp_path / "a.tsv", train, agreement)
     lines = [line.split("\t") for line in (tmp_path / "a.tsv").read_text().splitlines()]
-    assert lines == [["row", "lr", "miou", "miou_train", "chosen"],
-                     ["deeplab_aspp_lr0.00025", "0.00025", "0.4500", "0.6200", "yes"],
-                     ["deeplab_aspp_lr0.001", "0.001", "0.5000", "0.6000", ""]]
-    assert "mIoU train split" in table and "62.0" in table
-    segmenter_table(shown, runs, tmp_path / "b.tsv")  # no ground truth on the training split: nothing chosen
-    assert [line.split("\t")[-1] for line in (tmp_path / "b.tsv").read_text().splitlines()[1:]] == ["", ""]
+    assert lines == [["row", "lr", "miou", "miou_train", "chosen", "agreement", "chosen_by_agreement"],
+                     ["deeplab_aspp_lr0.00025", "0.00025", "0.4500", "0.6200", "yes", "0.5100", ""],
+                     ["deeplab_aspp_lr0.001", "0.001", "0.5000", "0.6000", "", "0.5800", "yes"]]
+    assert "mIoU train split" in table and "62.0" in table and "agreement with its masks" in table and "58.0" in table
+    segmenter_table(shown, runs, tmp_path / "b.tsv")  # no ground truth, no agreement: nothing chosen
+    assert [line.split("\t")[4::2] for line in (tmp_path / "b.tsv").read_text().splitlines()[1:]] == [["", ""]] * 2

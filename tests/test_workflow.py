@@ -956,6 +956,10 @@ def test_voc_sample_config_end_to_end(tmp_path, voc_root):
     for row in rows.values():
         assert row["split"] == "mini_train" and row["n_images"] == "16" and row["n_skipped"] == "0", row
         assert 0 < float(row["miou"]) <= 1, row
+    # the training split is the one scored: the segmenters' fit to their pseudo masks, without ground truth
+    for segmenter, source in (("deeplab_aspp", "rw"), ("mcof_pixelnet_r1", "mcof_saliency")):
+        agreement = json.loads((tmp_path / f"results/metrics/agreement/{segmenter}.json").read_text())
+        assert agreement["reference"] == source and agreement["n_images"] == 16 and 0 < agreement["miou"] <= 1
     metrics = json.loads((tmp_path / "results/metrics/cam.json").read_text())
     assert len(metrics["per_class_iou"]) == 21 and metrics["per_class_iou"]["background"] > 0
     classifier = torch_load_arch(tmp_path / "results/classifier/model.pt")

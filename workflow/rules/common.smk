@@ -168,12 +168,23 @@ def default_targets():
             "results/metrics/saliency.json",
             *PLAN.prm_instance_metrics,
             *rules.report_figures.output,
+            *agreement_targets(),
         ]
     # without ground truth to evaluate on (your own photos): the training images' pseudo masks
     # (what the segmenters learn from) and the first segmenter's CRF-refined predictions
     pseudo = [] if PLAN.mask_folder else shard_files(PLAN.mask_sources[PLAN.seg_source], TRAIN_SPLIT)
     first_crf = f"{next(iter(PLAN.segmenters))}_crf"
     return manifests + pseudo + shard_files(plan.artifact(first_crf), EVAL_SPLIT)
+
+
+def agreement_targets():
+    """The main segmenters' agreement with their pseudo masks, where the training split is the one
+    evaluated (their predictions there are made anyway): the criterion for their settings that
+    reads no ground truth of the split reported."""
+    if TRAIN_SPLIT != EVAL_SPLIT:
+        return []
+    main = [*PLAN.segmenters, *(row for row in PLAN.mcof_train_rows if row in PLAN.round_segmenters)]
+    return [f"results/metrics/agreement/{row}.json" for row in main if row in PLAN.agreement_sources]
 
 
 def show_table(title, table, log_path):

@@ -116,6 +116,36 @@ rule evaluate_masks_on_train:
         "../scripts/evaluate_masks.py"
 
 
+# A segmenter's masks on its training split against the pseudo masks it learned from (no ground
+# truth): how closely it fits them, a criterion for its settings where the split with ground
+# truth is the one reported
+rule evaluate_agreement:
+    input:
+        masks=lambda w: shard_files(plan.artifact(w.stage), TRAIN_SPLIT),
+        source=lambda w: shard_files(PLAN.mask_sources[PLAN.agreement_sources[w.stage]], TRAIN_SPLIT),
+        manifests=lambda w: shard_files("results/manifest/{split}/{shard}.tsv", TRAIN_SPLIT),
+    output:
+        metrics="results/metrics/agreement/{stage}.json",
+        problems="results/metrics/agreement/{stage}.problems.tsv",
+    log:
+        "results/logs/evaluate/agreement/{stage}.log",
+    benchmark:
+        "results/benchmarks/evaluate_agreement/{stage}.tsv"
+    wildcard_constraints:
+        stage=one_of(sorted(PLAN.agreement_sources)),
+    threads: 1
+    resources:
+        mem_mb=4000,
+        runtime=60,
+    params:
+        classes=CLASSES,
+        split=TRAIN_SPLIT,
+        source_stage=lambda w: PLAN.agreement_sources[w.stage],
+        code=code_hash("pipeline.evaluate"),
+    script:
+        "../scripts/evaluate_agreement.py"
+
+
 rule evaluate_mask_folder:
     """A folder of PNG masks made elsewhere (segmenter.source: {folder: DIR}) against the split's ground truth."""
     input:

@@ -41,10 +41,16 @@ rule train_segmenter:
 
 rule segmenter_ablation:
     """The first head trained at each rate of segmenter.ablation_lr: mIoU on the evaluation split
-    and on the training split, where the rate is chosen."""
+    and on the training split, where the rate is chosen, and the agreement with the masks it
+    learned from (no ground truth)."""
     input:
         rows=expand("results/metrics/{stage}.json", stage=PLAN.segmenter_ablation_runs),
         train=[path for row in PLAN.segmenter_ablation_runs for path in PLAN.train_metrics(row)],
+        agreement=[
+            f"results/metrics/agreement/{row}.json"
+            for row in PLAN.segmenter_ablation_runs
+            if row in PLAN.agreement_sources
+        ],
     output:
         "results/metrics/segmenter_ablation.tsv",
     log:
@@ -58,5 +64,5 @@ rule segmenter_ablation:
     run:
         from pipeline.ablations import segmenter_table
 
-        table = segmenter_table(input.rows, params.runs, output[0], input.train)
+        table = segmenter_table(input.rows, params.runs, output[0], input.train, input.agreement)
         show_table(f"Segmenter ablation ({output[0]}; mIoU in %)", table, log[0])
