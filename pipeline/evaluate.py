@@ -297,7 +297,6 @@ def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: st
     return _finish(metrics, stage, split, out_path, problems)
 
 
-
 def evaluate_agreement(*, manifest_paths, mask_paths, source_paths, classes, split: str, stage: str,
                        source_stage: str, out_path, problems_path) -> dict:
     """How closely a segmenter's label maps on its training split reproduce the pseudo masks it
