@@ -326,5 +326,8 @@ def evaluate_agreement(*, manifest_paths, mask_paths, source_paths, classes, spl
             scores.add(reference, mask)
     if scores.n_images == 0:
         raise ValueError(f"agreement {stage}: no image of split {split!r} has both masks (see {problems_path})")
+    if scores.n_labelled == 0:
+        raise ValueError(f"agreement {stage}: every pixel of the {source_stage} masks of split {split!r} is "
+                         "undecided (255): nothing to agree with")
     metrics = scores.metrics(stage, split, classes, len(problems), reference=source_stage)
     return _finish(metrics, stage, split, out_path, problems)

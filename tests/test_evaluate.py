@@ -159,6 +159,10 @@ def test_agreement_scores_a_segmenter_against_its_pseudo_masks_not_the_ground_tr
     write(tmp_path / "seg.h5", "deeplab_aspp", {"a": np.full((2, 4), 7, np.uint8)})
     with pytest.raises(ArtifactError, match=r"seg.h5: image a: deeplab_aspp mask values \[7\]"):
         evaluate_agreement(**kwargs)
+    write(tmp_path / "seg.h5", "deeplab_aspp", {"a": pred})
+    write(tmp_path / "rw.h5", "rw", {"a": np.full((2, 4), 255, np.uint8)})
+    with pytest.raises(ValueError, match="every pixel of the rw masks of split 'train' is undecided"):
+        evaluate_agreement(**kwargs)
 
 
 def test_cam_rows_apply_the_threshold_chosen_on_the_training_split(tmp_path):
