@@ -43,11 +43,12 @@ def sccam_table(metric_paths, runs: dict[str, tuple[int, int]], out_path) -> str
     return aligned(shown)
 
 
-def _mark_chosen(rows: list[dict]) -> None:
-    """`chosen` = yes on the row with the best mIoU on the training split (none scored: none)."""
-    scored = [r for r in rows if r["miou_train"] is not None]
+def _mark_chosen(rows: list[dict], score: str = "miou_train", column: str = "chosen") -> None:
+    """`column` = yes on the row with the best `score` (by default the mIoU on the training
+    split; none scored: none)."""
+    scored = [r for r in rows if r[score] is not None]
     if scored:
-        max(scored, key=lambda r: r["miou_train"])["chosen"] = "yes"
+        max(scored, key=lambda r: r[score])[column] = "yes"
 
 
 def eps_table(row_paths, runs: dict[str, tuple[str, float]], cam_path, saliency_paths, out_path,
@@ -105,9 +106,7 @@ def segmenter_table(row_paths, runs: dict[str, float], out_path, train_paths=(),
                      "agreement": agreement.get(m["stage"]), "chosen_by_agreement": ""})
     rows.sort(key=lambda r: r["lr"])
     _mark_chosen(rows)
-    fitted = [r for r in rows if r["agreement"] is not None]
-    if fitted:
-        max(fitted, key=lambda r: r["agreement"])["chosen_by_agreement"] = "yes"
+    _mark_chosen(rows, "agreement", "chosen_by_agreement")
     for r in rows:
         r["lr"] = f"{r['lr']:g}"  # as given, not rounded to 4 decimals
     write_rows(rows, ["row", "lr", "miou", "miou_train", "chosen", "agreement", "chosen_by_agreement"], out_path)

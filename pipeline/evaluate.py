@@ -129,11 +129,15 @@ def load_ground_truth(record: mf.Record, n_classes: int) -> np.ndarray:
     if not record.mask:
         raise ImageReadError(f"image {record.image_id}: no ground-truth mask in the manifest")
     gt = read_label_map(record.mask)
-    bad = (gt >= n_classes) & (gt != IGNORE)
-    if bad.any():
-        raise ImageReadError(f"{record.mask}: mask values {sorted(set(np.unique(gt[bad]).tolist()))[:5]} "
-                             f"outside 0..{n_classes - 1} and 255")
+    bad = invalid_labels(gt, n_classes)
+    if bad:
+        raise ImageReadError(f"{record.mask}: mask values {bad} outside 0..{n_classes - 1} and 255")
     return gt
+
+
+def invalid_labels(mask: np.ndarray, n_classes: int) -> list[int]:
+    """The first five values of a label map that are neither a class 0..C nor 255 (undecided)."""
+    return np.unique(mask[(mask >= n_classes) & (mask != IGNORE)]).tolist()[:5]
 
 
 def metrics_dict(stage: str, split: str, classes, conf: np.ndarray, n_images: int, n_skipped: int, **extra) -> dict:
@@ -276,10 +280,9 @@ def evaluate_masks(*, manifest_paths, mask_paths, classes, split: str, stage: st
                 s = reader.read(r.image_id, "scores", "keys")
                 scores_sweep.add(gt, upsample_scores(s["scores"][1:], gt.shape).numpy(), s["keys"][1:])
             mask = d["mask"]
-            bad = (mask >= n) & (mask != IGNORE)
-            if bad.any():
-                reader.fail(r.image_id, f"mask values {sorted(set(np.unique(mask[bad]).tolist()))[:5]} "
-                                        f"outside 0..{n - 1} and 255")
+            bad = invalid_labels(mask, n)
+            if bad:
+                reader.fail(r.image_id, f"mask values {bad} outside 0..{n - 1} and 255")
             scores.add(gt, mask)
     if scores.n_images == 0:
         raise ValueError(f"evaluate {stage}: no image of split {split!r} could be evaluated (see {problems_path})")
@@ -320,9 +323,9 @@ def evaluate_agreement(*, manifest_paths, mask_paths, source_paths, classes, spl
                                                   f"{reference.shape} differ in size")
                 continue
             for name, m, shards in ((stage, mask, rows), (source_stage, reference, sources)):
-                bad = np.unique(m[(m >= n) & (m != IGNORE)]).tolist()
+                bad = invalid_labels(m, n)
                 if bad:
-                    shards.reader(r.image_id).fail(r.image_id, f"{name} mask values {bad[:5]} outside 0..{n - 1}, 255")
+                    shards.reader(r.image_id).fail(r.image_id, f"{name} mask values {bad} outside 0..{n - 1} and 255")
             scores.add(reference, mask)
     if scores.n_images == 0:
         raise ValueError(f"agreement {stage}: no image of split {split!r} has both masks (see {problems_path})")
