@@ -150,12 +150,14 @@ def metrics_dict(stage: str, split: str, classes, conf: np.ndarray, n_images: in
 
 
 class MaskScores:
-    """Label maps against the ground truth, accumulated over a split. Pixels a mask leaves
+    """Label maps against a reference (the ground truth, or the pseudo masks a segmenter learned
+    from), accumulated over a split. Reference pixels of 255 are not scored; pixels a mask leaves
     undecided (255) are left out of `conf` (the mIoU of the decided pixels, with `precision`
     and `coverage`) and count as background in `conf_full` (`miou_full`)."""
 
-    def __init__(self, n_classes: int):
+    def __init__(self, n_classes: int, reference: str = "ground-truth"):
         self.n = n_classes
+        self.reference = reference  # what the error names when no reference pixel is scored
         self.conf = np.zeros((n_classes, n_classes), np.int64)
         self.conf_full = np.zeros((n_classes, n_classes), np.int64)
         self.n_labelled = 0
@@ -170,7 +172,8 @@ class MaskScores:
 
     def metrics(self, stage: str, split: str, classes, n_skipped: int, **extra) -> dict:
         if self.n_labelled == 0:
-            raise ValueError(f"evaluate {stage}: every ground-truth pixel of split {split!r} is ignored (255)")
+            raise ValueError(f"evaluate {stage}: every {self.reference} pixel of split {split!r} is 255 (not scored): "
+                             "nothing to score against")
         decided = int(self.conf.sum())
         full = iou_per_class(self.conf_full)
         return metrics_dict(stage, split, classes, self.conf, self.n_images, n_skipped,
@@ -308,7 +311,8 @@ def evaluate_agreement(*, manifest_paths, mask_paths, source_paths, classes, spl
     (head rate, steps, frozen stages) can be chosen by it on photos where the split with ground
     truth is the one reported."""
     n = len(classes) + 1
-    scores = MaskScores(n)
+    # the source's undecided pixels (255) stand where the ground truth's ignored ones would
+    scores = MaskScores(n, reference=f"{source_stage} mask")
     problems = ProblemReport(problems_path)
     records = [r for p in manifest_paths for r in mf.read_tsv(p)]
     with ShardSet(mask_paths, stage=stage) as rows, ShardSet(source_paths, stage=source_stage) as sources:
@@ -329,8 +333,5 @@ def evaluate_agreement(*, manifest_paths, mask_paths, source_paths, classes, spl
             scores.add(reference, mask)
     if scores.n_images == 0:
         raise ValueError(f"agreement {stage}: no image of split {split!r} has both masks (see {problems_path})")
-    if scores.n_labelled == 0:
-        raise ValueError(f"agreement {stage}: every pixel of the {source_stage} masks of split {split!r} is "
-                         "undecided (255): nothing to agree with")
     metrics = scores.metrics(stage, split, classes, len(problems), reference=source_stage)
     return _finish(metrics, stage, split, out_path, problems)

@@ -158,6 +158,9 @@ class Plan:
     # segmenter -> the stage whose pseudo masks it learns from (rule evaluate_agreement: how
     # closely its masks on the training split reproduce them); none for ground truth or a folder
     agreement_sources: dict[str, str]
+    # the segmenters whose agreement is a default target where the training split is the one
+    # evaluated: the main ones and MCOF's PixelNets (not the ablation rows, not the control)
+    default_agreement: list[str]
     # stage refined by the dense CRF -> its CRF profile name
     crf_sources: dict[str, str]
     prm_rows: dict[str, str]
@@ -372,6 +375,7 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
     segmenter_runs.update({row: ({**seg_training, "head": seg["heads"][0], "lr": lr}, seg_source)
                            for row, lr in segmenter_ablation_runs.items()})
     agreement_sources = {name: src for name, (_, src) in segmenter_runs.items() if src in mask_sources}
+    default_agreement = [name for name in [*segmenters, *map(pixelnet, mcof_rounds)] if name in agreement_sources]
 
     crf_sources = {"rw": cfg["random_walk"]["crf_profile"], **dict.fromkeys(segmenters, seg["crf_profile"])}
 
@@ -474,6 +478,7 @@ def build(cfg: dict, has_masks: Callable[[str], bool], eval_has_instances: bool)
         segmenter_runs=segmenter_runs,
         segmenter_ablation_runs=segmenter_ablation_runs,
         agreement_sources=agreement_sources,
+        default_agreement=default_agreement,
         crf_sources=crf_sources,
         prm_rows=prm_rows,
         prm_instance_metrics=prm_instance_metrics,

@@ -161,7 +161,7 @@ def test_agreement_scores_a_segmenter_against_its_pseudo_masks_not_the_ground_tr
         evaluate_agreement(**kwargs)
     write(tmp_path / "seg.h5", "deeplab_aspp", {"a": pred})
     write(tmp_path / "rw.h5", "rw", {"a": np.full((2, 4), 255, np.uint8)})
-    with pytest.raises(ValueError, match="every pixel of the rw masks of split 'train' is undecided"):
+    with pytest.raises(ValueError, match="every rw mask pixel of split 'train' is 255"):
         evaluate_agreement(**kwargs)
 
 

@@ -293,8 +293,10 @@ def test_agreement_pairs_each_segmenter_with_the_pseudo_masks_it_learns_from():
                                    "mcof_pixelnet_r1": "mcof_saliency", "mcof_pixelnet_r2": "mcof_regionnet_r2",
                                    "selftrain_r2": "mcof_pixelnet_r1"}
     assert "fully_supervised" in p.segmenters  # learns from the ground truth: nothing to agree with
+    # by default: the main segmenter and MCOF's PixelNets, not the ablation row or the control
+    assert p.default_agreement == ["deeplab_aspp", "mcof_pixelnet_r1", "mcof_pixelnet_r2"]
     folder = build({"segmenter": {"source": {"folder": "/masks"}}, "mcof": {"enabled": False}})
-    assert folder.agreement_sources == {}  # masks made elsewhere: no artifact to read
+    assert folder.agreement_sources == {} and folder.default_agreement == []  # masks made elsewhere
 
 
 def test_segmenter_ablation_target_plans_a_training_per_rate_and_both_splits(tmp_path):

@@ -183,8 +183,7 @@ def agreement_targets():
     reads no ground truth of the split reported."""
     if TRAIN_SPLIT != EVAL_SPLIT:
         return []
-    main = [*PLAN.segmenters, *(row for row in PLAN.mcof_train_rows if row in PLAN.round_segmenters)]
-    return [f"results/metrics/agreement/{row}.json" for row in main if row in PLAN.agreement_sources]
+    return [f"results/metrics/agreement/{row}.json" for row in PLAN.default_agreement]
 
 
 def show_table(title, table, log_path):
