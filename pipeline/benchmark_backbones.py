@@ -55,6 +55,37 @@ def backbone_speed(name: str, output_stride: int = 16, frozen_stages: int = 0, s
             "cam_images_per_s": cams}
 
 
+def fixed_backbone_speed(name: str, output_stride: int, seconds: float = 5.0, device: str = "cpu") -> dict:
+    """Training images per second of a head on a fixed backbone (frozen_stages 4: AffinityNet's
+    and the photo segmenters' setting), its frozen part run with its batch norms folded (what the
+    trainers do) and unfolded, alternately in this process, in channels-last."""
+    import torch
+
+    from .backbones import Backbone
+    from .nets import Classifier, cpu_channels_last
+
+    torch.manual_seed(0)
+    model = cpu_channels_last(Classifier(20, Backbone(name, output_stride, frozen_stages=4)).to(device), device)
+    optimizer = torch.optim.SGD(model.head.parameters(), lr=1e-3, momentum=0.9)
+    crops, target = torch.rand(8, 3, 320, 320, device=device), torch.zeros(8, 20, device=device)
+    target[:, 3] = 1
+
+    def train_step():
+        loss = torch.nn.functional.multilabel_soft_margin_loss(model(crops), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    model.train()
+    rates = {True: [], False: []}
+    for _ in range(2):
+        for fold in (False, True):
+            model.backbone.fold_frozen = fold
+            rates[fold].append(_rate(train_step, len(crops), seconds / 2))
+    return {"backbone": name, "output_stride": output_stride, "frozen_stages": 4,
+            "train_images_per_s": sum(rates[True]) / 2, "train_unfolded_images_per_s": sum(rates[False]) / 2}
+
+
 def main(args) -> list[dict]:
     import torch
 
@@ -69,4 +100,13 @@ def main(args) -> list[dict]:
             rows.append(r)
             print(f"  {name:<20} {frozen:>13} {r['train_images_per_s']:>12.2f} "
                   f"{r['train_default_layout_images_per_s']:>15.2f} {r['cam_images_per_s']:>10.2f}", flush=True)
+    print("fixed backbone (frozen_stages 4, a head learning; crops 320, batch 8, channels-last): its frozen "
+          "part folded, as the trainers run it, and not folded")
+    print(f"  {'backbone':<20} {'output stride':>13} {'train img/s':>12} {'not folded':>11} {'ratio':>6}")
+    for name in args.backbones:
+        for stride in (8, 16):  # AffinityNet's, the segmenters'
+            r = fixed_backbone_speed(name, stride, args.seconds)
+            rows.append(r)
+            folded, unfolded = r["train_images_per_s"], r["train_unfolded_images_per_s"]
+            print(f"  {name:<20} {stride:>13} {folded:>12.2f} {unfolded:>11.2f} {folded / unfolded:>6.2f}", flush=True)
     return rows

@@ -55,8 +55,8 @@ class MBConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
         if self.expand:
-            y = torch.clamp(self._bn0(self._expand_conv(y)), 0, 6)
-        y = torch.clamp(self._bn1(self._depthwise_conv(y)), 0, 6)
+            y = self._bn0(self._expand_conv(y)).clamp_(0, 6)
+        y = self._bn1(self._depthwise_conv(y)).clamp_(0, 6)
         y = self._bn2(self._project_conv(y))
         # decided at construction: a strided block made stride 1 by dilation gains no residual
         return x + y if self.residual else y

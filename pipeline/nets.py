@@ -112,25 +112,14 @@ class AffinityNet(nn.Module):
         for conv in self.reduce:
             nn.init.kaiming_normal_(conv.weight)
         nn.init.xavier_uniform_(self.mix.weight, gain=4)  # PSA's initialisation
-        self.frozen_backbone = False
 
     def freeze_backbone(self) -> None:
         """Train only the head on fixed backbone features (batch-norm statistics fixed too)."""
-        self.frozen_backbone = True
-        for p in self.backbone.parameters():
-            p.requires_grad_(False)
-
-    def train(self, mode: bool = True):
-        super().train(mode)
-        if self.frozen_backbone:
-            self.backbone.eval()
-        return self
+        self.backbone.freeze(4)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Features [N, 448, h, w] at stride 8."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.frozen_backbone):
-            stages = self.backbone.stages(x)[1:]
-        return self.embed(stages)
+        return self.embed(self.backbone.stages(x)[1:])
 
     def embed(self, stages) -> torch.Tensor:
         """The affinity features from the backbone's last three stages (stride 8): the head alone."""

@@ -83,3 +83,37 @@ def test_folded_batch_norms_give_the_same_features(name):
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net.modules())
     for a, b in zip(stages, folded, strict=True):
         assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item())
+
+
+@pytest.mark.parametrize("name", ["mobilenet_v2", "resnet18", "efficientnet_lite0"])
+def test_frozen_stages_in_training_run_folded_and_follow_their_weights(name):
+    """Training passes the frozen part through a copy with its batch norms folded: the features of
+    eval mode to float rounding, also after the frozen weights are loaded anew or change layout."""
+    torch.manual_seed(0)
+    net = Backbone(name, output_stride=16, frozen_stages=4)
+
+    def randomise_norms():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1), m.running_var.uniform_(0.5, 2), m.weight.data.uniform_(-2, 2)
+
+    def same_as_eval(x):
+        with torch.no_grad():
+            trained, evaluated = net.train().stages(x), net.eval().stages(x)
+        for a, b in zip(trained, evaluated, strict=True):
+            assert torch.allclose(a, b, rtol=1e-4, atol=1e-4 * b.abs().max().item())
+
+    randomise_norms()
+    x = torch.rand(2, 3, 64, 80)
+    same_as_eval(x)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in net._folded[1][0].modules())
+    keys = set(net.state_dict())
+    state = {k: v.clone() for k, v in net.state_dict().items()}
+    randomise_norms()  # in place, as a checkpoint's load: the copy is made again
+    before = net._folded
+    same_as_eval(x)
+    assert net._folded is not before
+    net.load_state_dict(state)
+    net.to(memory_format=torch.channels_last)
+    same_as_eval(x.contiguous(memory_format=torch.channels_last))
+    assert set(net.state_dict()) == keys  # the folded copy is not part of the model

@@ -61,9 +61,11 @@ def test_channels_last_training_has_the_gradients_of_the_default_layout(freeze_b
     scale = max(g.abs().max().item() for g in ref.values())
     error = {key: max((gs[n] - ref[n]).abs().max().item() for n in ref)
              for key, gs in (("default", default_grads), ("channels_last", last_grads))}
-    # float32's rounding (1e-6 of the largest gradient with batch norm fixed, 2e-3 with batch
-    # statistics, in either layout); a layout mistake would be of the order of the gradients
-    assert error["channels_last"] <= 5 * error["default"] + 1e-7 * scale, error
+    # float32's rounding: 1e-6 of the largest gradient with batch norm fixed; with the batch
+    # statistics of 4 images 1e-3 to 5e-3 in either layout, and which layout lands closer is chance
+    # (seeds 0-2). A layout mistake would be of the order of the gradients
+    rounding = 1e-7 * scale if freeze_bn else 5e-3 * scale
+    assert error["channels_last"] <= 5 * error["default"] + rounding, error
     assert error["channels_last"] < 1e-2 * scale, error
 
 
