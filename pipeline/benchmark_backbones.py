@@ -3,7 +3,9 @@ the CAM classifier uses it: training steps on 320 x 320 crops (batch 8, SGD, bat
 with and without the first three stages frozen; in the default layout and in channels-last, the
 trainers' on a CPU) and CAM inference on 500 x 375 images (scales
 1.0 / 0.5 / 1.5 with flips, as config/voc_sample.yaml), in images per second, measured in one
-process with the same threads. Random weights: speed does not depend on them.
+process with the same threads; then a head learning on a fixed backbone (AffinityNet's and the
+photo segmenters' setting) with its frozen part folded and not, and with malloc keeping freed
+memory and not (each in a new process). Random weights: speed does not depend on them.
 """
 from __future__ import annotations
 
@@ -86,10 +88,40 @@ def fixed_backbone_speed(name: str, output_stride: int, seconds: float = 5.0, de
             "train_images_per_s": sum(rates[True]) / 2, "train_unfolded_images_per_s": sum(rates[False]) / 2}
 
 
-def main(args) -> list[dict]:
+def _speed_in_fresh_process(job: tuple) -> float:
+    """fixed_backbone_speed's folded rate in this (new) process, malloc told to keep freed memory
+    (what every stage does) or left at its default."""
+    keep, name, stride, seconds, cores = job
     import torch
 
-    torch.set_num_threads(args.cores)
+    from .training import keep_freed_memory
+
+    torch.set_num_threads(cores)
+    if keep:
+        keep_freed_memory()
+    return fixed_backbone_speed(name, stride, seconds)["train_images_per_s"]
+
+
+def allocator_speed(name: str, output_stride: int, seconds: float, cores: int) -> dict:
+    """fixed_backbone_speed with malloc keeping freed memory (training.keep_freed_memory) and at
+    its default, each in a new process (the setting cannot be undone in one), alternating twice."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    rates = {True: [], False: []}
+    for _ in range(2):
+        for keep in (False, True):
+            with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+                rates[keep].append(pool.submit(_speed_in_fresh_process, (keep, name, output_stride, seconds,
+                                                                         cores)).result())
+    return {"backbone": name, "output_stride": output_stride, "train_images_per_s": sum(rates[True]) / 2,
+            "train_malloc_default_images_per_s": sum(rates[False]) / 2}
+
+
+def main(args) -> list[dict]:
+    from .training import configure_torch
+
+    configure_torch(args.cores)  # as every stage runs
     rows = []
     print(f"backbone speed ({args.cores} threads; training: crops 320, batch 8, in the default layout and in "
           f"channels-last, as the trainers run; CAMs: 500 x 375, 3 scales x flip)")
@@ -109,4 +141,13 @@ def main(args) -> list[dict]:
             rows.append(r)
             folded, unfolded = r["train_images_per_s"], r["train_unfolded_images_per_s"]
             print(f"  {name:<20} {stride:>13} {folded:>12.2f} {unfolded:>11.2f} {folded / unfolded:>6.2f}", flush=True)
+    print("the same, folded, with malloc keeping freed memory (every stage's setting) and at its default, "
+          "each in a new process")
+    print(f"  {'backbone':<20} {'output stride':>13} {'train img/s':>12} {'malloc default':>15} {'ratio':>6}")
+    for name in args.backbones:
+        for stride in (8, 16):
+            r = allocator_speed(name, stride, args.seconds, args.cores)
+            rows.append(r)
+            kept, default = r["train_images_per_s"], r["train_malloc_default_images_per_s"]
+            print(f"  {name:<20} {stride:>13} {kept:>12.2f} {default:>15.2f} {kept / default:>6.2f}", flush=True)
     return rows

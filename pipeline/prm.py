@@ -135,7 +135,8 @@ class _ExcitationConv(torch.autograd.Function):
             ctx.cache = shifted, positive, inverse
         shifted, positive, inverse = ctx.cache
         back = conv_input_gradient(positive, grad * inverse, x.shape, stride, padding, dilation, groups)
-        return shifted * back, None, None, None, None, None, None
+        # `back` is this call's own tensor (grad may be shared with another branch: not in place)
+        return back.mul_(shifted), None, None, None, None, None, None
 
 
 class _GradientConv(torch.autograd.Function):

@@ -22,9 +22,9 @@ SEGMENTER = {**resolve({"backbone": {"name": "resnet18", "weights": "none"},
 RUN = """
 import importlib, json, sys
 from pipeline.logs import stage_logging
-from pipeline.training import configure_threads
+from pipeline.training import configure_torch
 a = json.loads(sys.argv[1])
-configure_threads(1)
+configure_torch(1)
 stage = importlib.import_module("pipeline." + a.pop("stage"))
 with stage_logging(a.pop("log")):
     stage.run(**a)

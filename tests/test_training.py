@@ -131,3 +131,15 @@ def test_an_lbfgs_classifier_keeps_its_imagenet_backbone_and_learns_its_head(tmp
     for i, r in enumerate(records):
         targets[i, [v - 1 for v in r.labels]] = 1
     assert ((scores > 0) == (targets > 0)).float().mean() > 0.9
+
+
+def test_keep_freed_memory_sets_glibcs_thresholds_and_is_a_no_op_without_mallopt(monkeypatch):
+    import ctypes
+    import platform
+
+    from pipeline import training
+
+    if platform.system() == "Linux" and platform.libc_ver()[0] == "glibc":
+        assert training.keep_freed_memory() is True  # glibc accepts 256 MiB for both thresholds
+    monkeypatch.setattr(ctypes, "CDLL", lambda name: object())  # a C library without mallopt
+    assert training.keep_freed_memory() is False

@@ -5,9 +5,9 @@ from pipeline.logs import stage_logging
 with stage_logging(snakemake.log[0]):
     p, w = snakemake.params, snakemake.wildcards
     if p.cfg["source"] == "u2netp":  # the only torch source: its CPU threads are the job's
-        import torch
+        from pipeline.training import configure_torch
 
-        torch.set_num_threads(max(1, snakemake.threads))
+        configure_torch(snakemake.threads)
     # how u2netp runs (device, batch size) comes from the config, not params: it reruns nothing
     saliency.run(manifest_path=snakemake.input.manifest, cfg=p.cfg, classes=p.classes, code_hash=p.code,
                  split=w.split, shard=w.shard, out_path=snakemake.output.saliency,

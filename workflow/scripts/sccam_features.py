@@ -1,10 +1,10 @@
 # Adapter: rule sccam_features -> pipeline.sccam_features.run_features
 from pipeline import sccam_features
 from pipeline.logs import stage_logging
-from pipeline.training import configure_threads
+from pipeline.training import configure_torch
 
 with stage_logging(snakemake.log[0]):
-    configure_threads(snakemake.threads)
+    configure_torch(snakemake.threads)
     w = snakemake.wildcards
     sccam_features.run_features(manifest_path=snakemake.input.manifest, model_path=snakemake.input.model,
                                 device=snakemake.config["compute"]["device"], code_hash=snakemake.params.code,

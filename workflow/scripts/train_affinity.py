@@ -1,10 +1,10 @@
 # Adapter: rule train_affinity -> pipeline.train_affinity.run
 from pipeline import train_affinity
 from pipeline.logs import stage_logging
-from pipeline.training import configure_threads
+from pipeline.training import configure_torch
 
 with stage_logging(snakemake.log[0]):
-    configure_threads(snakemake.threads)
+    configure_torch(snakemake.threads)
     p = snakemake.params
     train_affinity.run(manifest_path=snakemake.input.manifest, label_paths=snakemake.input.labels,
                        classes=p.classes, cfg=p.cfg, seed=p.seed, compute=snakemake.config["compute"],

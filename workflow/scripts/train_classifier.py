@@ -1,10 +1,10 @@
 # Adapter: rule train_classifier -> pipeline.train_classifier.run
 from pipeline import train_classifier
 from pipeline.logs import stage_logging
-from pipeline.training import configure_threads
+from pipeline.training import configure_torch
 
 with stage_logging(snakemake.log[0]):
-    configure_threads(snakemake.threads)
+    configure_torch(snakemake.threads)
     p = snakemake.params
     train_classifier.run(manifest_path=snakemake.input.manifest, classes=p.classes, cfg=p.cfg, seed=p.seed,
                          compute=snakemake.config["compute"], code_hash=p.code, model_path=snakemake.output.model,

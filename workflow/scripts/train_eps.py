@@ -1,10 +1,10 @@
 # Adapter: rule train_eps -> pipeline.eps.run
 from pipeline import eps
 from pipeline.logs import stage_logging
-from pipeline.training import configure_threads
+from pipeline.training import configure_torch
 
 with stage_logging(snakemake.log[0]):
-    configure_threads(snakemake.threads)
+    configure_torch(snakemake.threads)
     p, out = snakemake.params, snakemake.output
     eps.run(manifest_path=snakemake.input.manifest, saliency_paths=snakemake.input.saliency,
             classifier_path=snakemake.input.init or None, classes=p.classes, cfg=p.cfg, eps=p.eps, seed=p.seed,

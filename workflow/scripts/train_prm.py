@@ -1,10 +1,10 @@
 # Adapter: rule train_prm -> pipeline.prm.train
 from pipeline import prm
 from pipeline.logs import stage_logging
-from pipeline.training import configure_threads
+from pipeline.training import configure_torch
 
 with stage_logging(snakemake.log[0]):
-    configure_threads(snakemake.threads)
+    configure_torch(snakemake.threads)
     p, out = snakemake.params, snakemake.output
     prm.train(manifest_path=snakemake.input.manifest, classifier_path=snakemake.input.init or None,
               classes=p.classes, cfg=p.cfg, prm=p.prm, seed=p.seed, compute=snakemake.config["compute"],

@@ -1,10 +1,10 @@
 # Adapter: rule train_regionnet -> pipeline.regionnet.run_train
 from pipeline import regionnet
 from pipeline.logs import stage_logging
-from pipeline.training import configure_threads
+from pipeline.training import configure_torch
 
 with stage_logging(snakemake.log[0]):
-    configure_threads(snakemake.threads)
+    configure_torch(snakemake.threads)
     p = snakemake.params
     regionnet.run_train(feature_paths=snakemake.input.features, superpixel_paths=snakemake.input.superpixels,
                         label_paths=snakemake.input.labels, label_stage=p.label_stage, classes=p.classes, cfg=p.cfg,

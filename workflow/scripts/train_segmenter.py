@@ -1,10 +1,10 @@
 # Adapter: rule train_segmenter -> pipeline.train_segmenter.run
 from pipeline import train_segmenter
 from pipeline.logs import stage_logging
-from pipeline.training import configure_threads
+from pipeline.training import configure_torch
 
 with stage_logging(snakemake.log[0]):
-    configure_threads(snakemake.threads)
+    configure_torch(snakemake.threads)
     p = snakemake.params
     train_segmenter.run(manifest_path=snakemake.input.manifest, mask_paths=snakemake.input.masks, source=p.source,
                         classes=p.classes, cfg=p.cfg, seed=p.seed, compute=snakemake.config["compute"],
