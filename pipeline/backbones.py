@@ -195,7 +195,8 @@ class Backbone(nn.Module):
 
     def freeze(self, frozen_stages: int) -> "Backbone":
         """Keep the stem and the first `frozen_stages` stages (all of it with the head when 4)
-        as they are: no gradient, batch norms in eval mode, no graph in training."""
+        as they are: no gradient, batch norms in eval mode, no graph in training. It only adds:
+        parameters fixed before stay fixed."""
         if not 0 <= frozen_stages <= 4:
             raise ValueError(f"frozen_stages must be 0..4, got {frozen_stages}")
         # the stem and blocks [0, n_frozen) (all of it with the head when 4) keep their weights
@@ -277,9 +278,10 @@ class Backbone(nn.Module):
         return out + [self.head(run_blocks(x, self.n_frozen, len(self.blocks)))]
 
     def _folded_frozen_part(self):
-        """(stem, the first n_frozen blocks, head) with the frozen ones folded (fold_batch_norms' rule): their weights
-        and norms are fixed while training, so the outputs are theirs to float rounding, 1.1-1.3x
-        faster a forward pass on a CPU. Made again when a frozen tensor changes (a load, a move)."""
+        """(stem, the first n_frozen blocks, head), the frozen ones folded by fold_batch_norms' rule:
+        their weights and norms are fixed while training, so the outputs are theirs to float
+        rounding, and a fixed-backbone training step on a CPU is 1.10-1.19x faster. Made again when
+        a frozen tensor changes (a load, a move to another device or layout)."""
         from torch.fx.experimental.optimization import fuse
 
         frozen = self._frozen_modules()

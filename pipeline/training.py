@@ -27,15 +27,15 @@ log = logging.getLogger(__name__)
 # glibc's malloc: blocks up to this size come from the heap, and up to twice it of freed memory
 # stays there. Its default (128 KiB, raised as blocks are freed) hands each large activation a
 # fresh mapping, zeroed page by page by the kernel: with 256 MiB a fixed-backbone training step
-# runs 1.15x (AffinityNet, Lite2) to 1.3x (DeepLab, MobileNetV2) faster, for about 100 MB more
-# memory (8 alternations, 2026-12-07, docs/backbones.md)
+# runs 1.15x (AffinityNet, Lite2) to 1.3x (DeepLab, MobileNetV2) faster (8 alternations; the photo
+# run's jobs 1.21x / 1.40x), for 0.1-0.7 GB more peak memory (2026-12-07, docs/backbones.md)
 MALLOC_KEEP_BYTES = 256 * 2 ** 20
 
 
 def keep_freed_memory(size: int = MALLOC_KEEP_BYTES) -> bool:
     """Tell glibc's malloc to serve blocks up to `size` from the heap and keep freed memory for
-    reuse (mallopt's M_MMAP_THRESHOLD and M_TRIM_THRESHOLD). False where the C library is not
-    glibc (macOS, musl): nothing changes there."""
+    reuse (mallopt's M_MMAP_THRESHOLD and M_TRIM_THRESHOLD). False where the C library has no
+    mallopt or refuses the values (macOS, for one): nothing changes there."""
     import ctypes
     import ctypes.util
 
