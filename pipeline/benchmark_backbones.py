@@ -23,6 +23,27 @@ def _rate(step, n_images: int, seconds: float) -> float:
     return done / (time.perf_counter() - start)
 
 
+CROPS = 8  # a training batch: crops of 320 x 320
+
+
+def _sgd_step(model, device):
+    """One SGD step (momentum 0.9) of `model`'s learning parameters on CROPS random crops with a
+    20-class multi-label target: what every training measurement here repeats."""
+    import torch
+
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
+    crops, target = torch.rand(CROPS, 3, 320, 320, device=device), torch.zeros(CROPS, 20, device=device)
+    target[:, 3] = 1
+
+    def train_step():
+        loss = torch.nn.functional.multilabel_soft_margin_loss(model(crops), target)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+
+    return train_step
+
+
 def backbone_speed(name: str, output_stride: int = 16, frozen_stages: int = 0, seconds: float = 5.0,
                    device: str = "cpu") -> dict:
     """Training images per second in the default layout and in channels-last (what every trainer
@@ -35,20 +56,11 @@ def backbone_speed(name: str, output_stride: int = 16, frozen_stages: int = 0, s
 
     torch.manual_seed(0)
     model = Classifier(20, Backbone(name, output_stride, freeze_bn=True, frozen_stages=frozen_stages)).to(device)
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-3, momentum=0.9)
-    crops, target = torch.rand(8, 3, 320, 320, device=device), torch.zeros(8, 20, device=device)
-    target[:, 3] = 1
-
-    def train_step():
-        loss = torch.nn.functional.multilabel_soft_margin_loss(model(crops), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
+    train_step = _sgd_step(model, device)
     model.train()
-    train_default = _rate(train_step, len(crops), seconds)
+    train_default = _rate(train_step, CROPS, seconds)
     model.to(memory_format=torch.channels_last)
-    train = _rate(train_step, len(crops), seconds)
+    train = _rate(train_step, CROPS, seconds)
     model.eval()
     rgb = (torch.rand(375, 500, 3) * 255).byte().numpy()
     cams = _rate(lambda: multiscale_cams(model, rgb, [3], [1.0, 0.5, 1.5], True, device), 1, seconds)
@@ -68,22 +80,13 @@ def fixed_backbone_speed(name: str, output_stride: int, seconds: float = 5.0, de
 
     torch.manual_seed(0)
     model = cpu_channels_last(Classifier(20, Backbone(name, output_stride, frozen_stages=4)).to(device), device)
-    optimizer = torch.optim.SGD(model.head.parameters(), lr=1e-3, momentum=0.9)
-    crops, target = torch.rand(8, 3, 320, 320, device=device), torch.zeros(8, 20, device=device)
-    target[:, 3] = 1
-
-    def train_step():
-        loss = torch.nn.functional.multilabel_soft_margin_loss(model(crops), target)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-
+    train_step = _sgd_step(model, device)  # the head alone learns
     model.train()
     rates = {True: [], False: []}
     for _ in range(2):
         for fold in (False, True):
             model.backbone.fold_frozen = fold
-            rates[fold].append(_rate(train_step, len(crops), seconds / 2))
+            rates[fold].append(_rate(train_step, CROPS, seconds / 2))
     return {"backbone": name, "output_stride": output_stride, "frozen_stages": 4,
             "train_images_per_s": sum(rates[True]) / 2, "train_unfolded_images_per_s": sum(rates[False]) / 2}
 
