@@ -152,6 +152,8 @@ def dilate(blocks: list[nn.Module], stem_stride: int, output_stride: int) -> lis
                 if isinstance(m, nn.Conv2d) and m.kernel_size[0] > 1:
                     m.dilation = (own, own)
                     m.padding = (own * (m.kernel_size[0] - 1) // 2, own * (m.kernel_size[1] - 1) // 2)
+            if isinstance(block, efficientnet_lite.MBConv):
+                block.pad_apart()
     return nominal
 
 

@@ -23,6 +23,10 @@ STEM_CHANNELS, HEAD_CHANNELS = 32, 1280
 BN_EPS = 1e-3
 MEAN = (127.0 / 255.0,) * 3  # (x * 255 - 127) / 128 written as (x - mean) / std on 0..1 inputs
 STD = (128.0 / 255.0,) * 3
+# the largest zero padding oneDNN's depthwise kernel takes (checked with ONEDNN_VERBOSE, torch
+# 2.x on AVX-512): beyond it, as for a 5x5 convolution at dilation 4 (output stride 8), a CPU
+# runs its generic grouped convolution and reorders the weights on every call, 3-5x slower
+DEPTHWISE_MAX_PADDING = 6
 
 
 def round_channels(channels: int, width: float, divisor: int = 8) -> int:
@@ -51,12 +55,21 @@ class MBConv(nn.Module):
         _conv_bn("_depthwise_conv", "_bn1", self, mid, mid, kernel, stride, groups=mid)
         _conv_bn("_project_conv", "_bn2", self, mid, c_out)
         self.residual = stride == 1 and c_in == c_out
+        self._pad = nn.Identity()  # no parameters: the state dict stays the packages'
+
+    def pad_apart(self) -> None:
+        """After a dilation: a depthwise padding larger than DEPTHWISE_MAX_PADDING becomes a
+        zero-padding step before the convolution (the same sums, oneDNN's fast kernel)."""
+        conv = self._depthwise_conv
+        (py, px) = conv.padding
+        if max(py, px) > DEPTHWISE_MAX_PADDING:
+            self._pad, conv.padding = nn.ZeroPad2d((px, px, py, py)), (0, 0)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         y = x
         if self.expand:
             y = self._bn0(self._expand_conv(y)).clamp_(0, 6)
-        y = self._bn1(self._depthwise_conv(y)).clamp_(0, 6)
+        y = self._bn1(self._depthwise_conv(self._pad(y))).clamp_(0, 6)
         y = self._bn2(self._project_conv(y))
         # decided at construction: a strided block made stride 1 by dilation gains no residual
         return x + y if self.residual else y

@@ -117,3 +117,22 @@ def test_frozen_stages_in_training_run_folded_and_follow_their_weights(name):
     net.to(memory_format=torch.channels_last)
     same_as_eval(x.contiguous(memory_format=torch.channels_last))
     assert set(net.state_dict()) == keys  # the folded copy is not part of the model
+
+
+def test_large_depthwise_paddings_run_as_a_padding_step_with_the_same_sums():
+    """EfficientNet-Lite's 5x5 depthwise convolutions at dilation 4 (output stride 8) pad apart,
+    beyond the padding oneDNN's depthwise kernel takes; at output stride 16 none needs to."""
+    torch.manual_seed(0)
+    assert not any(isinstance(m, torch.nn.ZeroPad2d) for m in Backbone("efficientnet_lite0", 16).modules())
+    net = Backbone("efficientnet_lite0", output_stride=8).eval()
+    apart = [b for b in net.blocks if isinstance(b._pad, torch.nn.ZeroPad2d)]
+    # the stride-32 stage's 5x5 blocks after its first (which keeps dilation 2); the last stage is 3x3
+    assert [b._depthwise_conv.dilation for b in apart] == [(4, 4)] * 3
+    assert all(b._depthwise_conv.padding == (0, 0) and b._pad.padding == (8, 8, 8, 8) for b in apart)
+    x = torch.rand(1, apart[0]._depthwise_conv.in_channels, 11, 13)
+    with torch.no_grad():
+        for block in apart:
+            conv = block._depthwise_conv
+            inline = torch.nn.functional.conv2d(x, conv.weight, None, 1, 8, conv.dilation, conv.groups)
+            assert torch.allclose(conv(block._pad(x)), inline, atol=1e-6)
+    assert set(net.state_dict()) == set(Backbone("efficientnet_lite0", output_stride=16).state_dict())
