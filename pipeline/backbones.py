@@ -26,6 +26,7 @@ import torch
 import torch.nn as nn
 
 from . import efficientnet_lite
+from .devices import PRECISIONS, autocast, warn_without_native_bfloat16, widen
 from .resnet import ResNet
 from .weights import PACKAGED, WeightFileError, backbone_weights_file
 
@@ -165,7 +166,7 @@ class Backbone(nn.Module):
 
     def __init__(self, name: str, output_stride: int = 16, weights: str = "none",
                  normalization: dict | None = None, freeze_bn: bool = False, frozen_stages: int = 0,
-                 features: str = "head"):
+                 features: str = "head", precision: str = "float32"):
         super().__init__()
         if name not in BACKBONES:
             raise ValueError(f"unknown backbone {name!r}; choose one of {sorted(BACKBONES)}")
@@ -179,6 +180,8 @@ class Backbone(nn.Module):
         self.stem, stem_stride, blocks, self.head, self.out_channels = _layers(net, spec.family)
         if features not in FEATURES:
             raise ValueError(f"backbone features must be one of {FEATURES}, got {features!r}")
+        if precision not in PRECISIONS:
+            raise ValueError(f"backbone precision must be one of {PRECISIONS}, got {precision!r}")
         if features == "last_block":  # the ImageNet network's last layer goes (a ResNet has none)
             self.head, self.out_channels = nn.Identity(), self._channels(blocks[-1])
         self.blocks = nn.ModuleList(blocks)
@@ -187,6 +190,9 @@ class Backbone(nn.Module):
         self.stage_ends = [max(i for i, s in enumerate(nominal) if s == stride) for stride in (4, 8, 16)]
         self.stage_channels = [self._channels(blocks[i]) for i in self.stage_ends] + [self.out_channels]
         self.name, self.output_stride, self.feature_layer = name, output_stride, features
+        self.precision = precision
+        if precision == "bfloat16":
+            warn_without_native_bfloat16()
         norm = normalization or {"mean": list(spec.mean), "std": list(spec.std)}
         self.normalization = {"mean": [float(v) for v in norm["mean"]], "std": [float(v) for v in norm["std"]]}
         self.register_buffer("mean", torch.tensor(self.normalization["mean"]).view(1, 3, 1, 1), persistent=False)
@@ -235,7 +241,8 @@ class Backbone(nn.Module):
     def arch(self) -> dict:
         """What rebuilds this backbone (its weights come from the saved state dict)."""
         arch = {"name": self.name, "output_stride": self.output_stride, "normalization": self.normalization}
-        return arch | ({"features": self.feature_layer} if self.feature_layer != "head" else {})
+        return (arch | ({"features": self.feature_layer} if self.feature_layer != "head" else {})
+                | ({"precision": self.precision} if self.precision != "float32" else {}))
 
     def fold_batch_norms(self) -> "Backbone":
         """For inference (eval mode) only: every convolution followed by a batch norm takes the
@@ -257,6 +264,18 @@ class Backbone(nn.Module):
         return (x - self.mean) / self.std
 
     def _run(self, x: torch.Tensor, keep_stages: bool) -> list[torch.Tensor]:
+        """The stage outputs (keep_stages) and the features, in the weights' dtype whatever the
+        precision: with bfloat16 the convolutions and matrix products run in it (torch's autocast)."""
+        with self.arithmetic(x):
+            return [widen(t) for t in self._run_blocks(x, keep_stages)]
+
+    def arithmetic(self, x: torch.Tensor):
+        """A context in which convolutions and matrix products on `x`'s device run in this backbone's
+        precision (autocast for bfloat16): the backbone's own, and the heavy heads that read its
+        features (DeepLab's, AffinityNet's), which return float32."""
+        return autocast(x.device, self.precision)
+
+    def _run_blocks(self, x: torch.Tensor, keep_stages: bool) -> list[torch.Tensor]:
         out = []
 
         def run_blocks(x, first, last, blocks=self.blocks):
@@ -319,10 +338,11 @@ def build_backbone(cfg: dict, output_stride: int, load_weights: bool = True) -> 
     # auto follows the configured weights, also where a trained classifier's replace them
     freeze = cfg["freeze_bn"] if cfg["freeze_bn"] != "auto" else cfg["weights"] != "none"
     return Backbone(cfg["name"], output_stride, cfg["weights"] if load_weights else "none", freeze_bn=freeze,
-                    frozen_stages=cfg["frozen_stages"], features=cfg.get("features", "head"))
+                    frozen_stages=cfg["frozen_stages"], features=cfg.get("features", "head"),
+                    precision=cfg.get("precision", "float32"))
 
 
 def from_arch(arch: dict) -> Backbone:
     """The backbone (random weights) described by a saved model's arch['backbone']."""
     return Backbone(arch["name"], arch["output_stride"], "none", arch["normalization"],
-                    features=arch.get("features", "head"))
+                    features=arch.get("features", "head"), precision=arch.get("precision", "float32"))

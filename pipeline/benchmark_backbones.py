@@ -5,7 +5,8 @@ trainers' on a CPU) and CAM inference on 500 x 375 images (scales
 1.0 / 0.5 / 1.5 with flips, as config/voc_sample.yaml), in images per second, measured in one
 process with the same threads; then a head learning on a fixed backbone (AffinityNet's and the
 photo segmenters' setting) with its frozen part folded and not, and with malloc keeping freed
-memory and not (each in a new process). Random weights: speed does not depend on them.
+memory and not (each in a new process); then float32 against bfloat16 (`backbone.precision`).
+Random weights: speed does not depend on them.
 """
 from __future__ import annotations
 
@@ -121,6 +122,33 @@ def allocator_speed(name: str, output_stride: int, seconds: float, cores: int) -
             "train_malloc_default_images_per_s": sum(rates[False]) / 2}
 
 
+def precision_speed(name: str, output_stride: int, seconds: float, device: str = "cpu") -> dict:
+    """Images per second in float32 and in bfloat16 (backbone.precision), alternating twice in this
+    process: a head learning on the fixed backbone (folded, channels-last, as the trainers run
+    it), and CAMs (500 x 375, three scales with flips) of that network in eval mode."""
+    import torch
+
+    from .backbones import Backbone
+    from .make_cams import multiscale_cams
+    from .nets import Classifier, cpu_channels_last
+
+    torch.manual_seed(0)
+    model = cpu_channels_last(Classifier(20, Backbone(name, output_stride, frozen_stages=4)).to(device), device)
+    train_step = _sgd_step(model, device)
+    rgb = (torch.rand(375, 500, 3) * 255).byte().numpy()
+    rates = {(p, what): [] for p in ("float32", "bfloat16") for what in ("train", "cam")}
+    for _ in range(2):
+        for precision in ("float32", "bfloat16"):
+            model.backbone.precision = precision
+            model.train()
+            rates[precision, "train"].append(_rate(train_step, CROPS, seconds / 4))
+            model.eval()
+            rates[precision, "cam"].append(_rate(lambda: multiscale_cams(model, rgb, [3], [1.0, 0.5, 1.5], True,
+                                                                         device), 1, seconds / 4))
+    return {"backbone": name, "output_stride": output_stride,
+            **{f"{what}_{p}_images_per_s": sum(v) / 2 for (p, what), v in rates.items()}}
+
+
 def main(args) -> list[dict]:
     from .training import configure_torch
 
@@ -153,4 +181,16 @@ def main(args) -> list[dict]:
             rows.append(r)
             kept, default = r["train_images_per_s"], r["train_malloc_default_images_per_s"]
             print(f"  {name:<20} {stride:>13} {kept:>12.2f} {default:>15.2f} {kept / default:>6.2f}", flush=True)
+    print("backbone.precision: float32 and bfloat16 alternating in one process (a head learning on the fixed "
+          "backbone as above; CAMs as in the first table)")
+    print(f"  {'backbone':<20} {'output stride':>13} {'train f32':>10} {'bf16':>7} {'ratio':>6} "
+          f"{'CAM f32':>8} {'bf16':>7} {'ratio':>6}")
+    for name in args.backbones:
+        for stride in (8, 16):
+            r = precision_speed(name, stride, args.seconds)
+            rows.append(r)
+            t32, t16 = r["train_float32_images_per_s"], r["train_bfloat16_images_per_s"]
+            c32, c16 = r["cam_float32_images_per_s"], r["cam_bfloat16_images_per_s"]
+            print(f"  {name:<20} {stride:>13} {t32:>10.2f} {t16:>7.2f} {t16 / t32:>6.2f} "
+                  f"{c32:>8.2f} {c16:>7.2f} {c16 / c32:>6.2f}", flush=True)
     return rows

@@ -16,6 +16,7 @@ import os
 import re
 import tempfile
 import time
+from functools import cache
 from pathlib import Path
 
 import torch
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 LOCK_DIR_ENV = "WSSS_GPU_LOCK_DIR"
 _held: list = []  # this process's open lock files; closing one releases its GPU
 _claimed: int | None = None  # the visible GPU this process took (one per process)
+PRECISIONS = ("float32", "bfloat16")  # a network's arithmetic (backbone.precision, saliency.u2netp.precision)
 
 
 def lock_dir() -> Path:
@@ -78,3 +80,27 @@ def pick_device(preference: str = "auto") -> torch.device:
         torch.cuda.set_device(_claimed)
         log.info("this job computes on GPU %s (visible index %d of %d)", names[_claimed], _claimed, count)
     return torch.device(f"cuda:{_claimed}")
+
+
+def autocast(device: torch.device, precision: str):
+    """A context in which convolutions and matrix products on `device` run in `precision`: bfloat16
+    by torch's autocast (mixed precision: weights and other operations stay float32), or float32."""
+    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == "bfloat16")
+
+
+def widen(t: torch.Tensor) -> torch.Tensor:
+    """A tensor that autocast left in bfloat16 as float32; any other as it is (float64 stays)."""
+    return t.float() if t.dtype == torch.bfloat16 else t
+
+
+def native_bfloat16() -> bool:
+    """Whether this CPU has bfloat16 instructions that oneDNN uses (AVX512-BF16, AMX)."""
+    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
+@cache
+def warn_without_native_bfloat16() -> None:
+    """Once a process: a CPU without bfloat16 instructions emulates them (oneDNN), slower than float32."""
+    if not native_bfloat16():
+        log.warning("precision bfloat16, but this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): "
+                    "its networks run emulated, slower than in float32 (a GPU job is not affected)")

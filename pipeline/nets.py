@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from .atomic import atomic_path
 from .backbones import Backbone, from_arch
+from .devices import widen
 
 # the grid of AffinityNet's features and of the segmenters' stored scores (output stride 8)
 STRIDE = 8
@@ -123,8 +124,9 @@ class AffinityNet(nn.Module):
 
     def embed(self, stages) -> torch.Tensor:
         """The affinity features from the backbone's last three stages (stride 8): the head alone."""
-        reduced = [F.elu(conv(f)) for conv, f in zip(self.reduce, stages)]
-        return F.elu(self.mix(torch.cat(reduced, dim=1)))
+        with self.backbone.arithmetic(stages[0]):
+            reduced = [F.elu(conv(f)) for conv, f in zip(self.reduce, stages)]
+            return widen(F.elu(self.mix(torch.cat(reduced, dim=1))))
 
     def param_groups(self):
         head = [p for m in (self.reduce, self.mix) for p in m.parameters()]
@@ -181,9 +183,10 @@ class DeepLab(nn.Module):
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         """Class scores [N, C, h, w] at the backbone's stride."""
         f = self.backbone(x)
-        if isinstance(self.head, nn.ModuleList):
-            return torch.stack([branch(f) for branch in self.head]).sum(0)
-        return self.head(f)
+        with self.backbone.arithmetic(f):
+            if isinstance(self.head, nn.ModuleList):
+                return widen(torch.stack([branch(f) for branch in self.head]).sum(0))
+            return widen(self.head(f))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.interpolate(self.logits(x), size=x.shape[-2:], mode="bilinear", align_corners=False)

@@ -33,7 +33,7 @@ from . import manifest as mf
 from .artifacts import ArtifactWriter
 from .backbones import build_backbone
 from .data import LabelledImages, to_tensor, upsample_scores
-from .devices import pick_device
+from .devices import autocast, pick_device
 from .logs import progress
 from .nets import Classifier, init_from_classifier, load_classifier
 from .problems import ProblemReport, readable_images
@@ -98,6 +98,11 @@ def conv_input_gradient(weight: torch.Tensor, grad: torch.Tensor, input_shape, s
     if (kh, kw) == (1, 1) and stride == (1, 1) and padding == (0, 0) and groups == 1:
         n, _, h, w = grad.shape
         return (weight[:, :, 0, 0].t() @ grad.reshape(n, c_out, h * w)).reshape(n, c_in_group, h, w)
+    if groups > 1 and stride != (1, 1) and grad.dtype == torch.bfloat16:
+        # no fast bfloat16 kernel for a strided depthwise convolution's transpose: in float32
+        with autocast(grad.device, "float32"):
+            return conv_input_gradient(weight.float(), grad.float(), input_shape, stride, padding, dilation,
+                                       groups).to(torch.bfloat16)
     reach = (dilation[0] * (kh - 1) - padding[0], dilation[1] * (kw - 1) - padding[1])
     if stride == (1, 1) and min(reach) >= 0:
         # each group's kernel with inputs and outputs swapped, flipped in space
@@ -108,6 +113,12 @@ def conv_input_gradient(weight: torch.Tensor, grad: torch.Tensor, input_shape, s
     extra = tuple(input_shape[2 + i] - ((grad.shape[2 + i] - 1) * stride[i] - 2 * padding[i]
                                         + dilation[i] * (k - 1) + 1) for i, k in enumerate((kh, kw)))
     return F.conv_transpose2d(grad, weight, None, stride, padding, extra, groups, dilation)
+
+
+def _as_forward(grad: torch.Tensor):
+    """The backward pass in the forward's arithmetic: bfloat16 (autocast) where the backbone ran in it
+    (backbone.precision; the signal arrives in bfloat16), else float32."""
+    return autocast(grad.device, "bfloat16" if grad.dtype == torch.bfloat16 else "float32")
 
 
 class _ExcitationConv(torch.autograd.Function):
@@ -122,6 +133,11 @@ class _ExcitationConv(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, grad):
+        with _as_forward(grad):
+            return _ExcitationConv._backward(ctx, grad)
+
+    @staticmethod
+    def _backward(ctx, grad):
         x, weight = ctx.saved_tensors
         stride, padding, dilation, groups = ctx.conv
         if not hasattr(ctx, "cache"):
@@ -153,7 +169,8 @@ class _GradientConv(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad):
         (weight,) = ctx.saved_tensors
-        return conv_input_gradient(weight, grad, ctx.input_shape, *ctx.conv), None, None, None, None, None, None
+        with _as_forward(grad):
+            return conv_input_gradient(weight, grad, ctx.input_shape, *ctx.conv), None, None, None, None, None, None
 
 
 @contextmanager

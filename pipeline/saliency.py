@@ -158,7 +158,8 @@ def saliency_maps(images, cfg: dict, problems: ProblemReport, device: str = "aut
     if source == "u2netp":  # batched: the network takes several images per forward pass
         from .u2netp import U2Netp
 
-        detector = U2Netp.from_package(device, input_size=cfg["u2netp"]["input_size"], batch_size=batch_size)
+        detector = U2Netp.from_package(device, input_size=cfg["u2netp"]["input_size"], batch_size=batch_size,
+                                       precision=cfg["u2netp"].get("precision", "float32"))
         for batch in _batched(images, detector.batch_size):
             for (r, rgb), sal in zip(batch, detector([rgb for _, rgb in batch])):
                 yield r, rgb, sal

@@ -7,9 +7,10 @@ import torch
 import torchvision
 from skimage import data
 
-from pipeline import weights
-from pipeline.backbones import BACKBONES, Backbone, imagenet_network, load_imagenet_state
+from pipeline import devices, weights
+from pipeline.backbones import BACKBONES, Backbone, from_arch, imagenet_network, load_imagenet_state
 from pipeline.data import resize, to_tensor
+from pipeline.nets import Classifier
 from pipeline.weights import PACKAGED, TORCHVISION_FILES, WeightFileError, backbone_weights_file, verified_path
 
 PACKAGED_BACKBONES = [name for name in BACKBONES if name in PACKAGED]
@@ -32,6 +33,45 @@ def test_imagenet_backbones_classify_photos_at_every_output_stride(name):
         with torch.no_grad():
             top = classify(backbone(x).mean(dim=(2, 3))).argmax(1).tolist()
         assert top[0] in CATS and top[1] == ESPRESSO, (name, stride, top)
+
+
+def test_bfloat16_backbones_classify_photos_train_in_mixed_precision_and_keep_it_in_their_arch():
+    """backbone.precision bfloat16: the convolutions run in bfloat16 (autocast) and the features come
+    back float32, near float32's, with the same ImageNet classes; a training step gives the learning
+    parameters float32 gradients; the saved arch rebuilds the precision (float32's arch is unchanged)."""
+    name = "efficientnet_lite0"
+    full = imagenet_network(name)
+    load_imagenet_state(full, name, verified_path(name), classifier_too=True)
+    classify, x = full._fc.eval(), _photos()
+    exact, mixed = (Backbone(name, 16, "imagenet", precision=p).eval() for p in ("float32", "bfloat16"))
+    with torch.no_grad():
+        a, b = exact(x), mixed(x)
+        top = classify(b.mean(dim=(2, 3))).argmax(1).tolist()
+    assert b.dtype == torch.float32 and 0 < ((a - b).norm() / a.norm()).item() < 0.1
+    assert top[0] in CATS and top[1] == ESPRESSO, top
+    assert "precision" not in exact.arch and from_arch(mixed.arch).precision == "bfloat16"
+
+    torch.manual_seed(0)
+    model = Classifier(2, Backbone(name, 16, precision="bfloat16", frozen_stages=3)).train()
+    model(torch.rand(2, 3, 64, 64)).square().mean().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert grads and all(g is not None and g.dtype == torch.float32 for g in grads)
+    assert all(g.abs().sum() > 0 for g in grads[-2:])  # the head's
+    with pytest.raises(ValueError, match="precision must be one of"):
+        Backbone(name, 16, precision="float16")
+
+
+def test_bfloat16_on_a_cpu_without_its_instructions_warns(monkeypatch, caplog):
+    monkeypatch.setattr(devices, "native_bfloat16", lambda: False)
+    devices.warn_without_native_bfloat16.cache_clear()
+    try:
+        with caplog.at_level("WARNING", logger="pipeline.devices"):
+            Backbone("resnet18", 32)
+            assert "bfloat16" not in caplog.text
+            Backbone("resnet18", 32, precision="bfloat16")
+        assert "no bfloat16 instructions" in caplog.text and "slower than in float32" in caplog.text
+    finally:
+        devices.warn_without_native_bfloat16.cache_clear()
 
 
 def test_packaged_files_are_checked_before_use(tmp_path, monkeypatch):

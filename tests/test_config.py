@@ -9,22 +9,23 @@ def test_defaults_are_the_schema_defaults():
     cfg = resolve({})
     assert cfg["dataset"]["name"] == "synthetic"
     assert cfg["classifier"]["backbone"] == {"name": "resnet50", "weights": "imagenet", "freeze_bn": "auto",
-                                             "frozen_stages": 0}
+                                             "frozen_stages": 0, "precision": "float32"}
     assert cfg["classifier"]["momentum"] == 0.9
     assert cfg["cams"]["scales"] == [1.0, 0.5, 1.5, 2.0]
     assert cfg["classifier"]["color_jitter"] == {"brightness": 0.3, "contrast": 0.3, "saturation": 0.3, "hue": 0.1}
 
 
 def test_user_values_override_defaults_and_keep_siblings():
-    cfg = resolve({"backbone": {"name": "mobilenet_v2"}, "segmenter": {"backbone": {"weights": "none"}},
+    cfg = resolve({"backbone": {"name": "mobilenet_v2", "precision": "bfloat16"},
+                   "segmenter": {"backbone": {"weights": "none", "precision": "float32"}},
                    "classifier": {"backbone": {"name": "resnet18"}, "color_jitter": {"hue": 0.0}}})
     # the shared block, then each network's own keys
     assert cfg["classifier"]["backbone"] == {"name": "resnet18", "weights": "imagenet", "freeze_bn": "auto",
-                                             "frozen_stages": 0}
+                                             "frozen_stages": 0, "precision": "bfloat16"}
     assert cfg["affinity"]["backbone"] == {"name": "mobilenet_v2", "weights": "imagenet", "freeze_bn": "auto",
-                                           "frozen_stages": 0}
+                                           "frozen_stages": 0, "precision": "bfloat16"}
     assert cfg["segmenter"]["backbone"] == {"name": "mobilenet_v2", "weights": "none", "freeze_bn": "auto",
-                                            "frozen_stages": 0}
+                                            "frozen_stages": 0, "precision": "float32"}
     assert resolve(cfg) == cfg  # resolving twice changes nothing
     assert cfg["classifier"]["color_jitter"]["hue"] == 0.0
     assert cfg["classifier"]["color_jitter"]["brightness"] == 0.3

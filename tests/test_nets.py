@@ -210,6 +210,37 @@ def test_forward_only_loads_give_the_saved_networks_outputs(tmp_path):
         assert a.shape == b.shape and torch.allclose(a, b, rtol=1e-4, atol=1e-4 * a.abs().max().item()), name
 
 
+def test_networks_on_a_bfloat16_backbone_keep_it_when_loaded_and_give_float32_outputs(tmp_path):
+    """backbone.precision bfloat16 covers the backbone and the heavy heads (AffinityNet's, DeepLab's);
+    a saved network is loaded (plainly or forward-only) in that precision, and its CAMs, affinity
+    features and segmenter scores are float32, near those of the same weights in float32."""
+    torch.manual_seed(0)
+    x, present = torch.rand(1, 3, 75, 101), torch.tensor([0, 2])
+    nets = {"classifier": (lambda b: Classifier(3, b), 16, load_classifier, lambda m: m.cams(x, present)),
+            "affinity": (AffinityNet, 8, load_affinity_net, lambda m: m(x)),
+            "segmenter": (lambda b: DeepLab(3, "aspp", b), 16, load_segmenter, lambda m: m(x))}
+    for name, (build, stride, load, run) in nets.items():
+        exact = build(Backbone("mobilenet_v2", stride, "imagenet")).eval()
+        mixed = build(Backbone("mobilenet_v2", stride, precision="bfloat16"))
+        mixed.load_state_dict(exact.state_dict())
+        save_model(mixed, tmp_path / f"{name}.pt")
+        for forward_only in (False, True):
+            loaded, _ = load(tmp_path / f"{name}.pt", forward_only=forward_only)
+            assert loaded.backbone.precision == "bfloat16"
+            with torch.no_grad():
+                a, b = run(exact), run(loaded)
+            error = ((a - b).norm() / a.norm()).item()
+            assert b.dtype == torch.float32 and 0 < error < 0.1, (name, forward_only, error)
+    head = AffinityNet(Backbone("mobilenet_v2", 8))  # the head itself in the backbone's precision
+    stages = [torch.randn(1, c, 10, 13) for c in head.backbone.stage_channels[1:]]
+    with torch.no_grad():
+        exact = head.embed(stages)
+        head.backbone.precision = "bfloat16"
+        mixed = head.embed(stages)
+    assert mixed.dtype == torch.float32 and not torch.equal(exact, mixed)
+    torch.testing.assert_close(mixed, exact, rtol=0.05, atol=0.05 * exact.abs().max().item())
+
+
 @pytest.mark.parametrize("name,channels", [("mobilenet_v2", 320), ("efficientnet_lite0", 320), ("resnet18", 512)])
 def test_last_block_features_end_before_the_imagenet_head_and_rebuild_from_arch(name, channels, tmp_path):
     torch.manual_seed(0)

@@ -173,6 +173,21 @@ def test_u2netp_puts_the_cup_above_the_table(u2netp):
 
 
 @needs_u2netp
+def test_u2netp_in_bfloat16_gives_the_float32_maps_to_rounding(u2netp):
+    """saliency.u2netp.precision bfloat16: the same network under autocast, float32 maps near float32's."""
+    from skimage.data import coffee
+
+    from pipeline.u2netp import U2Netp
+
+    mixed = U2Netp(u2netp.model, "cpu", batch_size=2, precision="bfloat16")
+    exact, rounded = u2netp([coffee()])[0], mixed([coffee()])[0]
+    assert rounded.dtype == np.float32 and not np.array_equal(exact, rounded)
+    assert np.abs(exact - rounded).mean() < 0.02 and np.corrcoef(exact.ravel(), rounded.ravel())[0, 1] > 0.98
+    with pytest.raises(ValueError, match="precision must be one of"):
+        U2Netp(u2netp.model, "cpu", precision="half")
+
+
+@needs_u2netp
 def test_u2netp_source_writes_a_map_per_image_in_batches(tmp_path):
     from skimage.data import coffee
     from skimage.transform import resize

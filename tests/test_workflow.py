@@ -927,11 +927,11 @@ def test_folder_without_masks_makes_pseudo_masks_of_the_training_images(tmp_path
 
 def test_voc_sample_config_end_to_end(tmp_path, voc_root):
     """config/voc_sample.yaml itself (ImageNet MobileNetV2, fixed under the segmenters,
-    EfficientNet-Lite2 for AffinityNet, the real VOCdevkit layout: labels from the masks, palette
-    masks with 255 borders) through every stage of the default run, on a slice of the sample with
-    shorter schedules to stay quick; the rows, not only that it ends. PRM stays out: its training
-    and peaks (~1.4 s per photo on two cores) would add a minute or two to the suite; its stages
-    are tested on the synthetic data, on photos in docs/results.md."""
+    EfficientNet-Lite2 for AffinityNet, every network in bfloat16, the real VOCdevkit layout:
+    labels from the masks, palette masks with 255 borders) through every stage of the default run,
+    on a slice of the sample with shorter schedules to stay quick; the rows, not only that it ends.
+    PRM stays out: its training and peaks (~1.4 s per photo on two cores) would add a minute or two
+    to the suite; its stages are tested on the synthetic data, on photos in docs/results.md."""
     import torch
 
     ids = (voc_root / "ImageSets/Segmentation/train.txt").read_text().split()
@@ -977,6 +977,9 @@ def test_voc_sample_config_end_to_end(tmp_path, voc_root):
     assert (tmp_path / "results/eps_affinity/model.pt").is_file()  # EPS walks over its own AffinityNet
     for affinity in ("affinity", "eps_affinity"):  # both on the config's EfficientNet-Lite2
         assert torch_load_arch(tmp_path / f"results/{affinity}/model.pt")["name"] == "efficientnet_lite2"
+    # every network in the config's bfloat16, saved with it (the later stages run it so)
+    for model in ("classifier", "affinity", "eps_affinity", "segmenter/deeplab_aspp", "segmenter/fully_supervised"):
+        assert torch_load_arch(tmp_path / f"results/{model}/model.pt")["precision"] == "bfloat16", model
     # the config's segmenters learn on its fixed backbone (ImageNet MobileNetV2): they end as it was loaded
     segmenter_cfg = resolve(load_layers(config)[0])["segmenter"]
     assert segmenter_cfg["backbone"]["name"] == "mobilenet_v2" and segmenter_cfg["backbone"]["frozen_stages"] == 4
