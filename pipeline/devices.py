@@ -94,8 +94,12 @@ def widen(t: torch.Tensor) -> torch.Tensor:
 
 
 def native_bfloat16() -> bool:
-    """Whether this CPU has bfloat16 instructions that oneDNN uses (AVX512-BF16, AMX)."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    """Whether this CPU has bfloat16 instructions that oneDNN uses (AVX512-BF16, AMX); False where
+    torch was built without oneDNN (the query is a private operator)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 @cache
