@@ -26,7 +26,7 @@ import torch
 import torch.nn as nn
 
 from . import efficientnet_lite
-from .devices import PRECISIONS, autocast, warn_without_native_bfloat16, widen
+from .devices import autocast, checked_precision, widen
 from .resnet import ResNet
 from .weights import PACKAGED, WeightFileError, backbone_weights_file
 
@@ -180,8 +180,6 @@ class Backbone(nn.Module):
         self.stem, stem_stride, blocks, self.head, self.out_channels = _layers(net, spec.family)
         if features not in FEATURES:
             raise ValueError(f"backbone features must be one of {FEATURES}, got {features!r}")
-        if precision not in PRECISIONS:
-            raise ValueError(f"backbone precision must be one of {PRECISIONS}, got {precision!r}")
         if features == "last_block":  # the ImageNet network's last layer goes (a ResNet has none)
             self.head, self.out_channels = nn.Identity(), self._channels(blocks[-1])
         self.blocks = nn.ModuleList(blocks)
@@ -190,9 +188,7 @@ class Backbone(nn.Module):
         self.stage_ends = [max(i for i, s in enumerate(nominal) if s == stride) for stride in (4, 8, 16)]
         self.stage_channels = [self._channels(blocks[i]) for i in self.stage_ends] + [self.out_channels]
         self.name, self.output_stride, self.feature_layer = name, output_stride, features
-        self.precision = precision
-        if precision == "bfloat16":
-            warn_without_native_bfloat16()
+        self.precision = checked_precision(precision, "backbone.precision")
         norm = normalization or {"mean": list(spec.mean), "std": list(spec.std)}
         self.normalization = {"mean": [float(v) for v in norm["mean"]], "std": [float(v) for v in norm["std"]]}
         self.register_buffer("mean", torch.tensor(self.normalization["mean"]).view(1, 3, 1, 1), persistent=False)

@@ -45,6 +45,16 @@ def _sgd_step(model, device):
     return train_step
 
 
+def _cam_step(model, device):
+    """CAMs of a random 500 x 375 image at scales 1.0 / 0.5 / 1.5 with flips (config/voc_sample.yaml's)."""
+    import torch
+
+    from .make_cams import multiscale_cams
+
+    rgb = (torch.rand(375, 500, 3) * 255).byte().numpy()
+    return lambda: multiscale_cams(model, rgb, [3], [1.0, 0.5, 1.5], True, device)
+
+
 def backbone_speed(name: str, output_stride: int = 16, frozen_stages: int = 0, seconds: float = 5.0,
                    device: str = "cpu") -> dict:
     """Training images per second in the default layout and in channels-last (what every trainer
@@ -52,7 +62,6 @@ def backbone_speed(name: str, output_stride: int = 16, frozen_stages: int = 0, s
     import torch
 
     from .backbones import Backbone
-    from .make_cams import multiscale_cams
     from .nets import Classifier
 
     torch.manual_seed(0)
@@ -63,8 +72,7 @@ def backbone_speed(name: str, output_stride: int = 16, frozen_stages: int = 0, s
     model.to(memory_format=torch.channels_last)
     train = _rate(train_step, CROPS, seconds)
     model.eval()
-    rgb = (torch.rand(375, 500, 3) * 255).byte().numpy()
-    cams = _rate(lambda: multiscale_cams(model, rgb, [3], [1.0, 0.5, 1.5], True, device), 1, seconds)
+    cams = _rate(_cam_step(model, device), 1, seconds)
     return {"backbone": name, "output_stride": output_stride, "frozen_stages": frozen_stages,
             "train_images_per_s": train, "train_default_layout_images_per_s": train_default,
             "cam_images_per_s": cams}
@@ -129,13 +137,11 @@ def precision_speed(name: str, output_stride: int, seconds: float, device: str =
     import torch
 
     from .backbones import Backbone
-    from .make_cams import multiscale_cams
     from .nets import Classifier, cpu_channels_last
 
     torch.manual_seed(0)
     model = cpu_channels_last(Classifier(20, Backbone(name, output_stride, frozen_stages=4)).to(device), device)
-    train_step = _sgd_step(model, device)
-    rgb = (torch.rand(375, 500, 3) * 255).byte().numpy()
+    train_step, cam_step = _sgd_step(model, device), _cam_step(model, device)
     rates = {(p, what): [] for p in ("float32", "bfloat16") for what in ("train", "cam")}
     for _ in range(2):
         for precision in ("float32", "bfloat16"):
@@ -143,8 +149,7 @@ def precision_speed(name: str, output_stride: int, seconds: float, device: str =
             model.train()
             rates[precision, "train"].append(_rate(train_step, CROPS, seconds / 4))
             model.eval()
-            rates[precision, "cam"].append(_rate(lambda: multiscale_cams(model, rgb, [3], [1.0, 0.5, 1.5], True,
-                                                                         device), 1, seconds / 4))
+            rates[precision, "cam"].append(_rate(cam_step, 1, seconds / 4))
     return {"backbone": name, "output_stride": output_stride,
             **{f"{what}_{p}_images_per_s": sum(v) / 2 for (p, what), v in rates.items()}}
 

@@ -102,9 +102,19 @@ def native_bfloat16() -> bool:
         return False
 
 
+def checked_precision(precision: str, key: str) -> str:
+    """`precision` when it is one of PRECISIONS, else a ValueError naming the config `key`;
+    bfloat16 on a CPU without its instructions is logged, once a process and key."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"{key} must be one of {PRECISIONS}, got {precision!r}")
+    if precision == "bfloat16":
+        warn_without_native_bfloat16(key)
+    return precision
+
+
 @cache
-def warn_without_native_bfloat16() -> None:
-    """Once a process: a CPU without bfloat16 instructions emulates them (oneDNN), slower than float32."""
+def warn_without_native_bfloat16(key: str) -> None:
+    """A CPU without bfloat16 instructions emulates them (oneDNN), slower than float32."""
     if not native_bfloat16():
-        log.warning("precision bfloat16, but this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): "
-                    "its networks run emulated, slower than in float32 (a GPU job is not affected)")
+        log.warning("%s: bfloat16, but this CPU has no bfloat16 instructions (AVX512-BF16 or AMX): its networks "
+                    "run emulated, slower than in float32 (a GPU job is not affected)", key)

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .devices import PRECISIONS, autocast, warn_without_native_bfloat16
+from .devices import autocast, checked_precision, widen
 
 log = logging.getLogger(__name__)
 
@@ -75,11 +75,8 @@ class U2Netp:
         self.device = torch.device(device)
         self.input_size = input_size
         self.batch_size = max(1, int(batch_size))
-        if precision not in PRECISIONS:
-            raise ValueError(f"saliency.u2netp.precision must be one of {PRECISIONS}, got {precision!r}")
-        self.precision = precision  # bfloat16: its convolutions under autocast, the maps float32
-        if precision == "bfloat16":
-            warn_without_native_bfloat16()
+        # bfloat16: its convolutions under autocast, the maps float32
+        self.precision = checked_precision(precision, "saliency.u2netp.precision")
 
     @classmethod
     def from_package(cls, device: str = "auto", **settings) -> "U2Netp":
@@ -102,6 +99,6 @@ class U2Netp:
                 warnings.simplefilter("ignore", UserWarning)
                 x = preprocess(chunk, self.input_size).to(self.device, memory_format=torch.channels_last)
                 with autocast(self.device, self.precision):
-                    fused = self.model(x)[0].float()
+                    fused = widen(self.model(x)[0])
             maps += [postprocess(f[0], rgb.shape[:2]) for f, rgb in zip(fused, chunk)]
         return maps

@@ -70,6 +70,7 @@ def test_bfloat16_on_a_cpu_without_its_instructions_warns(monkeypatch, caplog):
             assert "bfloat16" not in caplog.text
             Backbone("resnet18", 32, precision="bfloat16")
         assert "no bfloat16 instructions" in caplog.text and "slower than in float32" in caplog.text
+        assert "backbone.precision: bfloat16" in caplog.text  # the config key to change
     finally:
         devices.warn_without_native_bfloat16.cache_clear()
 
