@@ -245,8 +245,8 @@ class Backbone(nn.Module):
         norm's fixed affine map into its weights and bias, and the norm goes (torch.fx's `fuse`,
         block by block). Same outputs to float rounding, about 15 % less CPU time per forward pass
         at photo size. The state dict loses the norms' entries, so a folded backbone is neither
-        trained nor saved; PRM's excitation rule, which reads each convolution's weights, does
-        not use it."""
+        trained nor saved. PRM's excitation rule reads each convolution's own weights: its stage
+        keeps them on the folded convolutions (prm.fold_batch_norms_for_peaks)."""
         from torch.fx.experimental.optimization import fuse
 
         if self.training:

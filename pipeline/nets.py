@@ -217,8 +217,8 @@ def load_saved(path, build, what: str, device, forward_only: bool = False):
     """Rebuild a model saved by save_model with build(arch), in eval mode; errors name the file.
     `forward_only`, for stages that only run the model forward: the backbone's batch norms folded
     into its convolutions (Backbone.fold_batch_norms, about 15 % less time) and cpu_channels_last
-    (1.2-1.8x at photo size, MobileNetV2 at one and two threads). Not for PRM's
-    back-propagation, whose excitation rule reads each convolution."""
+    (1.2-1.8x at photo size, MobileNetV2 at one and two threads). PRM's back-propagation folds
+    by its own rule (prm.fold_batch_norms_for_peaks: its excitation rule reads each convolution)."""
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         model = build(saved["arch"])

@@ -61,7 +61,7 @@ class _PairL1(torch.autograd.Function):
         out = []
         for dy, dx in offsets:
             (ya, xa), (yb, xb) = offset_slices(h, w, dy, dx)
-            out.append((features[..., ya, xa] - features[..., yb, xb]).abs().mean(1).flatten(1))
+            out.append(torch.sub(features[..., ya, xa], features[..., yb, xb]).abs_().mean(1).flatten(1))
         ctx.save_for_backward(features)
         ctx.offsets = offsets
         return torch.cat(out, -1)
@@ -74,7 +74,7 @@ class _PairL1(torch.autograd.Function):
         start = 0
         for dy, dx in ctx.offsets:
             (ya, xa), (yb, xb) = offset_slices(h, w, dy, dx)
-            signed = torch.sign(features[..., ya, xa] - features[..., yb, xb])
+            signed = torch.sub(features[..., ya, xa], features[..., yb, xb]).sign_()  # in place: 1.2x
             hh, ww = signed.shape[-2:]
             signed.mul_(grad_out[:, start:start + hh * ww].reshape(n, 1, hh, ww) / c)
             start += hh * ww

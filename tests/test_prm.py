@@ -148,6 +148,33 @@ def test_peak_backprop_runs_in_the_arithmetic_of_a_bfloat16_backbone():
         assert torch.nn.functional.cosine_similarity(exact, mixed, dim=0) > {"excitation": 0.99, "gradient": 0.8}[rule]
 
 
+@pytest.mark.parametrize("name", ["mobilenet_v2", "efficientnet_lite0"])
+def test_batch_norms_folded_for_peaks_give_the_same_maps(name):
+    """prm_peaks folds the batch norms into the convolutions; each keeps its own weights and the
+    norm's scale, so both rules give the maps of the convolutions and norms apart (ImageNet's
+    norms, far from identity maps; torchvision's modules and the Lite blocks written here)."""
+    x = None
+    grads = {}
+    for folded in (False, True):
+        torch.manual_seed(0)  # the same head
+        model = Classifier(2, Backbone(name, 16, "imagenet")).eval().requires_grad_(False)
+        if x is None:
+            x = model.backbone.normalize(to_tensor(data.chelsea()[::4, ::4])[None])
+        if folded:
+            prm.fold_batch_norms_for_peaks(model)
+            assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
+            assert sum(hasattr(m, "unfolded") for m in model.modules()) > 30
+        for rule in prm.BACKPROP:
+            xi = x.clone().requires_grad_(True)
+            with prm.peak_backprop_convolutions(model, rule):
+                prm.response_maps(model, xi, 1, normalized=True)[0, 1, 3, 4].backward()
+            grads[folded, rule] = xi.grad.flatten()
+    for rule in prm.BACKPROP:
+        assert grads[False, rule].abs().sum() > 0
+        torch.testing.assert_close(grads[True, rule], grads[False, rule], rtol=1e-3,
+                                   atol=1e-4 * float(grads[False, rule].abs().max()))
+
+
 def test_each_peak_of_one_forward_pass_gets_the_map_a_fresh_pass_gives_it():
     """The excitation rule's per-layer terms are computed once per forward pass and reused by
     every peak back-propagated through it: each PRM must equal that of a pass of its own."""
