@@ -126,6 +126,17 @@ def test_the_gradient_rule_gives_autograds_input_gradient_through_a_whole_networ
             pass
 
 
+def input_maps(model, x: torch.Tensor, position) -> dict:
+    """Each rule's input gradient (flattened) from class 1's response at `position` (y, x)."""
+    maps = {}
+    for rule in prm.BACKPROP:
+        xi = x.clone().requires_grad_(True)
+        with prm.peak_backprop_convolutions(model, rule):
+            prm.response_maps(model, xi, 1, normalized=True)[(0, 1, *position)].backward()
+        maps[rule] = xi.grad.flatten()
+    return maps
+
+
 def test_peak_backprop_runs_in_the_arithmetic_of_a_bfloat16_backbone():
     """With backbone.precision bfloat16 the signal comes back through the convolutions in bfloat16
     too (autocast in their backward): both rules give input maps near float32's, on a photo."""
@@ -135,11 +146,8 @@ def test_peak_backprop_runs_in_the_arithmetic_of_a_bfloat16_backbone():
     grads = {}
     for precision in ("float32", "bfloat16"):
         model.backbone.precision = precision
-        for rule in prm.BACKPROP:
-            xi = x.clone().requires_grad_(True)
-            with prm.peak_backprop_convolutions(model, rule):
-                prm.response_maps(model, xi, 1, normalized=True)[0, 1, 2, 3].backward()
-            grads[precision, rule] = xi.grad.flatten()
+        for rule, grad in input_maps(model, x, (2, 3)).items():
+            grads[precision, rule] = grad
     for rule in prm.BACKPROP:
         exact, mixed = grads["float32", rule], grads["bfloat16", rule]
         assert mixed.dtype == torch.float32 and not torch.equal(exact, mixed)
@@ -164,11 +172,8 @@ def test_batch_norms_folded_for_peaks_give_the_same_maps(name):
             prm.fold_batch_norms_for_peaks(model)
             assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in model.modules())
             assert sum(hasattr(m, "unfolded") for m in model.modules()) > 30
-        for rule in prm.BACKPROP:
-            xi = x.clone().requires_grad_(True)
-            with prm.peak_backprop_convolutions(model, rule):
-                prm.response_maps(model, xi, 1, normalized=True)[0, 1, 3, 4].backward()
-            grads[folded, rule] = xi.grad.flatten()
+        for rule, grad in input_maps(model, x, (3, 4)).items():
+            grads[folded, rule] = grad
     for rule in prm.BACKPROP:
         assert grads[False, rule].abs().sum() > 0
         torch.testing.assert_close(grads[True, rule], grads[False, rule], rtol=1e-3,
