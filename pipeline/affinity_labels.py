@@ -11,7 +11,8 @@ The fg setting gives the object classes; the bg setting the confident background
             0 (background) where both settings say background,
             255 (ignore) elsewhere.
 (IRN's rule; PSA marks background wherever the bg setting says so, which differs only where the
-two CRFs disagree.) The maps are stored per shard as uint8 `mask` [H, W].
+two CRFs disagree.) The maps are stored per shard as uint8 `mask` [H, W]. crf_scale < 1 runs the
+CRFs on the image shrunk by it (AffinityNet reads the labels once per stride-8 cell).
 """
 from __future__ import annotations
 
@@ -52,7 +53,8 @@ def confident_labels(rgb: np.ndarray, cams: np.ndarray, keys: np.ndarray, cfg: d
     values = np.concatenate([[0], np.asarray(keys, np.int64)])
     fg_bg, bg_bg = background_scores(cams, cfg)
     fg, bg = (values[m.argmax(0)] for m in dense_crfs(rgb, [np.concatenate([fg_bg[None], cams]),
-                                                           np.concatenate([bg_bg[None], cams])], profile))
+                                                           np.concatenate([bg_bg[None], cams])], profile,
+                                                          cfg["crf_scale"]))
     return combine(fg, bg)
 
 

@@ -19,6 +19,7 @@ import multiprocessing
 from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
+from PIL import Image
 
 EPS = 1e-5
 
@@ -28,21 +29,46 @@ def dense_crf(rgb: np.ndarray, scores: np.ndarray, profile: dict) -> np.ndarray:
     return dense_crfs(rgb, [scores], profile)[0]
 
 
-def dense_crfs(rgb: np.ndarray, score_maps: list[np.ndarray], profile: dict) -> list[np.ndarray]:
+def dense_crfs(rgb: np.ndarray, score_maps: list[np.ndarray], profile: dict, scale: float = 1.0
+               ) -> list[np.ndarray]:
     """dense_crf of each of several score maps of one image. Maps with the same number of labels
     share one CRF, whose pairwise lattice (a quarter of a CRF's time on a photo) is built once:
-    each inference starts again from its own unary, so the marginals are those of separate CRFs."""
+    each inference starts again from its own unary, so the marginals are those of separate CRFs.
+
+    scale < 1 runs the CRF on the image and the maps shrunk by `scale` (area averages; the
+    kernels' sxy, in pixels, shrink with them) and returns its marginals resized back
+    (bilinear): about 1 / scale^2 times faster, for maps whose use is coarser than a pixel."""
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"dense_crf needs an RGB uint8 image [H, W, 3], got {rgb.dtype} {rgb.shape}")
+    if not 0 < scale <= 1:
+        raise ValueError(f"dense_crf: scale must be in (0, 1], got {scale}")
+    h, w = rgb.shape[:2]
+    for scores in score_maps:
+        if scores.shape[1:] != (h, w):
+            raise ValueError(f"dense_crf: score maps {scores.shape[1:]} and image {rgb.shape[:2]} differ in size")
+    if scale == 1:
+        return _dense_crfs(rgb, score_maps, profile)
+    small = (max(1, round(h * scale)), max(1, round(w * scale)))
+    shrunk = {**profile, **{k: {**profile[k], "sxy": profile[k]["sxy"] * scale} for k in ("gaussian", "bilateral")}}
+    rgb_small = np.array(Image.fromarray(rgb).resize(small[::-1], Image.BOX))
+    out = _dense_crfs(rgb_small, [resize_maps(m, small, Image.BOX) for m in score_maps], shrunk)
+    return [resize_maps(m, (h, w), Image.BILINEAR) for m in out]
+
+
+def resize_maps(maps: np.ndarray, size: tuple[int, int], resample) -> np.ndarray:
+    """float32 maps [K, H, W] resized to `size` (H, W) one by one with a PIL filter."""
+    return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(m, np.float32)).resize(size[::-1], resample))
+                     for m in maps]) if len(maps) else np.zeros((0, *size), np.float32)
+
+
+def _dense_crfs(rgb: np.ndarray, score_maps: list[np.ndarray], profile: dict) -> list[np.ndarray]:
     import pydensecrf.densecrf as dcrf
     from pydensecrf.utils import unary_from_labels
 
-    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
-        raise ValueError(f"dense_crf needs an RGB uint8 image [H, W, 3], got {rgb.dtype} {rgb.shape}")
     h, w = rgb.shape[:2]
     crfs, out = {}, []
     for scores in score_maps:
         k = scores.shape[0]
-        if scores.shape[1:] != (h, w):
-            raise ValueError(f"dense_crf: score maps {scores.shape[1:]} and image {rgb.shape[:2]} differ in size")
         if k < 2:  # nothing to decide between
             out.append(np.ones((k, h, w), np.float32))
             continue

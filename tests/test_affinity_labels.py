@@ -28,8 +28,9 @@ def test_combination_rule_by_hand():
     np.testing.assert_array_equal(combine(fg, bg), [[3, 255, 0, 3]])
 
 
+@pytest.mark.parametrize("crf_scale", [1.0, 0.5])
 @pytest.mark.parametrize("mode", ["psa", "irn"])
-def test_confident_object_confident_background_and_an_undecided_part(mode):
+def test_confident_object_confident_background_and_an_undecided_part(mode, crf_scale):
     """An object (red core, CAM 1) with a part of its own colour (green ring, CAM 0.15): the fg
     setting calls the ring background, the bg setting calls it object, so it is left undecided."""
     h = w = 64
@@ -39,7 +40,7 @@ def test_confident_object_confident_background_and_an_undecided_part(mode):
     rgb[dist < 20] = (60, 200, 60)
     rgb[dist < 12] = (200, 60, 60)
     cam = np.where(dist < 12, 1.0, np.where(dist < 20, 0.15, 0.0))[None].astype(np.float32)
-    cfg = {**CFG["affinity_labels"], "mode": mode}
+    cfg = {**CFG["affinity_labels"], "mode": mode, "crf_scale": crf_scale}
     out = confident_labels(rgb, cam, np.array([7]), cfg, CFG["crf"]["profiles"][mode])
     assert set(np.unique(out)) <= {0, 7, 255}
     assert np.all(out[dist < 10] == 7)

@@ -42,6 +42,23 @@ def test_crf_moves_a_blurred_boundary_onto_the_image_edge(name):
     assert before < 0.9 and after > 0.97 and after > before
 
 
+def test_a_shrunk_crf_finds_the_same_edge_at_full_size():
+    """scale 0.5: the CRF on the image and scores at half size (kernels in pixels halved), its
+    marginals back at full size, puts the blurred boundary on the image edge as the full CRF does."""
+    rgb, truth = two_regions(80, 120, 54)
+    x = np.arange(rgb.shape[1])
+    p1 = np.clip((x - 38 + 16) / 32, 0.05, 0.95)[None].repeat(rgb.shape[0], 0)
+    scores = np.stack([1 - p1, p1])
+    full = dense_crf(rgb, scores, PROFILES["psa"])
+    half = dense_crfs(rgb, [scores], PROFILES["psa"], scale=0.5)[0]
+    assert half.shape == full.shape and np.allclose(half.sum(0), 1, atol=1e-3)
+    assert (scores.argmax(0) == truth).mean() < 0.9
+    assert (half.argmax(0) == truth).mean() > 0.97 and (half.argmax(0) == full.argmax(0)).mean() > 0.97
+    for bad in (0, 1.5):
+        with pytest.raises(ValueError, match="scale"):
+            dense_crfs(rgb, [scores], PROFILES["psa"], scale=bad)
+
+
 def test_bilateral_term_sees_the_image_not_just_the_scores():
     rgb, truth = two_regions()
     flat = np.zeros_like(rgb) + 128
