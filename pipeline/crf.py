@@ -51,12 +51,13 @@ def dense_crfs(rgb: np.ndarray, score_maps: list[np.ndarray], profile: dict, sca
     small = (max(1, round(h * scale)), max(1, round(w * scale)))
     shrunk = {**profile, **{k: {**profile[k], "sxy": profile[k]["sxy"] * scale} for k in ("gaussian", "bilateral")}}
     rgb_small = np.array(Image.fromarray(rgb).resize(small[::-1], Image.BOX))
-    out = _dense_crfs(rgb_small, [resize_maps(m, small, Image.BOX) for m in score_maps], shrunk)
-    return [resize_maps(m, (h, w), Image.BILINEAR) for m in out]
+    out = _dense_crfs(rgb_small, [_resize_maps(m, small, Image.BOX) for m in score_maps], shrunk)
+    return [_resize_maps(m, (h, w), Image.BILINEAR) for m in out]
 
 
-def resize_maps(maps: np.ndarray, size: tuple[int, int], resample) -> np.ndarray:
-    """float32 maps [K, H, W] resized to `size` (H, W) one by one with a PIL filter."""
+def _resize_maps(maps: np.ndarray, size: tuple[int, int], resample) -> np.ndarray:
+    """float32 maps [K, H, W] resized to `size` (H, W) one by one with a PIL filter (not
+    data.resize: the CRF runs in forked workers that stay off torch, see parallel_map)."""
     return np.stack([np.asarray(Image.fromarray(np.ascontiguousarray(m, np.float32)).resize(size[::-1], resample))
                      for m in maps]) if len(maps) else np.zeros((0, *size), np.float32)
 

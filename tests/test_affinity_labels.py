@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from pipeline import affinity_labels
 from pipeline.affinity_labels import background_scores, combine, confident_labels
 from pipeline.config import resolve
 
@@ -46,6 +47,15 @@ def test_confident_object_confident_background_and_an_undecided_part(mode, crf_s
     assert np.all(out[dist < 10] == 7)
     assert np.all(out[dist > 22] == 0)
     assert (out[(dist > 13) & (dist < 19)] == 255).mean() > 0.9
+
+
+def test_crf_scale_reaches_both_crfs(monkeypatch):
+    seen = []
+    monkeypatch.setattr(affinity_labels, "dense_crfs",
+                        lambda rgb, maps, profile, scale: seen.append((len(maps), scale)) or [m for m in maps])
+    cfg = {**CFG["affinity_labels"], "mode": "irn", "crf_scale": 0.25}
+    confident_labels(np.zeros((8, 8, 3), np.uint8), np.ones((1, 8, 8), np.float32), np.array([3]), cfg, PROFILE)
+    assert seen == [(2, 0.25)]
 
 
 def test_image_without_classes_is_all_background():

@@ -2,6 +2,7 @@
 import numpy as np
 import pytest
 
+from pipeline import crf
 from pipeline.config import resolve
 from pipeline.crf import crf_labels, dense_crf, dense_crfs, parallel_map
 
@@ -42,7 +43,7 @@ def test_crf_moves_a_blurred_boundary_onto_the_image_edge(name):
     assert before < 0.9 and after > 0.97 and after > before
 
 
-def test_a_shrunk_crf_finds_the_same_edge_at_full_size():
+def test_a_shrunk_crf_finds_the_same_edge_at_full_size(monkeypatch):
     """scale 0.5: the CRF on the image and scores at half size (kernels in pixels halved), its
     marginals back at full size, puts the blurred boundary on the image edge as the full CRF does."""
     rgb, truth = two_regions(80, 120, 54)
@@ -50,7 +51,15 @@ def test_a_shrunk_crf_finds_the_same_edge_at_full_size():
     p1 = np.clip((x - 38 + 16) / 32, 0.05, 0.95)[None].repeat(rgb.shape[0], 0)
     scores = np.stack([1 - p1, p1])
     full = dense_crf(rgb, scores, PROFILES["psa"])
+    seen, inner = [], crf._dense_crfs
+
+    def recording(im, maps, prof):
+        seen.append((im.shape, [m.shape for m in maps], prof["bilateral"]["sxy"], prof["gaussian"]["sxy"]))
+        return inner(im, maps, prof)
+
+    monkeypatch.setattr(crf, "_dense_crfs", recording)
     half = dense_crfs(rgb, [scores], PROFILES["psa"], scale=0.5)[0]
+    assert seen == [((40, 60, 3), [(2, 40, 60)], 40, 1.5)]  # the CRF itself ran at half size
     assert half.shape == full.shape and np.allclose(half.sum(0), 1, atol=1e-3)
     assert (scores.argmax(0) == truth).mean() < 0.9
     assert (half.argmax(0) == truth).mean() > 0.97 and (half.argmax(0) == full.argmax(0)).mean() > 0.97
