@@ -176,9 +176,10 @@ def test_slurm_profile_maps_rule_resources_to_sbatch_requests(tmp_path):
     assert proc.returncode == 0 and "gpu=1" not in proc.stdout and "mem_mb=16000" in proc.stdout
 
 
-def test_per_shard_network_jobs_share_the_cores_of_one_machine(tmp_path):
-    """A shard's CAMs, walk, segmentation... take cores / shards threads (at most the rule's),
-    so the shards run side by side; with --jobs (a cluster) each asks for the rule's own."""
+def test_network_jobs_share_the_cores_of_one_machine(tmp_path):
+    """A shard's CAMs, walk, segmentation... and a training take cores / shards threads (at most
+    the rule's), so as many run side by side; with --jobs (a cluster) each asks for the rule's
+    own. The CRF stages' processes take every core they are given."""
     config = write_config(tmp_path / "four.yaml", {"dataset": {"n_shards": 4}})
 
     def threads(*args):
@@ -191,7 +192,9 @@ def test_per_shard_network_jobs_share_the_cores_of_one_machine(tmp_path):
     two, eight, cluster = threads("--cores", "2"), threads("--cores", "8"), threads("--cores", "64", "--jobs", "64")
     for rule in ("make_cams", "segment", "random_walk", "mcof_features", "prm_peaks", "sccam_features"):
         assert (two[rule], eight[rule], cluster[rule]) == (1, 2, 4), rule
-    assert (two["train_classifier"], eight["train_classifier"]) == (2, 8)  # training keeps its threads
+    for rule in ("train_classifier", "train_affinity", "train_segmenter", "train_prm", "train_eps"):
+        assert (two[rule], eight[rule], cluster[rule]) == (1, 2, 8), rule
+    assert (two["affinity_labels"], eight["affinity_labels"]) == (2, 8)  # CRF processes
 
 
 def planned_resources(dry_run: str) -> dict[str, tuple[bool, int, dict]]:
@@ -214,8 +217,8 @@ def read_rule_resources() -> dict[str, dict]:
         text = path.read_text()
         for m in re.finditer(r"^ *rule (\w+):\n(.*?)(?=^ *rule \w+:|\Z)", text, flags=re.M | re.S):
             body, values = m.group(2), {}
-            # shard_threads(N): N on a cluster (a share of the cores on one machine)
-            threads = re.search(r"^\s+threads: (?:shard_threads\()?(\d+)", body, flags=re.M)
+            # share_of_cores(N): N on a cluster (a share of the cores on one machine)
+            threads = re.search(r"^\s+threads: (?:share_of_cores\()?(\d+)", body, flags=re.M)
             if threads:
                 values["threads"] = int(threads.group(1))
             for key in ("mem_mb", "runtime"):

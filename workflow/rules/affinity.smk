@@ -21,7 +21,7 @@ rule train_affinity:
         "results/benchmarks/train_affinity/{affinity}.tsv"
     wildcard_constraints:
         affinity=one_of(PLAN.affinity_runs),
-    threads: 8
+    threads: share_of_cores(8)
     resources:
         gpu=GPU,
         mem_mb=16000,

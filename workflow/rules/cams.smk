@@ -18,7 +18,7 @@ rule make_cams:
         "results/benchmarks/make_cams/{cams}/{split}/{shard}.tsv"
     wildcard_constraints:
         cams=one_of(PLAN.cam_models),
-    threads: shard_threads(4)
+    threads: share_of_cores(4)
     resources:
         gpu=GPU,
         mem_mb=8000,

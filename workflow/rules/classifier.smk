@@ -16,7 +16,7 @@ rule train_classifier:
         "results/logs/train_classifier.log",
     benchmark:
         "results/benchmarks/train_classifier.tsv"
-    threads: 8
+    threads: share_of_cores(8)
     resources:
         gpu=GPU,
         mem_mb=16000,

@@ -74,13 +74,14 @@ SGD_RECIPE = {k: v for k, v in CFG["classifier"].items() if k != "fit"}
 GPU = 0 if CFG["compute"]["device"] == "cpu" else 1
 
 
-def shard_threads(most):
-    """Threads of a per-shard job that runs a network forward on its photos. On one machine, an
-    even share of the cores over the shards, so that the shards run side by side: two one-thread
-    jobs on two cores did 1.4-1.6x the work of one two-thread job at a time (CAMs and segment on
-    the photos; each image's reading, resizing and writing run on one core). On a cluster (jobs
-    counted by --jobs, as the SLURM profile does; the executor is not known yet when rules are
-    read) each job has CPUs of its own: `most`."""
+def share_of_cores(most):
+    """Threads of a job that runs a network (a shard's forward pass or a training). On one
+    machine, an even share of the cores over the shards, so that as many jobs run side by side:
+    on 2 cores, two one-thread jobs did 1.4-1.6x the work of one two-thread job at a time (CAMs
+    and segment on the photos; each image's reading, resizing and writing run on one core) and
+    two trainings 1.2-1.3x (AffinityNet, DeepLab). On a cluster (jobs counted by --jobs, as the
+    SLURM profile does; the executor is not known yet when rules are read) each job has CPUs of
+    its own: `most`."""
     cores, jobs = (workflow.global_resources[k].value for k in ("_cores", "_nodes"))
     if workflow.remote_exec or jobs is not None or not isinstance(cores, int):
         return most

@@ -25,7 +25,7 @@ rule train_eps:
     wildcard_constraints:
         source=one_of(plan.SALIENCY_SOURCES),
         tau=r"[0-9.]+",
-    threads: 8
+    threads: share_of_cores(8)
     resources:
         gpu=GPU,
         mem_mb=16000,

@@ -58,7 +58,7 @@ rule mcof_features:
         "results/logs/mcof_features/{split}/{shard}.log",
     benchmark:
         "results/benchmarks/mcof_features/{split}/{shard}.tsv"
-    threads: shard_threads(4)
+    threads: share_of_cores(4)
     resources:
         gpu=GPU,
         mem_mb=8000,
@@ -81,7 +81,7 @@ rule train_regionnet:
         "results/logs/train_regionnet/r{round}.log",
     benchmark:
         "results/benchmarks/train_regionnet/r{round}.tsv"
-    threads: 2
+    threads: share_of_cores(2)
     resources:
         mem_mb=8000,
         runtime=60,

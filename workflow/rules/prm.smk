@@ -29,7 +29,7 @@ rule train_prm:
         "results/logs/train_prm.log",
     benchmark:
         "results/benchmarks/train_prm.tsv"
-    threads: 8
+    threads: share_of_cores(8)
     resources:
         gpu=GPU,
         mem_mb=16000,
@@ -57,7 +57,7 @@ rule prm_peaks:
         "results/logs/prm_peaks/{split}/{shard}.log",
     benchmark:
         "results/benchmarks/prm_peaks/{split}/{shard}.tsv"
-    threads: shard_threads(4)
+    threads: share_of_cores(4)
     resources:
         gpu=GPU,
         mem_mb=8000,

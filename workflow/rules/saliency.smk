@@ -44,7 +44,7 @@ rule saliency_detector:
         "results/benchmarks/saliency_detector/{source}/{split}/{shard}.tsv"
     wildcard_constraints:
         source=one_of(plan.SALIENCY_DETECTOR_SOURCES),
-    threads: shard_threads(2)
+    threads: share_of_cores(2)
     resources:
         gpu=GPU,
         mem_mb=4000,

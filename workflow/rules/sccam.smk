@@ -29,7 +29,7 @@ rule sccam_features:
         "results/logs/sccam_features/k{k}/r{round}/{shard}.log",
     benchmark:
         "results/benchmarks/sccam_features/k{k}/r{round}/{shard}.tsv"
-    threads: shard_threads(4)
+    threads: share_of_cores(4)
     resources:
         gpu=GPU,
         mem_mb=8000,
@@ -93,7 +93,7 @@ rule train_sccam:
         "results/logs/train_sccam/k{k}/r{round}.log",
     benchmark:
         "results/benchmarks/train_sccam/k{k}/r{round}.tsv"
-    threads: 8
+    threads: share_of_cores(8)
     resources:
         gpu=GPU,
         mem_mb=16000,

@@ -19,7 +19,7 @@ rule segment:
         "results/benchmarks/segment/{segmenter}/{split}/{shard}.tsv"
     wildcard_constraints:
         segmenter=one_of(PLAN.segmenter_runs),
-    threads: shard_threads(4)
+    threads: share_of_cores(4)
     resources:
         gpu=GPU,
         mem_mb=8000,

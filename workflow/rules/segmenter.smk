@@ -22,7 +22,7 @@ rule train_segmenter:
         "results/benchmarks/train_segmenter/{segmenter}.tsv"
     wildcard_constraints:
         segmenter=one_of(PLAN.segmenter_runs),
-    threads: 8
+    threads: share_of_cores(8)
     resources:
         gpu=GPU,
         mem_mb=16000,
