@@ -21,6 +21,7 @@ rule train_affinity:
         "results/benchmarks/train_affinity/{affinity}.tsv"
     wildcard_constraints:
         affinity=one_of(PLAN.affinity_runs),
+    priority: EARLY
     threads: share_of_cores(8)
     resources:
         gpu=GPU,

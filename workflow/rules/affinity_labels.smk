@@ -19,7 +19,8 @@ rule affinity_labels:
         "results/benchmarks/affinity_labels/{affinity}/{split}/{shard}.tsv"
     wildcard_constraints:
         affinity=one_of(PLAN.affinity_runs),
-    threads: 8  # CRF processes
+    priority: EARLY
+    threads: share_of_cores(8)  # CRF processes
     resources:
         mem_mb=4000,
         runtime=120,

@@ -18,6 +18,7 @@ rule make_cams:
         "results/benchmarks/make_cams/{cams}/{split}/{shard}.tsv"
     wildcard_constraints:
         cams=one_of(PLAN.cam_models),
+    priority: EARLY
     threads: share_of_cores(4)
     resources:
         gpu=GPU,

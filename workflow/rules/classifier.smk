@@ -16,6 +16,7 @@ rule train_classifier:
         "results/logs/train_classifier.log",
     benchmark:
         "results/benchmarks/train_classifier.tsv"
+    priority: EARLY
     threads: share_of_cores(8)
     resources:
         gpu=GPU,

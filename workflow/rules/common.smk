@@ -74,14 +74,24 @@ SGD_RECIPE = {k: v for k, v in CFG["classifier"].items() if k != "fit"}
 GPU = 0 if CFG["compute"]["device"] == "cpu" else 1
 
 
+# The priority of the jobs on the run's longest chains, from the saliency detector and the CAM
+# classifier through the CAMs and AffinityNet to the walk (EPS's and the plain one): Snakemake
+# starts the ready jobs of the highest priority first, then those that fill the most cores.
+# Without it such a chain could be left to the end, one training on one thread beside an idle
+# core (the photo run: 30 min 13 s, 11 minutes of them with a core idle). It works with every
+# local job on a share of the cores (share_of_cores): a job wanting both cores of two waits
+# until both are free at once, behind any one-thread job, priority or not.
+EARLY = 1
+
+
 def share_of_cores(most):
-    """Threads of a job that runs a network (a shard's forward pass or a training). On one
-    machine, an even share of the cores over the shards, so that as many jobs run side by side:
-    on 2 cores, two one-thread jobs did 1.4-1.6x the work of one two-thread job at a time (CAMs
-    and segment on the photos; each image's reading, resizing and writing run on one core) and
-    two trainings 1.2-1.3x (AffinityNet, DeepLab). On a cluster (jobs counted by --jobs, as the
-    SLURM profile does; the executor is not known yet when rules are read) each job has CPUs of
-    its own: `most`."""
+    """Threads of a job that runs a network (a shard's forward pass or a training) or CRF
+    processes. On one machine, an even share of the cores over the shards, so that as many jobs
+    run side by side: on 2 cores, two one-thread jobs did 1.4-1.6x the work of one two-thread job
+    at a time (CAMs and segment on the photos; each image's reading, resizing and writing run on
+    one core) and two trainings 1.17-1.28x (AffinityNet, DeepLab). On a cluster (jobs counted by
+    --jobs, as the SLURM profile does; the executor is not known yet when rules are read) each
+    job has CPUs of its own: `most`."""
     cores, jobs = (workflow.global_resources[k].value for k in ("_cores", "_nodes"))
     if workflow.remote_exec or jobs is not None or not isinstance(cores, int):
         return most

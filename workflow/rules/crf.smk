@@ -18,7 +18,7 @@ rule crf_masks:
         "results/benchmarks/crf_masks/{source}/{split}/{shard}.tsv"
     wildcard_constraints:
         source=one_of(PLAN.crf_sources),
-    threads: 8  # CRF processes
+    threads: share_of_cores(8)  # CRF processes
     resources:
         mem_mb=4000,
         runtime=120,

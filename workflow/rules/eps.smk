@@ -25,6 +25,7 @@ rule train_eps:
     wildcard_constraints:
         source=one_of(plan.SALIENCY_SOURCES),
         tau=r"[0-9.]+",
+    priority: EARLY
     threads: share_of_cores(8)
     resources:
         gpu=GPU,

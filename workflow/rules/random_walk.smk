@@ -20,6 +20,7 @@ rule random_walk:
         "results/benchmarks/random_walk/{rw}/{split}/{shard}.tsv"
     wildcard_constraints:
         rw=one_of(PLAN.rw_rows),
+    priority: EARLY
     threads: share_of_cores(4)
     resources:
         gpu=GPU,

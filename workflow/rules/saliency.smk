@@ -44,6 +44,7 @@ rule saliency_detector:
         "results/benchmarks/saliency_detector/{source}/{split}/{shard}.tsv"
     wildcard_constraints:
         source=one_of(plan.SALIENCY_DETECTOR_SOURCES),
+    priority: EARLY
     threads: share_of_cores(2)
     resources:
         gpu=GPU,
