@@ -78,7 +78,7 @@ GPU = 0 if CFG["compute"]["device"] == "cpu" else 1
 # classifier through the CAMs and AffinityNet to the walk (EPS's and the plain one): Snakemake
 # starts the ready jobs of the highest priority first, then those that fill the most cores.
 # Without it such a chain could be left to the end, one training on one thread beside an idle
-# core (the photo run: 30 min 13 s, 11 minutes of them with a core idle). It works with every
+# core (the photo run: 30 min 13 s, about 10 of its 60 core-minutes idle). It works with every
 # local job on a share of the cores (share_of_cores): a job wanting both cores of two waits
 # until both are free at once, behind any one-thread job, priority or not.
 EARLY = 1
