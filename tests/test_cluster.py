@@ -196,6 +196,7 @@ def test_network_jobs_share_the_cores_of_one_machine(tmp_path):
         assert (two[rule], eight[rule], cluster[rule]) == (1, 2, 8), rule
     for rule in ("affinity_labels", "crf_masks"):  # CRF processes
         assert (two[rule], eight[rule], cluster[rule]) == (1, 2, 8), rule
+    assert (two["sccam_clusters"], eight["sccam_clusters"], cluster["sccam_clusters"]) == (1, 2, 2)  # k-means
 
 
 def test_the_longest_chains_start_first(tmp_path):

@@ -85,11 +85,11 @@ EARLY = 1
 
 
 def share_of_cores(most):
-    """Threads of a job that runs a network (a shard's forward pass or a training) or CRF
-    processes. On one machine, an even share of the cores over the shards, so that as many jobs
-    run side by side: on 2 cores, two one-thread jobs did 1.4-1.6x the work of one two-thread job
-    at a time (CAMs and segment on the photos; each image's reading, resizing and writing run on
-    one core) and two trainings 1.17-1.28x (AffinityNet, DeepLab). On a cluster (jobs counted by
+    """Threads of a job that computes on several cores (a shard's forward pass, a training, CRF
+    processes, SC-CAM's k-means). On one machine, an even share of the cores over the shards, so
+    that as many jobs run side by side: on 2 cores, two one-thread jobs did 1.4-1.6x the work of
+    one two-thread job at a time (CAMs and segment on the photos; each image's reading, resizing
+    and writing run on one core) and two trainings 1.17-1.28x (AffinityNet, DeepLab). On a cluster (jobs counted by
     --jobs, as the SLURM profile does; the executor is not known yet when rules are read) each
     job has CPUs of its own: `most`."""
     cores, jobs = (workflow.global_resources[k].value for k in ("_cores", "_nodes"))

@@ -61,7 +61,7 @@ rule sccam_clusters:
         "results/logs/sccam_clusters/k{k}/r{round}.log",
     benchmark:
         "results/benchmarks/sccam_clusters/k{k}/r{round}.tsv"
-    threads: 2
+    threads: share_of_cores(2)
     resources:
         mem_mb=8000,
         runtime=60,
